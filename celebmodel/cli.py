@@ -1,0 +1,278 @@
+"""``python -m celebmodel`` / ``celebmodel``: the same code paths the app uses.
+
+Heavy libraries (TensorFlow) are imported inside the commands, so ``--help`` is instant.
+Exit codes: 0 success, 1 the work failed (message on stderr), 2 bad usage, 130 cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .config import DETECTORS, PRECISIONS, RECIPES, ConfigError, TrainConfig
+from .data import DatasetError, ImageError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    from .data import find_duplicates, make_split, scan_dataset, write_split
+
+    scan = scan_dataset(args.data)
+    print(scan.report(), file=sys.stderr)
+    split, warnings = make_split(
+        scan, per_class=args.per_class, seed=args.seed, drop_small=args.drop_small
+    )
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    write_split(split, args.out)
+    duplicates = find_duplicates(scan.root, split)
+    if len(duplicates):
+        print(f"warning: exact duplicates:\n{duplicates.to_string(index=False)}", file=sys.stderr)
+    counts = split.groupby(["label", "subset"]).size().unstack(fill_value=0)
+    print(counts[["train", "val", "test"]].to_string())
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .runs import new_run_dir
+    from .train import train_run
+
+    config = TrainConfig(
+        data_dir=args.data,
+        backbone=args.backbone,
+        weights=args.weights,
+        recipe=args.recipe,
+        per_class=args.per_class,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        patience=args.patience,
+        max_epochs=args.max_epochs,
+        image_size=args.image_size,
+        faces=args.faces,
+        detector=args.detector,
+        augment=args.augment,
+        drop_small=args.drop_small,
+        precision=args.precision,
+        exclude=tuple(args.exclude or ()),
+    ).validate()
+    run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(config.backbone)
+    print(f"run directory: {run_dir}", file=sys.stderr)
+    run = train_run(config, run_dir, progress=True)
+    _print_metrics(run)
+    return 0
+
+
+def _print_metrics(run: object) -> None:
+    for subset in ("train", "val", "test"):
+        metrics = run.metrics(subset) or {}
+        if metrics.get("accuracy") is not None:
+            print(
+                f"{subset:5s} accuracy {metrics['accuracy']:.3f}  "
+                f"weighted F1 {metrics['f1_weighted']:.3f}  n {metrics['n']}"
+            )
+    test = run.metrics("test") or {}
+    if test.get("overfitting"):
+        print(test["overfitting"])
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import ORIGINAL, evaluate_run
+    from .runs import load_run
+
+    run = load_run(args.run)
+    results = evaluate_run(run, args.subset, unknown_dir=args.unknown, progress=True)
+    for subset, metrics in results.items():
+        print(
+            f"[{subset}] n={metrics['n']} accuracy={metrics['accuracy']:.3f} "
+            f"(original recipe on test: {ORIGINAL['accuracy']:.2f})"
+        )
+        print(
+            f"  weighted precision {metrics['precision_weighted']:.3f} recall "
+            f"{metrics['recall_weighted']:.3f} F1 {metrics['f1_weighted']:.3f}; "
+            f"macro F1 {metrics['f1_macro']:.3f}; top-5 {metrics['top5_accuracy']:.3f}"
+        )
+        if metrics.get("open_set"):
+            print(f"  open set: {json.dumps(metrics['open_set'])}")
+        print(f"  {metrics['overfitting']}")
+        print(f"  wrote {run.file(f'metrics_{subset}.json')}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .recognize import Recognizer
+
+    recognizer = Recognizer.from_run(args.run, top_k=args.top_k)
+    results, readable = [], 0
+    for image in args.images:
+        try:
+            faces = recognizer.identify(image, threshold=args.threshold)
+            error = None if faces else "no face found"
+            readable += 1
+        except (ImageError, OSError) as exc:
+            faces, error = [], str(exc)
+        results.append({"image": image, "faces": faces, "error": error})
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for result in results:
+            if result["error"]:
+                print(f"{result['image']}: {result['error']}")
+            for face in result["faces"]:
+                tops = ", ".join(f"{t['label']} {t['probability']:.2f}" for t in face["top_k"])
+                print(f"{result['image']}: {face['label']} at {face['box']} ({tops})")
+    return 0 if readable else 1
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from .runs import load_run
+    from .train import enroll
+
+    report = enroll(load_run(args.run), args.name, args.photos)
+    for problem in report["skipped"]:
+        print(f"skipped {problem['path']}: {problem['reason']}", file=sys.stderr)
+    print(
+        f"enrolled {args.name} from {report['n_photos']} photo(s) into {args.run} "
+        f"in {report['seconds']:.1f} s"
+    )
+    return 0
+
+
+def cmd_fetch_lfw(args: argparse.Namespace) -> int:
+    from .data import fetch_lfw
+
+    scan = fetch_lfw(args.dest, min_faces=args.min_faces)
+    print(scan.report())
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from .runs import runs_table
+
+    table = runs_table(args.root)
+    print(table.to_string(index=False) if len(table) else "no runs")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .backbones import BACKBONES
+
+    parser = argparse.ArgumentParser(
+        prog="celebmodel",
+        description="Celebrity face recognition: split, train, evaluate, predict.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    split = commands.add_parser("split", help="write a per-celebrity 80/10/10 split.csv")
+    split.add_argument("data", help="dataset folder: one sub-folder per celebrity")
+    split.add_argument("--out", required=True, help="where to write split.csv")
+    split.set_defaults(func=cmd_split)
+
+    train = commands.add_parser("train", help="fine-tune a backbone into a run directory")
+    train.add_argument("data", help="dataset folder: one sub-folder per celebrity")
+    train.add_argument("--run-dir", help="run directory (default runs/<timestamp>-<backbone>)")
+    train.add_argument("--backbone", default="vgg16", choices=list(BACKBONES))
+    train.add_argument("--weights", default="imagenet", help="imagenet, none (random) or a file")
+    train.add_argument("--recipe", default="improved", choices=list(RECIPES))
+    train.add_argument("--batch-size", type=_positive, default=8)
+    train.add_argument("--patience", type=_positive, default=5)
+    train.add_argument("--max-epochs", type=_positive, default=100)
+    train.add_argument("--image-size", type=int, help="input size in pixels (default: backbone's)")
+    train.add_argument(
+        "--faces",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="detect and align the face first (default on)",
+    )
+    train.add_argument("--detector", default="hog", choices=DETECTORS)
+    train.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="augment the training subset (default: the recipe's choice)",
+    )
+    train.add_argument("--precision", default="float32", choices=PRECISIONS)
+    train.add_argument("--exclude", nargs="*", metavar="PATH", help="photos to leave out")
+    train.set_defaults(func=cmd_train)
+
+    for sub in (split, train):
+        sub.add_argument("--per-class", type=_positive, help="sample N photos per celebrity first")
+        sub.add_argument("--seed", type=int, default=0)
+        sub.add_argument(
+            "--drop-small",
+            action="store_true",
+            help="drop celebrities with too few photos (with a warning) instead of failing",
+        )
+
+    evaluate = commands.add_parser("evaluate", help="metrics of a finished run")
+    evaluate.add_argument("run", help="run directory")
+    evaluate.add_argument("--subset", default="test", choices=["test", "val", "train", "all"])
+    evaluate.add_argument("--unknown", help="folder of people outside the training set")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    predict = commands.add_parser("predict", help="identify the faces in photos")
+    predict.add_argument("run", help="run directory")
+    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.add_argument("--top-k", type=_positive, default=5)
+    predict.add_argument("--threshold", type=float, help="unknown threshold (default: calibrated)")
+    predict.add_argument("--json", action="store_true", help="one JSON object per image")
+    predict.set_defaults(func=cmd_predict)
+
+    enroll = commands.add_parser(
+        "enroll", help="add a celebrity to a dlib128 run from a few photos"
+    )
+    enroll.add_argument("run", help="run directory")
+    enroll.add_argument("name", help="the celebrity's label, e.g. Ada_Lovelace")
+    enroll.add_argument("photos", nargs="+", metavar="PHOTO", help="photos or a folder of them")
+    enroll.set_defaults(func=cmd_enroll)
+
+    fetch = commands.add_parser("fetch-lfw", help="download Labeled Faces in the Wild (online)")
+    fetch.add_argument("dest", help="folder to write the dataset into")
+    fetch.add_argument("--min-faces", type=_positive, default=60)
+    fetch.set_defaults(func=cmd_fetch_lfw)
+
+    runs = commands.add_parser("runs", help="list runs and their state")
+    runs.add_argument("--root", help="runs folder (default $CELEBMODEL_RUNS or runs/)")
+    runs.set_defaults(func=cmd_runs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .backbones import WeightsError
+    from .faces import FaceError
+    from .runs import RunError
+
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("cancelled", file=sys.stderr)
+        return 130
+    except (
+        ConfigError,
+        DatasetError,
+        ImageError,
+        WeightsError,
+        RunError,
+        FaceError,
+        OSError,
+    ) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        if type(exc).__name__ == "Cancelled":
+            print(f"cancelled: {exc}", file=sys.stderr)
+            return 130
+        raise

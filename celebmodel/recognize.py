@@ -1,0 +1,129 @@
+"""Identify every face in a new photo with a finished run.
+
+``Recognizer.from_run(run_dir).identify(image)`` takes a path, bytes, a PIL image or an array
+and returns one dict per face: ``box``, ``confidence``, ``label``, ``probability``, ``top_k``,
+``known`` and ``score``. A face too unlike its nearest celebrity comes back as ``unknown``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backbones import Backbone, get_backbone, l2_normalize
+from .config import TrainConfig
+from .data import load_image
+from .evaluate import centroids_of, unknown_scores
+from .faces import FaceEmbedder, FaceStage, resize_whole
+from .pipeline import face_stage
+from .runs import Run, RunError, load_run
+
+UNKNOWN = "unknown"
+
+
+@dataclass
+class Recognizer:
+    """A loaded run, ready to identify faces (thread-safe: one photo at a time)."""
+
+    run: Run
+    config: TrainConfig
+    labels: list[str]
+    model: Any
+    centroids: np.ndarray
+    threshold: float
+    top_k: int = 5
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path | Run, top_k: int = 5) -> Recognizer:
+        """Load a finished run's model, labels, gallery centroids and calibrated threshold."""
+        from .train import embedding_model
+
+        run = run_dir if isinstance(run_dir, Run) else load_run(run_dir)
+        config = run.config()
+        labels = run.labels()
+        model = run.load_model()
+        n_outputs = int(model.output.shape[-1])
+        if n_outputs != len(labels):
+            raise RunError(
+                f"{run.path}: model.keras has {n_outputs} classes but labels.json names "
+                f"{len(labels)}; the model belongs to another run"
+            )
+        gallery, gallery_labels = run.gallery()
+        calibration = run.read_json("calibration.json") or {}
+        threshold = calibration.get("threshold")
+        if not isinstance(threshold, (int, float)):
+            raise RunError(f"{run.file('calibration.json')}: missing or invalid threshold")
+        return cls(
+            run=run,
+            config=config,
+            labels=labels,
+            model=embedding_model(model),
+            centroids=centroids_of(gallery, gallery_labels, len(labels)),
+            threshold=float(threshold),
+            top_k=top_k,
+        )
+
+    @property
+    def backbone(self) -> Backbone:
+        return get_backbone(self.config.backbone)
+
+    @property
+    def stage(self) -> FaceStage:
+        return face_stage(self.config)
+
+    def _inputs(self, crops: list[np.ndarray]) -> np.ndarray:
+        if self.backbone.kind == "embedding":
+            return FaceEmbedder().embed(crops)
+        batch = np.stack(crops).astype(np.float32)
+        return np.asarray(self.backbone.preprocess(batch))
+
+    def identify(
+        self, image: Any, threshold: float | None = None, top_k: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Every face in ``image``, each with its box, best label and top-k probabilities.
+
+        With the face stage off (a ``--no-faces`` run) the whole photo counts as one face.
+        Raises :class:`celebmodel.data.ImageError` for an unreadable image.
+        """
+        pixels = load_image(image)
+        threshold = self.threshold if threshold is None else threshold
+        top_k = min(top_k or self.top_k, len(self.labels))
+        stage = self.stage
+        with self._lock:
+            if stage.enabled:
+                faces = stage.faces(pixels)
+                crops = [stage.align(pixels, face) for face in faces]
+                found = [(f.to_dict()["box"], f.confidence) for f in faces]
+            else:
+                height, width = pixels.shape[:2]
+                crops = [resize_whole(pixels, stage.size)]
+                found = [([0, 0, width, height], 1.0)]
+            if not crops:
+                return []
+            embeddings, probabilities = self.model(self._inputs(crops), training=False)
+        probabilities = np.asarray(probabilities, dtype=np.float64)
+        embeddings = l2_normalize(np.asarray(embeddings).reshape(len(crops), -1))
+        scores = unknown_scores(embeddings, probabilities, self.centroids)
+        results = []
+        for (box, confidence), p, score in zip(found, probabilities, scores, strict=True):
+            order = np.argsort(-p)[:top_k]
+            known = bool(score <= threshold)
+            best = self.labels[order[0]]
+            results.append(
+                {
+                    "box": box,
+                    "confidence": round(float(confidence), 4),
+                    "label": best if known else UNKNOWN,
+                    "nearest": best,
+                    "probability": float(p[order[0]]),
+                    "known": known,
+                    "score": float(score),
+                    "top_k": [{"label": self.labels[i], "probability": float(p[i])} for i in order],
+                }
+            )
+        return results
