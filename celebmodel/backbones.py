@@ -29,6 +29,7 @@ class Backbone:
     weights_file: str | None = None  # file name Keras caches under ~/.keras/models
     alignment: str = "eyes"  # "eyes" (level eyes, margin) or "chip" (dlib's template)
     embedding_size: int | None = None
+    head_learning_rate: float | None = None  # overrides the recipe's: unit-length inputs need more
 
     def preprocess(self, images: Any) -> Any:
         """Pixels 0..255 RGB -> what the network was trained on (runs outside the saved model)."""
@@ -77,7 +78,7 @@ class WeightsError(RuntimeError):
 
 
 def keras_cache() -> Path:
-    """Where Keras keeps downloaded weights (``$KERAS_HOME/models``, default ``~/.keras/models``)."""
+    """Where Keras caches weights: ``$KERAS_HOME/models``, default ``~/.keras/models``."""
     home = os.environ.get("KERAS_HOME", str(Path.home() / ".keras"))
     return Path(home) / "models"
 
@@ -132,6 +133,7 @@ BACKBONES: dict[str, Backbone] = {
             input_size=150,
             alignment="chip",
             embedding_size=128,
+            head_learning_rate=1e-2,
         ),
     )
 }

@@ -138,12 +138,16 @@ class TrainConfig:
 
         self.validate()
         recipe = RECIPES[self.recipe]
+        backbone = BACKBONES[self.backbone]
         return dataclasses.replace(
             self,
             data_dir=str(Path(self.data_dir).expanduser().resolve()),
+            weights="pretrained" if backbone.kind == "embedding" else self.weights,
             image_size=self.image_size or BACKBONES[self.backbone].input_size,
             augment=recipe.augment if self.augment is None else self.augment,
-            learning_rate=self.learning_rate or recipe.learning_rate,
+            learning_rate=self.learning_rate
+            or backbone.head_learning_rate
+            or recipe.learning_rate,
             fine_tune_learning_rate=self.fine_tune_learning_rate or recipe.fine_tune_learning_rate,
             dropout=recipe.dropout if self.dropout is None else self.dropout,
             exclude=tuple(self.exclude),
@@ -199,7 +203,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
 
 
 def _check_type(name: str, value: Any, annotation: str, source: str) -> Any:
-    """Check a JSON value against the field's annotation string (``from __future__`` keeps it one)."""
+    """Check a JSON value against the field's annotation string (a string under __future__)."""
     if annotation.startswith("tuple"):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{source}: {name} must be a list of strings, got {value!r}")

@@ -49,9 +49,11 @@ def compute_metrics(y_true: np.ndarray, probabilities: np.ndarray, labels: list[
             y_true, y_pred, labels=classes, average=average, zero_division=0
         )
         metrics.update({f"precision_{average}": p, f"recall_{average}": r, f"f1_{average}": f})
-    k = min(5, len(labels) - 1)
+    k = min(5, len(labels))  # with k >= the number of classes every answer is in the top k
     metrics["top5_accuracy"] = (
-        float(top_k_accuracy_score(y_true, probabilities, k=k, labels=classes)) if k >= 1 else 1.0
+        float(top_k_accuracy_score(y_true, probabilities, k=k, labels=classes))
+        if k < len(labels)
+        else 1.0
     )
     p, r, f, s = precision_recall_fscore_support(
         y_true, y_pred, labels=classes, average=None, zero_division=0
@@ -188,7 +190,7 @@ def evaluate_subset(
 
 
 def unknown_photos(folder: str | Path) -> list[str]:
-    """Every image under ``folder`` in any layout, relative paths (people outside the training set)."""
+    """Every image under ``folder``, any layout, as relative paths (people not in training)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder of unknown people")
@@ -210,6 +212,7 @@ def evaluate_run(
     labels = run.labels()
     model = run.load_model()
     split = run.split()
+    split = split[~split["path"].isin(config.exclude) & split["label"].isin(labels)]
     subsets = ("train", "val", "test") if subset == "all" else (subset,)
     threshold = (run.read_json("calibration.json") or {}).get("threshold")
     gallery, gallery_labels = run.gallery()

@@ -40,6 +40,7 @@ CHIP_PADDING = 0.25  # dlib's default template padding
 EYE_LEVEL = 0.40  # "eyes" alignment: eye height as a fraction of the crop
 EYE_DISTANCE = 0.36  # "eyes" alignment: eye distance as a fraction of the crop
 MTCNN_MIN_CONFIDENCE = 0.90
+HOG_MIN_SCORE = 0.2  # weaker HOG hits are mostly patterns, not faces (MTCNN still gets a try)
 HOG_UPSAMPLE_BELOW = 400  # photos smaller than this (shorter side) are upsampled once for HOG
 TIGHT_CROP_MAX_SIDE = 128  # a photo this small with no face found is taken as a face crop
 STAGE_VERSION = 1  # bump when a change alters crops, to invalidate caches
@@ -136,7 +137,7 @@ def _clip_box(box: Sequence[float], shape: tuple[int, ...]) -> tuple[int, int, i
 
 def _detect_hog(image: np.ndarray) -> list[tuple[tuple[int, int, int, int], float]]:
     upsample = 1 if min(image.shape[:2]) < HOG_UPSAMPLE_BELOW else 0
-    rects, scores, _ = _dlib()["hog"].run(image, upsample, 0.0)
+    rects, scores, _ = _dlib()["hog"].run(image, upsample, HOG_MIN_SCORE)
     found = []
     for rect, score in zip(rects, scores, strict=True):
         box = _clip_box((rect.left(), rect.top(), rect.width(), rect.height()), image.shape)

@@ -35,7 +35,7 @@ def runs_root() -> Path:
 
 
 def data_root() -> Path:
-    """The app's own data folder (uploads, fetched datasets, caches): ``$CELEBMODEL_DATA`` or ``data/``."""
+    """The app's data folder (uploads, datasets, caches): ``$CELEBMODEL_DATA`` or ``data/``."""
     return Path(os.environ.get("CELEBMODEL_DATA", "data")).expanduser().resolve()
 
 
@@ -52,6 +52,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the run from another user's app
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -38,7 +38,7 @@ class Cancelled(Exception):
 
 
 class HistoryWriter(keras.callbacks.Callback):
-    """Adds phase, learning rate and seconds to each epoch's logs before ``CSVLogger`` writes them."""
+    """Adds phase, learning rate and seconds to each epoch's logs before ``CSVLogger`` runs."""
 
     def __init__(self, phase: str) -> None:
         super().__init__()
@@ -131,6 +131,7 @@ class CelebrityClassifier:
                 monitor="val_loss", patience=self.config.patience, restore_best_weights=True
             ),
             HistoryWriter(phase),
+            StopOnRequest(),
         ]
         if self.history_file:
             callbacks.append(keras.callbacks.CSVLogger(str(self.history_file), append=True))
@@ -143,15 +144,20 @@ class CelebrityClassifier:
             metrics=["accuracy"],
         )
         start = len(self.history_)
-        result = self.model_.fit(
-            train,
-            validation_data=val,
-            epochs=start + self.config.max_epochs,
-            initial_epoch=start,
-            callbacks=self._callbacks(phase),
-            shuffle=False,  # tf.data shuffles, seeded
-            verbose=0,
-        )
+        _Stop.defer = True
+        try:
+            result = self.model_.fit(
+                train,
+                validation_data=val,
+                epochs=start + self.config.max_epochs,
+                initial_epoch=start,
+                callbacks=self._callbacks(phase),
+                shuffle=False,  # tf.data shuffles, seeded
+                verbose=0,
+            )
+        finally:
+            _Stop.defer = False
+        _Stop.check()
         rows = pd.DataFrame(result.history)
         rows.insert(0, "epoch", range(start, start + len(rows)))
         self.history_ = pd.concat([self.history_, rows], ignore_index=True)
@@ -221,30 +227,64 @@ def _setup_logging(run: Run) -> logging.Handler:
 
 
 def _lock(run: Run) -> None:
-    """Claim the run directory for this process; a second trainer is refused."""
+    """Claim the run directory for this process; a second trainer is refused.
+
+    The lock file appears with the pid already in it (written aside, then hard-linked), so a
+    reader never sees an empty lock and mistakes it for a stale one.
+    """
     lock = run.file(".lock")
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
+    mine = run.file(f".lock.{os.getpid()}")
+    mine.write_text(str(os.getpid()))
+    try:
+        for _ in range(2):
             try:
-                owner = int(lock.read_text() or 0)
-            except (OSError, ValueError):
-                owner = 0
-            if owner != os.getpid() and pid_alive(owner):
-                raise RunError(
-                    f"{run.path}: another training (pid {owner}) is writing it"
-                ) from None
-            lock.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as handle:
-            handle.write(str(os.getpid()))
-        return
-    raise RunError(f"{run.path}: cannot lock the run directory")
+                os.link(mine, lock)
+                return
+            except FileExistsError:
+                try:
+                    owner = int(lock.read_text() or 0)
+                except (OSError, ValueError):
+                    owner = 0
+                if owner != os.getpid() and pid_alive(owner):
+                    raise RunError(
+                        f"{run.path}: another training (pid {owner}) is writing it"
+                    ) from None
+                lock.unlink(missing_ok=True)
+        raise RunError(f"{run.path}: cannot lock the run directory")
+    finally:
+        mine.unlink(missing_ok=True)
 
 
-def _raise_cancelled(signum: int, frame: Any) -> None:
-    raise Cancelled(f"stopped by signal {signal.Signals(signum).name}")
+class _Stop:
+    """SIGTERM handling that never raises inside TensorFlow.
+
+    Outside ``fit`` the handler raises :class:`Cancelled` at once; during ``fit`` (and while the
+    finished model is written) it only sets ``requested``: :class:`StopOnRequest` ends training
+    at the next batch, after which :meth:`check` raises. (An exception raised from a handler
+    inside TensorFlow can be swallowed by AutoGraph or wrapped by pybind11.)
+    """
+
+    requested: str | None = None
+    defer: bool = False
+
+    @classmethod
+    def handle(cls, signum: int, frame: Any) -> None:
+        cls.requested = f"stopped by signal {signal.Signals(signum).name}"
+        if not cls.defer:
+            raise Cancelled(cls.requested)
+
+    @classmethod
+    def check(cls) -> None:
+        if cls.requested:
+            raise Cancelled(cls.requested)
+
+
+class StopOnRequest(keras.callbacks.Callback):
+    """Ends ``fit`` at the next batch once a stop was requested."""
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if _Stop.requested:
+            self.model.stop_training = True
 
 
 def train_run(config: TrainConfig, run_dir: str | Path, progress: bool = False) -> Run:
@@ -258,7 +298,8 @@ def train_run(config: TrainConfig, run_dir: str | Path, progress: bool = False) 
         raise RunError(f"{run.path}: already holds a finished model; choose a new run directory")
     _lock(run)
     handler = _setup_logging(run)
-    previous = signal.signal(signal.SIGTERM, _raise_cancelled)
+    _Stop.requested, _Stop.defer = None, False
+    previous = signal.signal(signal.SIGTERM, _Stop.handle)
     run.set_status("running", pid=os.getpid(), started=now_iso(), ended=None, error=None)
     try:
         _train(config, run, progress)
@@ -267,8 +308,16 @@ def train_run(config: TrainConfig, run_dir: str | Path, progress: bool = False) 
         run.set_status("cancelled", ended=now_iso(), error=str(exc) or "interrupted")
         raise Cancelled(str(exc) or "interrupted") from None
     except Exception as exc:
-        message = str(exc) if isinstance(exc, KNOWN_ERRORS) else f"{type(exc).__name__}: {exc}"
-        log.error("failed: %s\n%s", message, traceback.format_exc())
+        if _Stop.requested:  # a stop that library code wrapped in another exception
+            log.warning("cancelled: %s", _Stop.requested)
+            run.set_status("cancelled", ended=now_iso(), error=_Stop.requested)
+            raise Cancelled(_Stop.requested) from None
+        if isinstance(exc, KNOWN_ERRORS):  # expected problems: the message says it all
+            message = str(exc)
+            log.error("failed: %s", message)
+        else:
+            message = f"{type(exc).__name__}: {exc}"
+            log.error("failed: %s\n%s", message, traceback.format_exc())
         run.set_status("failed", ended=now_iso(), error=message)
         raise
     finally:
@@ -356,6 +405,8 @@ def _train(config: TrainConfig, run: Run, progress: bool) -> None:
     for subset in SUBSETS:
         evaluate_subset(run, subset, inputs[subset], *outputs[subset], labels=labels)
 
+    _Stop.check()
+    _Stop.defer = True  # from here the run is finished: a late stop must not split model and status
     partial = run.file(".model.tmp.keras")
     classifier.model_.save(partial)
     os.replace(partial, run.file("model.keras"))

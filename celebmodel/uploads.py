@@ -1,0 +1,212 @@
+"""Files users hand to the app: a zipped dataset, or a few photos of a new celebrity.
+
+A zip is checked as a whole before a byte is written (entry count, declared sizes, names that
+would escape the target, links, encryption), then extracted into a hidden sibling folder that
+is renamed into place only when complete, so the data folder never holds half a dataset.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import stat
+import tempfile
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+from .data import IMAGE_EXTENSIONS, DatasetScan, scan_dataset
+from .runs import Run, data_root
+
+MAX_ENTRIES = 20_000
+MAX_TOTAL_BYTES = 2 * 1024**3
+MAX_FILE_BYTES = 50 * 1024**2
+MAX_RATIO = 200  # uncompressed / compressed size of one entry above this looks like a zip bomb
+JUNK = ("__MACOSX", ".DS_Store", "Thumbs.db")
+
+
+class UploadError(ValueError):
+    """An upload that cannot be used; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    entries: int = MAX_ENTRIES
+    total_bytes: int = MAX_TOTAL_BYTES
+    file_bytes: int = MAX_FILE_BYTES
+    ratio: int = MAX_RATIO
+
+
+def datasets_dir() -> Path:
+    """Where uploaded and fetched datasets live inside the app's data folder."""
+    return data_root() / "datasets"
+
+
+def safe_name(filename: str, default: str = "dataset") -> str:
+    """A folder name from an upload's file name: letters, digits, ``_.-`` only, never hidden."""
+    stem = Path(filename.replace("\\", "/")).name
+    stem = stem[: -len(".zip")] if stem.lower().endswith(".zip") else stem
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("._-")
+    return cleaned[:80] or default
+
+
+def _entry_parts(name: str, label: str) -> tuple[str, ...]:
+    """The path parts of a zip entry, refusing anything that could land outside the target."""
+    text = name.replace("\\", "/")
+    if text.startswith("/") or re.match(r"^[A-Za-z]:", text):
+        raise UploadError(f"{label}: entry {name!r} has an absolute path")
+    parts = tuple(p for p in PurePosixPath(text).parts if p not in ("", "."))
+    if ".." in parts:
+        raise UploadError(f"{label}: entry {name!r} points outside the archive (..)")
+    if any("\x00" in p for p in parts):
+        raise UploadError(f"{label}: entry {name!r} has a NUL byte in its name")
+    return parts
+
+
+def _is_link(info: zipfile.ZipInfo) -> bool:
+    return stat.S_ISLNK(info.external_attr >> 16)
+
+
+def plan_zip(archive: zipfile.ZipFile, label: str, limits: Limits) -> list[tuple[Any, tuple]]:
+    """Check every entry and return ``(info, target parts)`` of the photos to extract.
+
+    Raises :class:`UploadError` before anything is written when the archive breaks a rule.
+    """
+    infos = archive.infolist()
+    if len(infos) > limits.entries:
+        raise UploadError(
+            f"{label}: {len(infos):,} entries, more than the {limits.entries:,} allowed"
+        )
+    photos, total = [], 0
+    for info in infos:
+        parts = _entry_parts(info.filename, label)
+        if info.flag_bits & 0x1:
+            raise UploadError(
+                f"{label}: {info.filename} is encrypted; upload a zip without a password"
+            )
+        if _is_link(info):
+            raise UploadError(f"{label}: {info.filename} is a symbolic link, which is not allowed")
+        if info.is_dir() or not parts or any(p in JUNK or p.startswith(".") for p in parts):
+            continue
+        if Path(parts[-1]).suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        if info.file_size > limits.file_bytes:
+            raise UploadError(
+                f"{label}: {info.filename} is {info.file_size:,} bytes, more than the "
+                f"{limits.file_bytes:,} allowed per photo"
+            )
+        if info.file_size > limits.ratio * max(info.compress_size, 1) and info.file_size > 1 << 20:
+            raise UploadError(
+                f"{label}: {info.filename} is compressed suspiciously well (zip bomb?)"
+            )
+        total += info.file_size
+        photos.append((info, parts))
+    if total > limits.total_bytes:
+        raise UploadError(
+            f"{label}: the photos unpack to {total:,} bytes, more than the "
+            f"{limits.total_bytes:,} allowed"
+        )
+    return _strip_common_folder(photos, label)
+
+
+def _strip_common_folder(photos: list[tuple[Any, tuple]], label: str) -> list[tuple[Any, tuple]]:
+    """Accept ``dataset/Person/x.jpg`` as well as ``Person/x.jpg``: drop shared top folders."""
+    while photos and all(len(parts) >= 3 for _, parts in photos):
+        tops = {parts[0] for _, parts in photos}
+        if len(tops) != 1:
+            break
+        photos = [(info, parts[1:]) for info, parts in photos]
+    photos = [(info, parts) for info, parts in photos if len(parts) >= 2]
+    if not photos:
+        raise UploadError(
+            f"{label}: no celebrity folders found; the zip must hold one folder per celebrity "
+            f"with photos inside (Person_Name/photo.jpg; {', '.join(sorted(IMAGE_EXTENSIONS))})"
+        )
+    return photos
+
+
+def extract_dataset(
+    source: bytes | str | Path | IO[bytes],
+    filename: str,
+    dest_root: str | Path | None = None,
+    limits: Limits | None = None,
+) -> DatasetScan:
+    """Safely unpack a zipped dataset into ``<data>/datasets/<name>`` and scan it.
+
+    ``filename`` is the upload's name, used for the folder and in messages. An existing
+    dataset of that name is kept; the new one gets a numbered name beside it.
+    """
+    limits = limits or Limits()
+    label = Path(filename).name or "upload.zip"
+    root = Path(dest_root) if dest_root else datasets_dir()
+    stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+    try:
+        with zipfile.ZipFile(stream) as archive:
+            photos = plan_zip(archive, label, limits)
+            root.mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(root).free
+            needed = sum(info.file_size for info, _ in photos)
+            if needed > free:
+                raise UploadError(f"{label}: needs {needed:,} bytes but {root} has {free:,} free")
+            target = _free_target(root, safe_name(label))
+            partial = Path(tempfile.mkdtemp(dir=root, prefix=f".{target.name}.partial-"))
+            try:
+                _write_photos(archive, photos, partial, label)
+                partial.rename(target)
+            except BaseException:
+                shutil.rmtree(partial, ignore_errors=True)
+                raise
+    except zipfile.BadZipFile as exc:
+        raise UploadError(f"{label}: not a zip archive, or a damaged one ({exc})") from exc
+    except (OSError, EOFError, RuntimeError, NotImplementedError) as exc:
+        raise UploadError(f"{label}: cannot extract ({exc})") from exc
+    return scan_dataset(target)
+
+
+def _free_target(root: Path, name: str) -> Path:
+    for attempt in range(1, 1000):
+        target = root / (name if attempt == 1 else f"{name}-{attempt}")
+        if not target.exists():
+            return target
+    raise UploadError(f"{root}: no free folder name for {name}")
+
+
+def _write_photos(
+    archive: zipfile.ZipFile, photos: list[tuple[Any, tuple]], folder: Path, label: str
+) -> None:
+    """Copy each checked entry, never more bytes than it declared (zipfile stops there)."""
+    base = folder.resolve()
+    for info, parts in photos:
+        target = base.joinpath(*parts)
+        if not target.resolve().is_relative_to(base):
+            raise UploadError(f"{label}: entry {info.filename!r} points outside the archive")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with archive.open(info) as src, open(target, "xb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def save_photos(files: Iterable[tuple[str, bytes]], folder: Path) -> list[Path]:
+    """Write uploaded photos (name, bytes) under ``folder`` with safe, distinct names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i, (name, content) in enumerate(files):
+        suffix = Path(name).suffix.lower()
+        path = folder / f"{i:03d}-{safe_name(Path(name).stem, 'photo')}{suffix}"
+        path.write_bytes(content)
+        written.append(path)
+    return written
+
+
+def enroll_uploaded(run: Run, name: str, files: Iterable[tuple[str, bytes]]) -> dict[str, Any]:
+    """Add a celebrity to a dlib128 run from uploaded photos (kept on disk only meanwhile)."""
+    from .train import enroll
+
+    data_root().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=data_root(), prefix=".enrol-") as tmp:
+        photos = save_photos(files, Path(tmp))
+        if not photos:
+            raise UploadError("add at least one photo of the new celebrity")
+        return enroll(run, name, [str(p) for p in photos])

@@ -1,0 +1,328 @@
+"""Train: choose a dataset, set the recipe, start a training process and watch it live."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from celebmodel import charts, jobs
+from celebmodel.backbones import BACKBONES, keras_cache
+from celebmodel.config import DETECTORS, RECIPES, TrainConfig
+from celebmodel.data import fetch_lfw, scan_dataset
+from celebmodel.runs import Run, delete_run, list_runs, runs_root, runs_table
+from celebmodel.uploads import datasets_dir, extract_dataset
+from pages import ui
+
+ui.through_app()
+
+DATASET_KEY = "dataset"  # the chosen folder, kept across pages
+FOLDER_KEY = "dataset-folder"
+WATCH_KEY = "watched-run"
+SOURCES = {
+    "folder": "A folder on this server",
+    "zip": "Upload a .zip",
+    "lfw": "Labeled Faces in the Wild (online)",
+}
+
+
+@st.cache_data(ttl=30, show_spinner="Scanning the dataset…")
+def preview(folder: str) -> tuple:
+    """Photos per celebrity and skipped files of a dataset folder (re-read every 30 s)."""
+    scan = scan_dataset(folder)
+    counts, skipped = charts.dataset_tables(scan)
+    return str(scan.root), counts, skipped
+
+
+st.title("Train")
+st.caption(
+    "Training runs as its own process (`python -m celebmodel train …`): it carries on if you "
+    "reload or close this page, and everyone using the studio sees it."
+)
+
+# 1. Dataset --------------------------------------------------------------------------------
+st.header("1. Dataset")
+source = st.radio(
+    "Where are the photos?",
+    list(SOURCES),
+    format_func=SOURCES.get,
+    horizontal=True,
+    key="dataset-source",
+)
+if source == "folder":
+    if FOLDER_KEY not in st.session_state:
+        st.session_state[FOLDER_KEY] = st.session_state.get(DATASET_KEY, "")
+    folder = st.text_input(
+        "Dataset folder",
+        key=FOLDER_KEY,
+        placeholder="/path/to/celebrities",
+        help="One sub-folder per celebrity, named after them (George_W_Bush/…jpg). "
+        f"Uploaded and fetched datasets are kept in {datasets_dir()}.",
+    )
+    st.session_state[DATASET_KEY] = folder.strip()
+elif source == "zip":
+    archive = st.file_uploader(
+        "Dataset .zip (one folder per celebrity inside)", type=["zip"], key="dataset-zip"
+    )
+    if archive is not None and st.button("Extract", key="extract"):
+        with ui.shown_errors(f"Extracting {archive.name}"), st.spinner("Extracting…"):
+            scan = extract_dataset(archive.getvalue(), archive.name)
+            st.session_state[DATASET_KEY] = str(scan.root)
+            st.success(f"Extracted {len(scan.items)} photos into {scan.root}.")
+elif source == "lfw":
+    st.caption(
+        "Downloads Labeled Faces in the Wild (the people with at least 60 photos) through "
+        "scikit-learn: about 200 MB, needs internet."
+    )
+    if st.button("Fetch LFW", key="fetch-lfw"):
+        with ui.shown_errors("Fetching LFW"), st.spinner("Downloading and unpacking LFW…"):
+            scan = fetch_lfw(datasets_dir() / "lfw")
+            st.session_state[DATASET_KEY] = str(scan.root)
+            st.success(f"LFW ready: {len(scan.labels)} celebrities, {len(scan.items)} photos.")
+
+dataset = st.session_state.get(DATASET_KEY) or ""
+dataset_ok, root = False, ""
+if dataset:
+    with ui.shown_errors("Dataset"):
+        root, counts, skipped = preview(dataset)
+        st.markdown(f"**{root}**")
+        a, b, c = st.columns(3)
+        a.metric("Celebrities", len(counts))
+        b.metric("Photos", int(counts["photos"].sum()))
+        c.metric("Skipped files", len(skipped))
+        st.plotly_chart(charts.dataset_figure(counts), key="dataset-chart")
+        if len(skipped):
+            with st.expander(f"{len(skipped)} skipped file(s) and why"):
+                st.dataframe(skipped, hide_index=True)
+        dataset_ok = True
+else:
+    st.info("Choose a dataset to see its celebrities and photo counts.")
+
+# 2. Settings -------------------------------------------------------------------------------
+st.header("2. Settings")
+vgg_cached = BACKBONES["vgg16"].imagenet_cached()
+names = list(BACKBONES)
+left, right = st.columns(2)
+backbone = left.selectbox(
+    "Backbone",
+    names,
+    index=0 if vgg_cached else names.index("dlib128"),
+    format_func=lambda name: BACKBONES[name].title,
+    key="backbone",
+    help="VGG16 is the original recipe's network. dlib128 is a face network that needs no "
+    "download and trains in minutes on a CPU.",
+)
+spec = BACKBONES[backbone]
+weights = "imagenet"
+if spec.kind == "cnn":
+    cached = spec.imagenet_cached()
+    if not cached:
+        left.warning(
+            f"ImageNet weights for {spec.title} are not in Keras's cache ({keras_cache()}). "
+            "Keras downloads them when online; offline, training with them fails. Choose the "
+            "offline **dlib128** backbone, or random initialisation below (much weaker)."
+        )
+    weights = left.radio(
+        "Weights",
+        ["imagenet", "none"],
+        index=0 if cached else 1,
+        format_func={"imagenet": "ImageNet (pretrained)", "none": "Random initialisation"}.get,
+        key=f"weights-{backbone}",
+        horizontal=True,
+    )
+recipe = left.radio(
+    "Recipe",
+    list(RECIPES),
+    index=list(RECIPES).index("improved"),
+    format_func={
+        "improved": "improved: frozen base, then fine-tune",
+        "classic": "classic: the original, whole network at once",
+    }.get,
+    key="recipe",
+    horizontal=True,
+)
+per_class = left.number_input(
+    "Photos per celebrity (0 = all)",
+    min_value=0,
+    value=60,
+    step=10,
+    key="per-class",
+    help="The original recipe sampled 60 photos per celebrity, split 80/10/10.",
+)
+batch_size = right.number_input("Batch size", 1, 256, 8, key="batch-size", help="Original: 8")
+patience = right.number_input(
+    "Early-stopping patience (epochs)", 1, 100, 5, key="patience", help="Original: 5"
+)
+max_epochs = right.number_input("Most epochs per phase", 1, 1000, 100, key="max-epochs")
+image_size = None
+if spec.kind == "cnn":
+    image_size = right.number_input(
+        "Image size (px)", 32, 1024, spec.input_size, step=16, key=f"image-size-{backbone}"
+    )
+faces = right.checkbox(
+    "Find and align the face first",
+    value=True,
+    disabled=spec.kind == "embedding",
+    key="faces",
+    help="Off: the whole photo is resized, as the original recipe did. dlib128 always needs it.",
+)
+faces = faces or spec.kind == "embedding"
+augment = right.checkbox(
+    "Augment the training photos",
+    value=RECIPES[recipe].augment and spec.kind == "cnn",
+    disabled=spec.kind == "embedding",
+    key=f"augment-{recipe}-{spec.kind}",
+    help="Random flips, small rotations, zoom, brightness and contrast (CNN backbones).",
+)
+detector = right.selectbox("Face detector", DETECTORS, key="detector", disabled=not faces)
+
+run = ui.active_run()
+exclude: list[str] = []
+if run is not None and dataset_ok and run.config_dict().get("data_dir") == root:
+    with ui.shown_errors(f"Reading {run.file('faces.csv')}"):
+        several = charts.several_faces(run)
+        if len(several):
+            with st.expander(f"{len(several)} photo(s) with several faces in {run.name}"):
+                st.caption(
+                    "The central face was taken as the celebrity. Leave out the photos where "
+                    "that guess is wrong."
+                )
+                st.dataframe(several, hide_index=True)
+                grid = st.columns(6)
+                for i, path in enumerate(several["path"].head(12)):
+                    with grid[i % 6], ui.shown_errors(path):
+                        st.image(charts.open_photo(run, path), caption=path)
+                exclude = st.multiselect(
+                    "Leave out of the next training", list(several["path"]), key="exclude"
+                )
+
+# 3. Start and watch ------------------------------------------------------------------------
+st.header("3. Train")
+busy = None
+with ui.shown_errors("Looking for a running training"):
+    busy = jobs.active()
+if st.button(
+    "Start training",
+    type="primary",
+    disabled=busy is not None or not dataset_ok,
+    key="start",
+    help="Another training is running" if busy else None,
+):
+    with ui.shown_errors("Starting the training"):
+        config = TrainConfig(
+            data_dir=root,
+            backbone=backbone,
+            weights=weights,
+            recipe=recipe,
+            per_class=int(per_class) or None,
+            batch_size=int(batch_size),
+            patience=int(patience),
+            max_epochs=int(max_epochs),
+            image_size=int(image_size) if image_size else None,
+            faces=faces,
+            detector=detector,
+            augment=augment if spec.kind == "cnn" else None,
+            exclude=tuple(exclude),
+        )
+        started = jobs.start(config)
+        st.session_state[WATCH_KEY] = started.name
+        st.rerun()
+
+
+@st.fragment(run_every=2)
+def live() -> None:
+    """The running training, else the last one watched here, else the newest run.
+
+    Refreshed every 2 s from the run's files, so every open page shows the same training.
+    """
+    with ui.shown_errors("Reading the training"):
+        job = jobs.active()
+        watched = st.session_state.get(WATCH_KEY)
+        target = job or (Run(runs_root() / watched) if watched else None)
+        if target is None or not target.file("status.json").is_file():
+            target = next(iter(list_runs()), None)
+        was_active = st.session_state.get("live-was-active", False)
+        st.session_state["live-was-active"] = job is not None
+        if target is None:
+            st.caption("No training yet.")
+            return
+        st.session_state[WATCH_KEY] = target.name
+        show_run(target)
+        if was_active and job is None:
+            st.rerun()
+
+
+def show_run(run: Run) -> None:
+    status = run.status()
+    state = status["state"]
+    progress = charts.progress(run)
+    seconds = charts.elapsed(status)
+    st.subheader(f"{run.name}: {state}")
+    most = f" of at most {progress['max_epochs']}" if progress["max_epochs"] else ""
+    phase = f" ({progress['phase']})" if progress["phase"] else ""
+    st.progress(
+        1.0 if state == "finished" else progress["fraction"],
+        text=f"epoch {progress['epochs']}{most}{phase}"
+        + (f" · {seconds:.0f} s elapsed" if seconds is not None else ""),
+    )
+    history = run.history()
+    if len(history):
+        st.plotly_chart(charts.learning_curves(history), key="live-curves")
+    if state in ("queued", "running"):
+        if st.button("Stop training", key="stop"):
+            with st.spinner("Stopping…"):
+                st.info(f"{run.name} is now {jobs.stop(run)}.")
+    elif state == "finished":
+        st.success("Training finished and the model was evaluated on the test photos.")
+        st.page_link(
+            "pages/evaluate.py",
+            label=f"Evaluate {run.name}",
+            icon=":material/analytics:",
+            query_params={"run": run.name},
+        )
+    elif state == "cancelled":
+        reason = charts.first_line(status.get("error")) or "cancelled"
+        st.warning(f"Training stopped: {reason}. No model was saved.")
+    else:
+        reason = charts.first_line(status.get("error")) or "see the log below"
+        st.error(f"Training failed: {reason}")
+    log = charts.readable_log(run.log_tail(60) or jobs.output_tail(run, 60))
+    log = "\n".join(log.splitlines()[-15:])
+    if log:
+        st.code(log, language=None)
+
+
+live()
+
+# 4. Past runs ------------------------------------------------------------------------------
+st.header("Past runs")
+with ui.shown_errors("Listing runs"):
+    table = runs_table()
+    if table.empty:
+        st.caption("No runs yet.")
+    else:
+        st.dataframe(
+            charts.runs_view(table),
+            hide_index=True,
+            column_config={
+                "test_accuracy": st.column_config.NumberColumn("test accuracy", format="percent"),
+                "best_val_loss": st.column_config.NumberColumn("best val loss", format="%.3f"),
+            },
+        )
+        removable = [
+            row.run for row in table.itertuples() if row.state not in ("queued", "running")
+        ]
+        pick, button = st.columns([3, 1], vertical_alignment="bottom")
+        doomed = pick.selectbox("Run to delete", removable, index=None, key="delete-pick")
+        if button.button("Delete…", disabled=doomed is None, key="delete"):
+            st.session_state["delete-confirm"] = doomed
+        confirm = st.session_state.get("delete-confirm")
+        if confirm:
+            st.warning(f"Delete {confirm} with its model and results? This cannot be undone.")
+            yes, no = st.columns(2)
+            if yes.button("Yes, delete", type="primary", key="delete-yes"):
+                st.session_state.pop("delete-confirm")
+                delete_run(Run(runs_root() / confirm))
+                st.toast(f"Deleted {confirm}.")
+                st.rerun()
+            if no.button("Cancel", key="delete-no"):
+                st.session_state.pop("delete-confirm")
+                st.rerun()

@@ -1,0 +1,93 @@
+"""Shared fixtures: tiny generated datasets and runs trained on them once per session.
+
+Nothing here reads ``../shared``: every photo is made by the tests (or shipped by scikit-image).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# The keys every metrics_<subset>.json must hold (issue 2), written out, not imported.
+METRIC_KEYS = {
+    "accuracy",
+    "precision_weighted",
+    "recall_weighted",
+    "f1_weighted",
+    "precision_macro",
+    "recall_macro",
+    "f1_macro",
+    "top5_accuracy",
+    "per_class",
+    "labels",
+    "confusion_matrix",
+    "subset",
+    "n",
+}
+
+COLOURS = [(200, 40, 40), (40, 180, 40), (40, 40, 200)]
+
+
+def make_dataset(root: Path, per_class: int = 10, size: int = 48, seed: int = 0) -> Path:
+    """Three "celebrities" told apart by colour and texture, small enough to be tight crops."""
+    rng = np.random.default_rng(seed)
+    for c, colour in enumerate(COLOURS):
+        folder = root / f"Celebrity_{'ABC'[c]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            noise = rng.normal(0, 35, (size, size, 3))
+            stripes = (np.arange(size) % (4 + 2 * c) < 2)[None, :, None] * 60
+            pixels = np.clip(np.array(colour) + noise + stripes, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"photo_{i:02d}.jpg", quality=95)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _isolated_folders(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Runs and caches of a test never land in the working tree."""
+    base = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("CELEBMODEL_RUNS", str(base / "runs"))
+    monkeypatch.setenv("CELEBMODEL_DATA", str(base / "appdata"))
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("tiny") / "dataset")
+
+
+def _train(tmp_path_factory: pytest.TempPathFactory, dataset: Path, name: str, **settings):
+    from celebmodel.config import TrainConfig
+    from celebmodel.train import train_run
+
+    base = tmp_path_factory.getbasetemp()
+    os.environ["CELEBMODEL_DATA"] = str(base / "appdata")
+    config = TrainConfig(data_dir=str(dataset), **settings)
+    return train_run(config, base / "runs" / name)
+
+
+@pytest.fixture(scope="session")
+def cnn_run(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path):
+    """A finished VGG16 run (random weights, 32 px, no face stage): the classic code path."""
+    return _train(
+        tmp_path_factory,
+        tiny_dataset,
+        "cnn",
+        backbone="vgg16",
+        weights="none",
+        recipe="improved",
+        image_size=32,
+        max_epochs=3,
+        faces=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def dlib_run(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path):
+    """A finished dlib128 run: the tiny photos have no detectable face, so they go whole."""
+    return _train(tmp_path_factory, tiny_dataset, "dlib", backbone="dlib128", max_epochs=20)

@@ -1,0 +1,597 @@
+"""The Streamlit studio under ``AppTest``, and the modules behind it (jobs, uploads, charts).
+
+Runs are the session fixtures of ``conftest.py`` (tiny generated data) copied into a runs folder
+per test, so a page never sees another test's runs. Each page is checked for the absence of
+exceptions: a user must see messages, never a traceback.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import COLOURS, make_dataset
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from celebmodel import charts, jobs
+from celebmodel.cli import build_parser
+from celebmodel.config import TrainConfig
+from celebmodel.runs import Run, atomic_write_json, best_run
+from celebmodel.uploads import Limits, UploadError, extract_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = ("pages/identify.py", "pages/train.py", "pages/evaluate.py")
+
+
+# Helpers -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """An empty runs folder and data folder of this test only."""
+    runs, data = tmp_path / "runs", tmp_path / "data"
+    runs.mkdir()
+    monkeypatch.setenv("CELEBMODEL_RUNS", str(runs))
+    monkeypatch.setenv("CELEBMODEL_DATA", str(data))
+    return runs, data
+
+
+def add_run(runs: Path, source: Run, name: str) -> Run:
+    shutil.copytree(source.path, runs / name, ignore=shutil.ignore_patterns(".lock"))
+    return Run(runs / name)
+
+
+def add_failed_run(runs: Path, name: str = "20240101-000000-vgg16") -> Run:
+    folder = runs / name
+    folder.mkdir()
+    atomic_write_json(
+        folder / "status.json",
+        {"state": "failed", "error": "data: dataset folder does not exist", "pid": 1},
+    )
+    atomic_write_json(folder / "config.json", {"data_dir": "/nowhere", "backbone": "vgg16"})
+    return Run(folder)
+
+
+def app() -> AppTest:
+    return AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
+
+
+def open_page(at: AppTest, page: str | None = None) -> AppTest:
+    """Run the app (on ``page``) and fail on any exception element: users see no traceback."""
+    if page is None:
+        at.run()
+    else:
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at: AppTest) -> str:
+    """All visible text of the current page, for phrase checks."""
+    parts = []
+    for kind in ("title", "header", "subheader", "markdown", "caption", "info", "warning"):
+        parts += [str(e.value) for e in getattr(at, kind)]
+    parts += [str(e.value) for e in at.error] + [str(e.value) for e in at.success]
+    return "\n".join(parts)
+
+
+def decode(value):
+    """A plotly array as a list: plain JSON, or plotly's base64 typed array."""
+    if isinstance(value, dict) and "bdata" in value:
+        array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+        if "shape" in value:
+            array = array.reshape([int(n) for n in str(value["shape"]).split(",")])
+        return array.tolist()
+    return value
+
+
+def figures(at: AppTest) -> list[dict]:
+    """The plotly figure JSON of every chart on the page, read from the element's proto."""
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def photo_bytes(colour: tuple[int, int, int], fmt: str = "PNG", size: int = 48) -> bytes:
+    rng = np.random.default_rng(1)
+    pixels = np.clip(np.array(colour) + rng.normal(0, 30, (size, size, 3)), 0, 255)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def wait_for(condition, timeout: float, at: AppTest | None = None) -> None:
+    """Poll (re-running the page, as the fragment does every 2 s) until ``condition()``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if at is not None:
+            open_page(at)
+        if condition():
+            return
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout:.0f} s")
+
+
+# Every page, in every state -----------------------------------------------------------------
+
+
+def test_pages_render_without_a_model(folders):
+    at = open_page(app())
+    assert "no trained model yet" in texts(at).lower()
+    open_page(at, "pages/identify.py")
+    assert "No trained model yet" in texts(at)
+    assert not at.file_uploader
+    open_page(at, "pages/train.py")
+    assert at.button(key="start").disabled  # no dataset chosen yet
+    assert "No runs yet" in texts(at)
+    open_page(at, "pages/evaluate.py")
+    assert "No finished run" in texts(at)
+
+
+def test_pages_render_with_finished_runs(folders, cnn_run, dlib_run):
+    runs, _ = folders
+    add_run(runs, cnn_run, "20240102-000000-vgg16")
+    add_run(runs, dlib_run, "20240103-000000-dlib128")
+    best = best_run()
+    accuracy = best.metrics("test")["accuracy"]
+    at = open_page(app())
+    assert at.sidebar.selectbox(key="active_run").value == str(best.path)
+    card = next(m for m in at.metric if m.label == "Test accuracy")
+    assert card.value == f"{accuracy:.1%}"
+    assert "original 53%" in card.delta
+    open_page(at, "pages/identify.py")
+    assert at.slider[0].value == pytest.approx(round(calibrated(best), 2))
+    open_page(at, "pages/train.py")
+    table = at.dataframe[0].value
+    assert set(table["run"]) == {"20240102-000000-vgg16", "20240103-000000-dlib128"}
+    open_page(at, "pages/evaluate.py")
+    assert at.selectbox(key="evaluate_run").value == best.name
+    assert len(at.get("plotly_chart")) >= 4
+
+    other = next(r for r in ("20240102-000000-vgg16", "20240103-000000-dlib128") if r != best.name)
+    at.sidebar.selectbox(key="active_run").set_value(str(runs / other))
+    open_page(at, "pages/identify.py")  # the sidebar's choice is every page's model
+    assert at.caption[0].value.startswith(f"Model {other} ")
+
+
+def calibrated(run: Run) -> float:
+    return float(run.read_json("calibration.json")["threshold"])
+
+
+def test_pages_render_with_failed_runs(folders, cnn_run):
+    runs, _ = folders
+    failed = add_failed_run(runs)
+    dead = runs / "20240104-000000-dlib128"  # "running" but its process is gone
+    dead.mkdir()
+    atomic_write_json(dead / "status.json", {"state": "running", "pid": 2**22 + 12345})
+    at = open_page(app())
+    assert "no trained model yet" in texts(at).lower()
+    for page in PAGES:
+        open_page(at, page)
+    open_page(at, "pages/train.py")
+    table = at.dataframe[0].value.set_index("run")
+    assert table.loc[failed.name, "state"] == "failed"
+    assert table.loc[dead.name, "state"] == "failed"
+    assert "dataset folder does not exist" in table.loc[failed.name, "error"]
+    add_run(runs, cnn_run, "20240102-000000-vgg16")  # a finished run beside the failed ones
+    for page in (None, *PAGES):
+        open_page(at, page)
+    assert at.selectbox(key="evaluate_run").value == "20240102-000000-vgg16"
+
+
+# Identify ------------------------------------------------------------------------------------
+
+
+def test_identify_upload_camera_and_unreadable_file(folders, cnn_run):
+    runs, _ = folders
+    run = add_run(runs, cnn_run, "20240102-000000-vgg16")
+    labels = run.labels()
+    at = open_page(app(), "pages/identify.py")
+    at.file_uploader(key="photos").set_value(
+        [
+            ("red.png", photo_bytes(COLOURS[0]), "image/png"),
+            ("broken.jpg", b"this is not a photo", "image/jpeg"),
+        ]
+    )
+    open_page(at)
+    assert "red.png" in [s.value for s in at.subheader]
+    caption = next(c.value for c in at.caption if "face(s) found in" in c.value)
+    seconds = float(caption.split(" in ")[1].split(" s")[0])
+    assert caption.startswith("1 face(s)") and seconds < 30
+    errors = [e.value for e in at.error]
+    assert any(e.startswith("broken.jpg:") for e in errors), errors
+    top = figures(at)[0]["data"][0]
+    probabilities = decode(top["x"])
+    assert len(probabilities) == len(labels) and sum(probabilities) == pytest.approx(1, abs=1e-3)
+    assert set(top["y"]) == {label.replace("_", " ") for label in labels}
+    names = [m.value for m in at.markdown if m.value.startswith("**1. ")]
+    assert names and any(label.replace("_", " ") in names[0] for label in labels)
+
+    at.slider[0].set_value(0.0)  # nobody is that close: the face becomes unknown
+    open_page(at)
+    assert any("unknown" in m.value for m in at.markdown if m.value.startswith("**1. "))
+
+    at.file_uploader(key="photos").set_value(None)
+    at.toggle(key="use-camera").set_value(True)
+    open_page(at)
+    at.camera_input(key="camera").upload("shot.jpg", photo_bytes(COLOURS[1], "JPEG"))
+    open_page(at)
+    assert "webcam photo" in [s.value for s in at.subheader]
+    assert any(c.value.startswith("1 face(s) found in") for c in at.caption)
+
+
+def test_add_a_celebrity_to_a_dlib_run(folders, dlib_run):
+    runs, data = folders
+    run = add_run(runs, dlib_run, "20240103-000000-dlib128")
+    at = open_page(app(), "pages/identify.py")
+    at.file_uploader(key="photos").set_value(
+        ("wall.png", photo_bytes((90, 90, 90), size=300), "image/png")
+    )
+    open_page(at)  # a large photo without a face: a message, not an exception
+    assert any(w.value.startswith("wall.png: no face found") for w in at.warning)
+    at.text_input[0].set_value("Ada Lovelace")
+    photos = [(f"ada{i}.png", photo_bytes((200, 200, 40 * i)), "image/png") for i in range(3)]
+    enrol = next(u for u in at.file_uploader if u.label == "Photos of this person")
+    enrol.set_value(photos)
+    at.form_submit_button[0].click()
+    open_page(at)
+    assert any("Added Ada_Lovelace" in s.value for s in at.success), texts(at)
+    assert "Ada_Lovelace" in run.labels()
+    assert not list(data.glob(".enrol-*")), "uploaded photos must be deleted"
+
+
+# Train ---------------------------------------------------------------------------------------
+
+
+def test_train_page_starts_a_training_and_shows_its_curves(folders, tmp_path):
+    runs, _ = folders
+    dataset = make_dataset(tmp_path / "dataset", per_class=6, size=32)
+    at = open_page(app(), "pages/train.py")
+    at.text_input(key="dataset-folder").set_value(str(dataset))
+    open_page(at)
+    cards = {m.label: m.value for m in at.metric}
+    assert cards["Celebrities"] == "3" and cards["Photos"] == "18"
+    at.selectbox(key="backbone").set_value("vgg16")
+    open_page(at)
+    assert "not in Keras's cache" in texts(at)  # offline: no ImageNet weights
+    at.radio(key="weights-vgg16").set_value("none")
+    at.checkbox(key="faces").set_value(False)
+    at.number_input(key="image-size-vgg16").set_value(32)
+    at.number_input(key="max-epochs").set_value(2)
+    at.number_input(key="per-class").set_value(0)
+    at.button(key="start").click()
+    open_page(at)
+    started = [Run(p) for p in runs.iterdir() if p.is_dir()]
+    assert len(started) == 1, texts(at)
+    run = started[0]
+    assert at.button(key="start").disabled  # one training at a time
+    with pytest.raises(jobs.JobError, match="still"):
+        jobs.start(TrainConfig(data_dir=str(dataset), backbone="dlib128"))
+
+    wait_for(lambda: run.state not in ("queued", "running"), 240, at)
+    open_page(at)
+    assert run.state == "finished", run.log_tail() + jobs.output_tail(run)
+    assert run.has_model() and run.metrics("test")
+    curves = figures(at)[-1]
+    epochs = {x for trace in curves["data"] for x in decode(trace["x"])}
+    assert epochs == set(range(1, len(run.history()) + 1))
+    assert {trace["name"] for trace in curves["data"]} == {"train", "validation"}
+    losses = [decode(t["y"]) for t in curves["data"] if t["name"] == "train" and t["xaxis"] == "x"]
+    assert losses[0] == pytest.approx(run.history()["loss"].tolist())
+    assert any("Training finished" in s.value for s in at.success)
+    assert not at.button(key="start").disabled
+
+
+def test_stop_cancels_a_running_training(folders, tmp_path):
+    runs, _ = folders
+    dataset = make_dataset(tmp_path / "dataset", per_class=6, size=32)
+    config = TrainConfig(
+        data_dir=str(dataset), backbone="vgg16", weights="none", image_size=32, faces=False
+    )
+    run = jobs.start(config)
+    assert jobs.active() == run
+    wait_for(lambda: run.state == "running", 120)
+    assert jobs.stop(run) == "cancelled"
+    assert run.status()["state"] == "cancelled" and not run.has_model()
+    assert jobs.active() is None
+
+
+def test_a_stop_the_trainer_reported_as_a_failure_reads_cancelled(folders):
+    runs, _ = folders
+    run = Run(runs / "20240105-000000-vgg16")
+    run.path.mkdir()
+    wrapped = "RuntimeError: pybind11 ... REPLACED BY Cancelled: stopped by signal SIGTERM\nAt: ..."
+    atomic_write_json(run.file("status.json"), {"state": "failed", "error": wrapped})
+    jobs._settle(run, 1)  # not asked to stop: a real failure stays one
+    assert run.status()["state"] == "failed"
+    jobs._settle(run, 1, stopped=True)
+    status = run.status()
+    assert status["state"] == "cancelled" and status["error"].startswith("stopped on request")
+    dead = Run(runs / "20240106-000000-vgg16")  # died while running, without a word
+    dead.path.mkdir()
+    atomic_write_json(dead.file("status.json"), {"state": "running", "pid": 2**22 + 1})
+    (dead.path / jobs.OUTPUT_NAME).write_text("error: out of disk space\n")
+    jobs._settle(dead, 1)
+    assert (dead.status()["state"], dead.status()["error"]) == (
+        "failed",
+        "error: out of disk space",
+    )
+
+
+def test_the_page_log_names_the_error_without_the_traceback():
+    log = (
+        "12:00:01 INFO epoch 1 (head): loss 1.0\n"
+        "faces:  50%|##  | 1/2\rfaces: 100%|####| 2/2\n"
+        "12:00:02 ERROR failed: RuntimeError: boom\n"
+        "Traceback (most recent call last):\n"
+        '  File "/work/main/celebmodel/train.py", line 264, in train_run\n'
+        "    _train(config, run, progress)\n"
+        "RuntimeError: boom\n"
+        "At:\n"
+        "  /work/main/celebmodel/train.py(247): _raise_cancelled\n"
+    )
+    shown = charts.readable_log(log)
+    assert "Traceback" not in shown and "File " not in shown and "At:" not in shown
+    assert shown.splitlines() == [
+        "12:00:01 INFO epoch 1 (head): loss 1.0",
+        "faces: 100%|####| 2/2",
+        "12:00:02 ERROR failed: RuntimeError: boom",
+        "RuntimeError: boom",
+    ]
+    assert charts.first_line("RuntimeError: boom\n\nAt:\n  frame") == "RuntimeError: boom"
+
+
+def test_dataset_from_a_zip_and_lfw_offline(folders, tmp_path, monkeypatch):
+    runs, data = folders
+    dataset = make_dataset(tmp_path / "dataset", per_class=4, size=16)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for photo in dataset.rglob("*.jpg"):
+            zf.write(photo, f"stars/{photo.relative_to(dataset)}")
+    at = open_page(app(), "pages/train.py")
+    at.radio(key="dataset-source").set_value("zip")
+    open_page(at)
+    at.file_uploader(key="dataset-zip").set_value(
+        ("stars.zip", archive.getvalue(), "application/zip")
+    )
+    open_page(at)
+    at.button(key="extract").click()
+    open_page(at)
+    assert any("Extracted 12 photos" in s.value for s in at.success), texts(at)
+    assert (data / "datasets" / "stars" / "Celebrity_A").is_dir()
+    assert {m.label: m.value for m in at.metric}["Celebrities"] == "3"
+
+    at.file_uploader(key="dataset-zip").set_value(("junk.zip", b"not a zip", "application/zip"))
+    open_page(at)
+    at.button(key="extract").click()
+    open_page(at)
+    assert any("junk.zip: not a zip archive" in e.value for e in at.error)
+
+    def offline(dest, min_faces=60):
+        from celebmodel.data import DatasetError
+
+        raise DatasetError(f"cannot download LFW into {dest}: there seems to be no internet")
+
+    monkeypatch.setattr("celebmodel.data.fetch_lfw", offline)
+    at.radio(key="dataset-source").set_value("lfw")
+    open_page(at)
+    at.button(key="fetch-lfw").click()
+    open_page(at)
+    assert any("no internet" in e.value for e in at.error)
+
+
+def test_delete_a_run_after_confirmation(folders, cnn_run):
+    runs, _ = folders
+    run = add_run(runs, cnn_run, "20240102-000000-vgg16")
+    at = open_page(app(), "pages/train.py")
+    at.selectbox(key="delete-pick").set_value(run.name)
+    open_page(at)
+    at.button(key="delete").click()
+    open_page(at)
+    assert any("cannot be undone" in w.value for w in at.warning)
+    assert run.path.is_dir()
+    at.button(key="delete-yes").click()
+    open_page(at)
+    assert not run.path.exists()
+    assert "No runs yet" in texts(at)
+
+
+def test_photos_with_several_faces_can_be_left_out(folders, cnn_run):
+    runs, _ = folders
+    run = add_run(runs, cnn_run, "20240102-000000-vgg16")
+    faces = run.file("faces.csv")
+    table = faces.read_text().splitlines()
+    first = table[1].split(",")
+    table[1] = ",".join([first[0], first[1], first[2], "several", "2", ""])
+    faces.write_text("\n".join(table) + "\n")
+    at = open_page(app(), "pages/train.py")
+    at.text_input(key="dataset-folder").set_value(run.config_dict()["data_dir"])
+    open_page(at)
+    at.multiselect(key="exclude").set_value([first[0]])
+    open_page(at)
+    assert at.multiselect(key="exclude").value == [first[0]]
+    command = jobs.train_command(
+        TrainConfig(data_dir=run.config_dict()["data_dir"], exclude=(first[0],)), runs / "x"
+    )
+    assert command[-2:] == ["--exclude", first[0]]
+
+
+# Evaluate ------------------------------------------------------------------------------------
+
+
+def test_evaluate_charts_carry_the_run_numbers(folders, cnn_run, dlib_run):
+    runs, _ = folders
+    run = add_run(runs, cnn_run, "20240102-000000-vgg16")
+    other = add_run(runs, dlib_run, "20240103-000000-dlib128")
+    test = run.metrics("test")
+    at = open_page(app(), "pages/evaluate.py")
+    at.selectbox(key="evaluate_run").set_value(run.name)
+    open_page(at)
+    cards = {m.label: m for m in at.metric}
+    assert cards["Accuracy"].value == f"{test['accuracy']:.1%}"
+    assert cards["F1 (weighted)"].value == f"{test['f1_weighted']:.1%}"
+    assert "vs original 52.9%" in cards["F1 (weighted)"].delta
+
+    per_class, confusion, accuracy, curves = figures(at)
+    for trace in per_class["data"]:
+        metric = trace["legendgroup"]
+        by_name = dict(zip(trace["x"], decode(trace["y"]), strict=True))
+        for label, values in test["per_class"].items():
+            assert by_name[label.replace("_", " ")] == pytest.approx(values[metric])
+        assert "support" in trace["hovertemplate"]
+    heat, cells = confusion["data"]
+    assert decode(heat["z"]) == test["confusion_matrix"]
+    assert "true: %{y}" in cells["hovertemplate"]  # the clickable layer over the cells
+    assert np.array(decode(cells["customdata"]))[:, 0].tolist() == sum(test["confusion_matrix"], [])
+    bars = dict(zip(accuracy["data"][0]["x"], decode(accuracy["data"][0]["y"]), strict=True))
+    assert bars["test"] == pytest.approx(test["accuracy"])
+    assert bars["train"] == pytest.approx(run.metrics("train")["accuracy"])
+    assert len(at.download_button) == 4
+
+    true, predicted = charts.largest_confusion(test)
+    cell = charts.cell_photos(run, "test", true, predicted)
+    assert at.selectbox(key="cell-true").value == true
+    assert len(at.get("image")) >= len(cell)
+
+    at.toggle(key="normalise").set_value(True)
+    at.radio(key="subset").set_value("val")
+    at.selectbox(key="sort-by").set_value("support")
+    at.selectbox(key="compare-run").set_value(other.name)
+    open_page(at)
+    val = run.metrics("val")
+    assert {m.label: m.value for m in at.metric}["Accuracy"] == f"{val['accuracy']:.1%}"
+    compare, per_class, confusion, *_ = figures(at)
+    assert {t["name"] for t in compare["data"]} == {run.name, other.name, "original recipe"}
+    shares = np.array(decode(confusion["data"][0]["z"]))
+    assert shares.sum(axis=1) == pytest.approx(np.ones(len(val["labels"])))
+
+
+# The modules behind the pages ----------------------------------------------------------------
+
+
+def test_train_command_is_what_the_cli_parses(tmp_path):
+    config = TrainConfig(
+        data_dir=str(tmp_path),
+        backbone="vgg16",
+        weights="none",
+        recipe="classic",
+        per_class=12,
+        batch_size=4,
+        patience=2,
+        max_epochs=3,
+        image_size=64,
+        faces=False,
+        augment=True,
+        exclude=("A/x.jpg", "B/y.jpg"),
+    )
+    command = jobs.train_command(config, tmp_path / "run")
+    assert command[1:4] == ["-m", "celebmodel", "train"]
+    args = build_parser().parse_args(command[3:])
+    for field in ("backbone", "weights", "recipe", "per_class", "batch_size", "patience"):
+        assert getattr(args, field) == getattr(config, field)
+    assert (args.max_epochs, args.image_size, args.faces, args.augment) == (3, 64, False, True)
+    assert args.exclude == ["A/x.jpg", "B/y.jpg"] and args.run_dir == str(tmp_path / "run")
+
+
+def test_two_simultaneous_starts_launch_one_training(folders, tmp_path, monkeypatch):
+    runs, _ = folders
+    launched: list[Run] = []
+
+    def fake_launch(config, run):  # a live "training": this test process
+        time.sleep(0.2)
+        atomic_write_json(run.file("status.json"), {"state": "running", "pid": os.getpid()})
+        launched.append(run)
+
+    monkeypatch.setattr(jobs, "_launch", fake_launch)
+    config = TrainConfig(data_dir=str(tmp_path), backbone="dlib128")
+    barrier, outcomes = threading.Barrier(2), []
+
+    def click() -> None:
+        barrier.wait()
+        try:
+            outcomes.append(jobs.start(config))
+        except jobs.JobError as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=click) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(launched) == 1
+    assert sum(isinstance(o, jobs.JobError) for o in outcomes) == 1
+    assert jobs.active() == launched[0]
+    atomic_write_json(launched[0].file("status.json"), {"state": "finished"})
+    assert jobs.active() is None
+
+
+def _zip(entries: dict[str, bytes], **flags) -> bytes:
+    """A zip of ``entries``; ``flags[name]`` sets ZipInfo fields, ``encrypt`` the flag bit."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, content in entries.items():
+            info = zipfile.ZipInfo(name)
+            for key, value in flags.get(name, {}).items():
+                setattr(info, key, value)
+            zf.writestr(info, content)
+    data = bytearray(buffer.getvalue())
+    if flags.get("encrypt"):  # zipfile cannot write encrypted entries: set the bit by hand
+        for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+            at = data.find(signature)
+            data[at + offset] |= 0x1
+    return bytes(data)
+
+
+PHOTO = photo_bytes(COLOURS[0], "JPEG", 16)
+
+
+@pytest.mark.parametrize(
+    ("entries", "flags", "message"),
+    [
+        ({"../evil/x.jpg": PHOTO, "A/a.jpg": PHOTO}, {}, "outside the archive"),
+        ({"/etc/A/x.jpg": PHOTO}, {}, "absolute path"),
+        ({"C:/A/x.jpg": PHOTO}, {}, "absolute path"),
+        ({"A/x.jpg": PHOTO}, {"encrypt": True}, "encrypted"),
+        ({"A/x.jpg": b"B/y.jpg"}, {"A/x.jpg": {"external_attr": 0o120777 << 16}}, "symbolic"),
+        ({"a.jpg": PHOTO, "notes.txt": b"hi"}, {}, "no celebrity folders"),
+        ({"A/b/c.txt": b"hi"}, {}, "no celebrity folders"),
+    ],
+)
+def test_unsafe_or_unusable_zips_are_refused_before_writing(folders, entries, flags, message):
+    _, data = folders
+    with pytest.raises(UploadError, match=message):
+        extract_dataset(_zip(entries, **flags), "set.zip")
+    assert not (data / "datasets").exists() or not any((data / "datasets").iterdir())
+
+
+def test_zip_limits_and_damage(folders):
+    _, data = folders
+    entries = {f"A/{i}.jpg": PHOTO for i in range(4)} | {f"B/{i}.jpg": PHOTO for i in range(4)}
+    with pytest.raises(UploadError, match="more than the 5 allowed"):
+        extract_dataset(_zip(entries), "set.zip", limits=Limits(entries=5))
+    with pytest.raises(UploadError, match="unpack to"):
+        extract_dataset(_zip(entries), "set.zip", limits=Limits(total_bytes=len(PHOTO) * 3))
+    with pytest.raises(UploadError, match="per photo"):
+        extract_dataset(_zip(entries), "set.zip", limits=Limits(file_bytes=10))
+    damaged = bytearray(_zip(entries))
+    damaged[40:60] = b"\0" * 20
+    with pytest.raises(UploadError, match="set.zip"):
+        extract_dataset(bytes(damaged), "set.zip")
+    with pytest.raises(UploadError, match="not a zip"):
+        extract_dataset(b"PK\x03\x04 truncated", "set.zip")
+    datasets = data / "datasets"
+    assert not datasets.exists() or not [p for p in datasets.iterdir()]
+
+    first = extract_dataset(_zip({"top/" + k: v for k, v in entries.items()}), "My Set.zip")
+    second = extract_dataset(_zip(entries), "My Set.zip")
+    assert first.root.name == "My_Set" and second.root.name == "My_Set-2"
+    assert first.labels == ["A", "B"] and len(second.items) == 8
+    assert sorted(p.name for p in datasets.iterdir()) == ["My_Set", "My_Set-2"]  # no partials

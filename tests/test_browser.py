@@ -1,0 +1,312 @@
+"""The studio in a real browser: ``streamlit run`` on 127.0.0.1 and headless Chromium.
+
+Needs Debian's ``chromium`` (``/usr/bin/chromium``) and pip ``playwright`` (its own browser
+download is never used). Screenshots of every page land in ``test-artifacts/``.
+
+To refresh the README's screenshots from real runs, point the test at a runs folder (and a
+photo to identify): ``CELEBMODEL_SCREENSHOT_RUNS=/path/to/runs
+CELEBMODEL_SCREENSHOT_PHOTO=group.jpg pytest -m browser``; it then also copies one screenshot
+per page into ``assets/``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import COLOURS, make_dataset
+from PIL import Image
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts"
+ASSETS = ROOT / "assets"
+SCREENSHOT_RUNS = os.environ.get("CELEBMODEL_SCREENSHOT_RUNS")
+SCREENSHOT_PHOTO = os.environ.get("CELEBMODEL_SCREENSHOT_PHOTO")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 180_000
+
+if not CHROMIUM.is_file():
+    pytest.skip(
+        f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium) "
+        "to run the real-browser test",
+        allow_module_level=True,
+    )
+playwright_api = pytest.importorskip("playwright.sync_api")
+sync_playwright = playwright_api.sync_playwright
+PlaywrightTimeout = playwright_api.TimeoutError
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"streamlit exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.read().strip() == b"ok":
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"streamlit did not answer on {url} within {timeout:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
+    """``streamlit run streamlit_app.py`` on a free port, over a copy of a finished run."""
+    base = tmp_path_factory.mktemp("browser")
+    runs = base / "runs"
+    if SCREENSHOT_RUNS:
+        shutil.copytree(SCREENSHOT_RUNS, runs, ignore=shutil.ignore_patterns(".*lock"))
+    else:
+        run = request.getfixturevalue("cnn_run")
+        shutil.copytree(run.path, runs / "20240102-000000-vgg16")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "CELEBMODEL_RUNS": str(runs),
+        "CELEBMODEL_DATA": os.environ.get("CELEBMODEL_SCREENSHOT_DATA") or str(base / "data"),
+    }
+    log = open(base / "streamlit.log", "wb")  # noqa: SIM115 - closed after the server stops
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "streamlit_app.py",
+            "--server.headless",
+            "true",
+            "--server.address",
+            "127.0.0.1",
+            "--server.port",
+            str(port),
+            "--server.fileWatcherType",
+            "none",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_healthy(url, process)
+        yield url, runs
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+        ARTIFACTS.mkdir(exist_ok=True)
+        shutil.copy(base / "streamlit.log", ARTIFACTS / "streamlit.log")
+
+
+def upload_photo(tmp_path: Path) -> Path:
+    if SCREENSHOT_PHOTO:
+        return Path(SCREENSHOT_PHOTO)
+    rng = np.random.default_rng(3)
+    pixels = np.clip(np.array(COLOURS[0]) + rng.normal(0, 30, (96, 96, 3)), 0, 255)
+    path = tmp_path / "celebrity.png"
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="PNG")
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+def settle(page, text: str, quiet_ms: int = 1000) -> None:
+    """Wait for ``text``, then until Streamlit has been idle for ``quiet_ms`` (a first load
+    may rerun once when the navigation arrives), then for plotly to draw."""
+    page.get_by_text(text, exact=False).first.wait_for(timeout=TIMEOUT_MS)
+    running = "() => !!document.querySelector('[data-testid=\"stStatusWidget\"]')"
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline:
+        if page.evaluate(running):
+            quiet_since = time.monotonic()
+        elif (time.monotonic() - quiet_since) * 1000 >= quiet_ms:
+            break
+        page.wait_for_timeout(100)
+    page.get_by_text(text, exact=False).first.wait_for(timeout=TIMEOUT_MS)
+    page.wait_for_timeout(1000)
+
+
+def choose(page, label: str, option: str, attempts: int = 3) -> None:
+    """Pick ``option`` in a selectbox (retried: a rerun may close the open list)."""
+    for attempt in range(attempts):
+        page.get_by_role("combobox", name=label).click()
+        try:
+            page.get_by_role("option", name=option).click(timeout=5000)
+            return
+        except PlaywrightTimeout:
+            if attempt == attempts - 1:
+                raise
+            page.keyboard.press("Escape")
+
+
+def no_traceback(page) -> None:
+    assert page.locator("[data-testid='stException']").count() == 0
+    assert "Traceback (most recent call last)" not in page.content()
+
+
+def shoot(page, name: str) -> Path:
+    """Screenshot the whole page: the viewport grows to the content (Streamlit scrolls inside)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"screenshot_{name}.png"
+    height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+    viewport = page.viewport_size
+    page.set_viewport_size({"width": viewport["width"], "height": min(max(height, 900), 5000)})
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size(viewport)
+    if SCREENSHOT_RUNS:
+        ASSETS.mkdir(exist_ok=True)
+        shutil.copy(path, ASSETS / path.name)
+    return path
+
+
+def cell_caption(page) -> str:
+    return page.get_by_text("photo(s) of").first.inner_text()
+
+
+def test_pages_load_and_an_upload_is_identified(server, tmp_path):
+    url, runs = server
+    dataset = json.loads(next(runs.glob("*/config.json")).read_text())["data_dir"]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            # A fresh server's first request is a page URL: it must still get the app's
+            # navigation and sidebar (a pages/ folder would otherwise run the file alone).
+            page.goto(f"{url}/evaluate")
+            settle(page, "Per celebrity")
+            no_traceback(page)
+            nav = page.locator("[data-testid='stSidebarNav']")
+            assert nav.locator("a").count() == 4  # not the folder's files (ui.py, ...)
+            for name in ("Home", "Identify", "Train", "Evaluate"):
+                assert nav.get_by_text(name, exact=True).count() == 1
+            assert page.get_by_text("Active model").count() == 1
+            assert page.locator("[data-testid='stMetric']").count() >= 6
+
+            page.get_by_role("tab", name="Confusion matrix").click()
+            page.wait_for_timeout(1000)
+            heatmap = page.locator(".js-plotly-plot").nth(1).locator(".nsewdrag").first
+            box = heatmap.bounding_box()
+            captions = []
+            for x, y in ((5, 5), (box["width"] - 5, box["height"] - 5)):  # two diagonal cells
+                page.mouse.click(box["x"] + x, box["y"] + y)
+                page.wait_for_timeout(500)
+                settle(page, "photo(s) of")
+                captions.append(cell_caption(page))
+            for caption in captions:
+                cell = caption.split(" photo(s) of ")[1].split(" (showing")[0]
+                true, predicted = cell.split(" predicted as ")
+                assert true == predicted, caption  # a diagonal cell was selected
+            assert captions[0] != captions[1]
+            shoot(page, "evaluate")
+
+            nav.get_by_role("link", name="Home").click()
+            settle(page, "Active model:")
+            no_traceback(page)
+            shoot(page, "home")
+
+            nav.get_by_role("link", name="Identify").click()
+            settle(page, "Unknown threshold")
+            photo = upload_photo(tmp_path)
+            page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(
+                str(photo)
+            )
+            settle(page, "face(s) found in")
+            no_traceback(page)
+            assert page.get_by_text(photo.name).count() >= 1
+            assert page.locator(".js-plotly-plot").count() >= 1  # the top-5 chart
+            shoot(page, "identify")
+
+            nav.get_by_role("link", name="Train").click()
+            settle(page, "Past runs")
+            page.get_by_role("textbox", name="Dataset folder").fill(dataset)
+            page.keyboard.press("Enter")
+            settle(page, "Skipped files")  # the dataset preview
+            no_traceback(page)
+            assert page.get_by_text(dataset).count() >= 1
+            shoot(page, "train")
+        finally:
+            browser.close()
+
+
+def test_training_started_in_the_browser_updates_live_and_stops(server, tmp_path):
+    """The fragment refreshes by itself (``run_every``), which only a real browser does."""
+    url, _ = server
+    dataset = make_dataset(tmp_path / "dataset", per_class=6, size=32)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{url}/train")
+            settle(page, "Past runs")
+            page.get_by_role("textbox", name="Dataset folder").fill(str(dataset))
+            page.keyboard.press("Enter")
+            settle(page, "Skipped files")
+            choose(page, "Backbone", "VGG16 (ImageNet)")
+            settle(page, "Random initialisation")
+            page.get_by_text("Random initialisation", exact=True).click()
+            page.get_by_text("Find and align the face first", exact=True).click()
+            for name, value in (
+                ("Image size (px)", "32"),
+                ("Most epochs per phase", "2"),
+                ("Photos per celebrity (0 = all)", "0"),
+            ):
+                page.get_by_role("spinbutton", name=name).fill(value)
+                page.keyboard.press("Enter")
+                settle(page, "Past runs")
+            page.get_by_role("button", name="Start training").click()
+            # From here on nobody touches the page: only the fragment's timer updates it.
+            page.get_by_text(": running").first.wait_for(timeout=TIMEOUT_MS)
+            page.locator(".js-plotly-plot").nth(1).wait_for(timeout=TIMEOUT_MS)  # live curves
+            settle(page, "Training finished")
+            no_traceback(page)
+            assert page.get_by_text("epoch 4 of at most 4").count() == 1
+            assert page.get_by_role("link", name="Evaluate 20").count() == 1
+            shoot(page, "train_finished")
+
+            page.get_by_role("button", name="Start training").click()
+            page.get_by_text(": running").first.wait_for(timeout=TIMEOUT_MS)
+            page.get_by_role("button", name="Stop training").click()
+            page.get_by_text("Training stopped").first.wait_for(timeout=TIMEOUT_MS)
+            no_traceback(page)
+            shoot(page, "train_stopped")
+        finally:
+            browser.close()

@@ -1,0 +1,125 @@
+"""Hostile models, runs and photos: clear errors naming the file, nothing loaded unsafely."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data as skdata
+
+from celebmodel.config import ConfigError
+from celebmodel.recognize import Recognizer
+from celebmodel.runs import Run, RunError, load_run
+
+PACKAGE = Path(__file__).resolve().parent.parent / "celebmodel"
+
+
+@pytest.fixture
+def run_copy(dlib_run: Run, tmp_path: Path) -> Run:
+    shutil.copytree(dlib_run.path, tmp_path / "run")
+    return Run(tmp_path / "run")
+
+
+def test_model_with_another_label_count_is_refused(run_copy: Run):
+    labels = run_copy.labels()
+    run_copy.file("labels.json").write_text(json.dumps([*labels, "Someone_Else"]))
+    with pytest.raises(RunError, match="has 3 classes but labels.json names 4"):
+        Recognizer.from_run(run_copy.path)
+
+
+def test_corrupted_model_file_is_a_clear_error(run_copy: Run):
+    run_copy.file("model.keras").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(RunError, match=r"model\.keras: cannot load the model"):
+        Recognizer.from_run(run_copy.path)
+
+
+def test_run_directory_missing_files(run_copy: Run, tmp_path: Path):
+    run_copy.file("labels.json").unlink()
+    with pytest.raises(RunError, match="missing labels.json"):
+        load_run(run_copy.path)
+    with pytest.raises(RunError, match="no such run directory"):
+        load_run(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"learning_rat": 0.1}, "unknown setting"),
+        ({"batch_size": "eight"}, "batch_size must be int"),
+        ({"faces": "yes"}, "faces must be bool"),
+        ({"backbone": "alexnet"}, "unknown 'alexnet'"),
+    ],
+)
+def test_hand_edited_config_is_refused_with_the_key_named(run_copy: Run, edit, message):
+    config = json.loads(run_copy.file("config.json").read_text())
+    config.update(edit)
+    run_copy.file("config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=message):
+        Recognizer.from_run(run_copy.path)
+
+
+def test_models_load_in_safe_mode(run_copy: Run, monkeypatch):
+    import keras
+
+    seen = {}
+    real = keras.models.load_model
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(keras.models, "load_model", spy)
+    run_copy.load_model()
+    assert seen.get("safe_mode") is True
+
+
+def test_nothing_in_a_run_is_unpickled():
+    source = "\n".join(p.read_text() for p in PACKAGE.glob("*.py"))
+    assert "allow_pickle=True" not in source
+    assert "import pickle" not in source and "joblib" not in source
+
+
+def _grid_of_faces(n_rows: int, n_cols: int) -> np.ndarray:
+    face = Image.fromarray(skdata.astronaut()).crop((150, 50, 300, 200)).resize((110, 110))
+    canvas = Image.new("RGB", (n_cols * 120, n_rows * 120), (128, 128, 128))
+    for r in range(n_rows):
+        for c in range(n_cols):
+            canvas.paste(face, (c * 120 + 5, r * 120 + 5))
+    return np.asarray(canvas)
+
+
+def test_a_photo_with_thirty_faces_returns_each(dlib_run: Run):
+    results = Recognizer.from_run(dlib_run.path).identify(_grid_of_faces(5, 6))
+    assert len(results) >= 27
+    assert all(r["label"] for r in results)
+    assert len({tuple(r["box"]) for r in results}) == len(results)
+
+
+def test_tiny_face_and_face_cut_by_the_border_do_not_crash(dlib_run: Run):
+    recognizer = Recognizer.from_run(dlib_run.path)
+    tiny = Image.new("RGB", (640, 480), (120, 120, 120))
+    tiny.paste(Image.fromarray(skdata.astronaut()).resize((48, 48)), (300, 200))
+    assert isinstance(recognizer.identify(tiny), list)
+    cut = skdata.astronaut()[:, 215:]  # the face's left half is outside the photo
+    for face in recognizer.identify(cut):
+        x, y, w, h = face["box"]
+        assert x >= 0 and y >= 0 and x + w <= cut.shape[1] and y + h <= cut.shape[0]
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"", "empty file"),
+        (b"hello, not a photo", "not an image"),
+        (b"\xff\xd8\xff\xe0" + b"\0" * 30, "not an image"),  # a JPEG header and nothing else
+    ],
+)
+def test_unreadable_uploads_raise_image_error_naming_the_problem(dlib_run: Run, content, problem):
+    from celebmodel.data import ImageError
+
+    with pytest.raises(ImageError, match=f"<bytes>: {problem}"):
+        Recognizer.from_run(dlib_run.path).identify(content)
