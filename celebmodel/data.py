@@ -527,6 +527,15 @@ def _open_and_decode(handle: io.IOBase, label: str | None, max_pixels: int) -> n
             )
 
 
+def photos_under(folder: str | Path) -> list[Path]:
+    """Every image file under ``folder`` in any layout (hidden files left out), sorted."""
+    return sorted(
+        p
+        for p in Path(folder).rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+    )
+
+
 def file_sha256(path: str | Path) -> str:
     """SHA-256 hex digest of a file, streamed in 1 MiB chunks so large files stay cheap."""
     digest = hashlib.sha256()

@@ -21,7 +21,7 @@ from sklearn.metrics import (
 )
 
 from .backbones import l2_normalize
-from .data import IMAGE_EXTENSIONS
+from .data import photos_under
 from .runs import Run, atomic_write_json
 
 SUBSET_CHOICES = ("test", "val", "train", "all")
@@ -194,11 +194,7 @@ def unknown_photos(folder: str | Path) -> list[str]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder of unknown people")
-    return sorted(
-        str(p.relative_to(folder))
-        for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
-    )
+    return [str(p.relative_to(folder)) for p in photos_under(folder)]
 
 
 def evaluate_run(

@@ -437,12 +437,12 @@ def save_gallery(run: Run, embeddings: np.ndarray, labels: np.ndarray) -> None:
 
 
 def _photo_files(photos: list[str | Path]) -> list[Path]:
-    from .data import IMAGE_EXTENSIONS
+    from .data import photos_under
 
     files: list[Path] = []
     for photo in map(Path, photos):
         if photo.is_dir():
-            files += sorted(p for p in photo.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+            files += photos_under(photo)
         else:
             files.append(photo)
     return files
