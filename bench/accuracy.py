@@ -38,8 +38,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data", default=str(here.parent / "shared" / "data" / "lfw"))
     parser.add_argument("--seeds", type=int, default=20, help="dlib128 seeds 0..N-1")
     parser.add_argument("--per-class", type=int, default=60)
-    parser.add_argument("--vgg", action=argparse.BooleanOptionalAction, default=True,
-                        help="also train seed 0 of the VGG16 classic and improved recipes")
+    parser.add_argument(
+        "--vgg",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also train seed 0 of the VGG16 classic and improved recipes",
+    )
     parser.add_argument("--vgg-size", type=int, default=64, help="VGG16 input size (reduced)")
     parser.add_argument("--vgg-epochs", type=int, default=30, help="VGG16 epoch cap per phase")
     parser.add_argument("--work", help="folder for runs and caches (default: a temporary one)")
@@ -65,8 +69,12 @@ def speed(data: Path, per_class: int, cache: Path, recognizer) -> list[dict]:
     for label in ("cold", "cached"):
         start = time.perf_counter()
         prepare_inputs(config, split)
-        rows.append({"what": f"crops + embeddings, {len(split)} photos, {label}",
-                     "seconds": time.perf_counter() - start})
+        rows.append(
+            {
+                "what": f"crops + embeddings, {len(split)} photos, {label}",
+                "seconds": time.perf_counter() - start,
+            }
+        )
 
     photos = []
     for path in split[split["subset"] == "test"]["path"][:24]:
@@ -80,8 +88,12 @@ def speed(data: Path, per_class: int, cache: Path, recognizer) -> list[dict]:
         start = time.perf_counter()
         recognizer.identify(photo)
         times.append(time.perf_counter() - start)
-    rows.append({"what": "identify one 640x480 photo, one face (median ms)",
-                 "seconds": statistics.median(times) * 1000})
+    rows.append(
+        {
+            "what": "identify one 640x480 photo, one face (median ms)",
+            "seconds": statistics.median(times) * 1000,
+        }
+    )
     return rows
 
 
@@ -103,46 +115,80 @@ def main() -> None:
     print(f"dataset {data}, work folder {work}")
     rows, wrong = [], []
     for seed in range(args.seeds):
-        config = TrainConfig(data_dir=str(data), backbone="dlib128", per_class=args.per_class,
-                             seed=seed)
+        config = TrainConfig(
+            data_dir=str(data), backbone="dlib128", per_class=args.per_class, seed=seed
+        )
         start = time.perf_counter()
         run = train_run(config, work / "runs" / f"dlib128-seed{seed}")
         test = run.metrics("test")
-        rows.append({"seed": seed, "accuracy": test["accuracy"], "f1_weighted": test["f1_weighted"],
-                     "n_test": test["n"], "skipped": len(test["skipped"]),
-                     "seconds": time.perf_counter() - start})
+        rows.append(
+            {
+                "seed": seed,
+                "accuracy": test["accuracy"],
+                "f1_weighted": test["f1_weighted"],
+                "n_test": test["n"],
+                "skipped": len(test["skipped"]),
+                "seconds": time.perf_counter() - start,
+            }
+        )
         predictions = run.predictions("test")
         for row in predictions[predictions["true"] != predictions["predicted"]].itertuples():
-            wrong.append({"seed": seed, "path": row.path, "true": row.true,
-                          "predicted": row.predicted, "probability": row.probability,
-                          "label noise": LABEL_NOISE.get(row.path, "")})
+            wrong.append(
+                {
+                    "seed": seed,
+                    "path": row.path,
+                    "true": row.true,
+                    "predicted": row.predicted,
+                    "probability": row.probability,
+                    "label noise": LABEL_NOISE.get(row.path, ""),
+                }
+            )
     table(rows, f"dlib128, {args.per_class} per celebrity, 48/6/6, seeds 0-{args.seeds - 1}")
     accuracies = [r["accuracy"] for r in rows]
     f1s = [r["f1_weighted"] for r in rows]
-    print(f"\nmean accuracy {np.mean(accuracies):.4f}, worst seed {min(accuracies):.4f}, "
-          f"mean weighted F1 {np.mean(f1s):.4f} (targets: mean >= 0.99, worst >= 0.95)")
+    print(
+        f"\nmean accuracy {np.mean(accuracies):.4f}, worst seed {min(accuracies):.4f}, "
+        f"mean weighted F1 {np.mean(f1s):.4f} (targets: mean >= 0.99, worst >= 0.95)"
+    )
     if wrong:
         table(wrong, "every misclassified test photo")
     else:
         print("\nno test photo misclassified in any seed")
 
     comparison = [{"model": "original recipe (reported)", "accuracy": 0.53, "f1_weighted": 0.529}]
-    comparison.append({"model": "dlib128 seed 0", "accuracy": rows[0]["accuracy"],
-                       "f1_weighted": rows[0]["f1_weighted"]})
+    comparison.append(
+        {
+            "model": "dlib128 seed 0",
+            "accuracy": rows[0]["accuracy"],
+            "f1_weighted": rows[0]["f1_weighted"],
+        }
+    )
     if args.vgg:
         for recipe in ("classic", "improved"):
-            config = TrainConfig(data_dir=str(data), backbone="vgg16", weights="none",
-                                 recipe=recipe, per_class=args.per_class, seed=0,
-                                 image_size=args.vgg_size, max_epochs=args.vgg_epochs)
+            config = TrainConfig(
+                data_dir=str(data),
+                backbone="vgg16",
+                weights="none",
+                recipe=recipe,
+                per_class=args.per_class,
+                seed=0,
+                image_size=args.vgg_size,
+                max_epochs=args.vgg_epochs,
+            )
             start = time.perf_counter()
             run = train_run(config, work / "runs" / f"vgg16-{recipe}")
             test = run.metrics("test")
-            comparison.append({
-                "model": f"vgg16 {recipe}, weights none (random init), "
-                f"{args.vgg_size} px, faces on",
-                "accuracy": test["accuracy"], "f1_weighted": test["f1_weighted"],
-                "train_accuracy": run.metrics("train")["accuracy"],
-                "epochs": len(run.history()), "seconds": time.perf_counter() - start})
+            comparison.append(
+                {
+                    "model": f"vgg16 {recipe}, weights none (random init), "
+                    f"{args.vgg_size} px, faces on",
+                    "accuracy": test["accuracy"],
+                    "f1_weighted": test["f1_weighted"],
+                    "train_accuracy": run.metrics("train")["accuracy"],
+                    "epochs": len(run.history()),
+                    "seconds": time.perf_counter() - start,
+                }
+            )
     table(comparison, "seed 0 beside the original recipe")
 
     unknown = work / "unknown"
@@ -156,15 +202,30 @@ def main() -> None:
         (unknown / person).mkdir(parents=True, exist_ok=True)
         for path in photos:
             shutil.copy(data / path, unknown / path)
-    config = TrainConfig(data_dir=str(data), backbone="dlib128", per_class=args.per_class, seed=0,
-                         exclude=tuple(known_exclude))
+    config = TrainConfig(
+        data_dir=str(data),
+        backbone="dlib128",
+        per_class=args.per_class,
+        seed=0,
+        exclude=tuple(known_exclude),
+    )
     run = train_run(config, work / "runs" / "dlib128-open-set")
     open_set = evaluate_run(run, "test", unknown_dir=unknown)["test"]["open_set"]
-    table([{"known people": 8 - len(UNKNOWN_PEOPLE), "unknown people": ", ".join(UNKNOWN_PEOPLE),
-            **open_set}], "open set (targets: unknown_rejected >= 0.95 at known_accepted >= 0.95)")
+    table(
+        [
+            {
+                "known people": 8 - len(UNKNOWN_PEOPLE),
+                "unknown people": ", ".join(UNKNOWN_PEOPLE),
+                **open_set,
+            }
+        ],
+        "open set (targets: unknown_rejected >= 0.95 at known_accepted >= 0.95)",
+    )
 
-    table(speed(data, args.per_class, work / "speed", Recognizer.from_run(run.path)),
-          "speed on this machine (targets: cold <= 60 s, cached < 10 s, identify <= 150 ms)")
+    table(
+        speed(data, args.per_class, work / "speed", Recognizer.from_run(run.path)),
+        "speed on this machine (targets: cold <= 60 s, cached < 10 s, identify <= 150 ms)",
+    )
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
 

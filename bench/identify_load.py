@@ -1,5 +1,8 @@
 """Load on identification: one shared Recognizer driven from several threads, as Streamlit's
-sessions share the cached one. Reports throughput, p50/p95 latency, errors and peak memory.
+sessions share the cached one. Reports throughput, p50/p95 latency, errors and memory (the
+resident size after each quarter of the photos, to show it stays flat, and the peak).
+
+Photos are taken in turn from each celebrity folder, as uploads in bytes.
 
     python bench/identify_load.py runs/<run> --photos ../shared/data/lfw --clients 4 --total 200
 """
@@ -17,8 +20,27 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def rss_mib() -> float:
+def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_mib() -> float:
+    """Resident memory now (not the peak), from /proc."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def photos_in_turn(folder: Path, total: int, extensions: set[str]) -> list[Path]:
+    """``total`` photos, one from each celebrity sub-folder in turn."""
+    people = [
+        sorted(p for p in person.rglob("*") if p.suffix.lower() in extensions)
+        for person in sorted(folder.iterdir())
+        if person.is_dir()
+    ]
+    chosen: list[Path] = []
+    for row in range(max(map(len, people), default=0)):
+        chosen += [photos[row] for photos in people if row < len(photos)]
+    return chosen[:total]
 
 
 def main() -> None:
@@ -33,13 +55,11 @@ def main() -> None:
     from celebmodel.data import IMAGE_EXTENSIONS
     from celebmodel.recognize import Recognizer
 
-    photos = sorted(
-        p for p in Path(args.photos).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
-    )[: args.total]
+    photos = photos_in_turn(Path(args.photos), args.total, IMAGE_EXTENSIONS)
     payloads = [p.read_bytes() for p in photos]  # uploads arrive as bytes
     recognizer = Recognizer.from_run(args.run)
     recognizer.identify(payloads[0])  # warm-up: graph tracing and detector loading
-    after_warmup = rss_mib()
+    memory = [rss_mib()]
 
     def one(payload: bytes) -> tuple[float, str | None]:
         start = time.perf_counter()
@@ -50,18 +70,28 @@ def main() -> None:
             error = f"{type(exc).__name__}: {exc}"
         return time.perf_counter() - start, error
 
+    quarter = max(1, len(payloads) // 4)
+    results: list[tuple[float, str | None]] = []
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=args.clients) as pool:
-        results = list(pool.map(one, payloads))
+        for offset in range(0, len(payloads), quarter):
+            results += pool.map(one, payloads[offset : offset + quarter])
+            memory.append(rss_mib())
     elapsed = time.perf_counter() - start
     latencies = sorted(r[0] for r in results)
     errors = [r[1] for r in results if r[1]]
     print(f"photos {len(results)}, clients {args.clients}, wall {elapsed:.1f} s")
     print(f"throughput {len(results) / elapsed:.1f} photos/s")
-    print(f"latency p50 {statistics.median(latencies) * 1000:.0f} ms, "
-          f"p95 {latencies[int(0.95 * (len(latencies) - 1))] * 1000:.0f} ms")
+    print(
+        f"latency p50 {statistics.median(latencies) * 1000:.0f} ms, "
+        f"p95 {latencies[int(0.95 * (len(latencies) - 1))] * 1000:.0f} ms"
+    )
     print(f"errors {len(errors)}" + (f": {errors[:3]}" if errors else ""))
-    print(f"peak RSS {rss_mib():.0f} MiB (after warm-up {after_warmup:.0f} MiB)")
+    print(
+        "RSS after warm-up and each quarter: "
+        + " -> ".join(f"{m:.0f}" for m in memory)
+        + f" MiB; peak {peak_rss_mib():.0f} MiB"
+    )
 
 
 if __name__ == "__main__":

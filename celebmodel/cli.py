@@ -27,7 +27,7 @@ def _positive(text: str) -> int:
 
 
 def cmd_split(args: argparse.Namespace) -> int:
-    from .data import find_duplicates, make_split, scan_dataset, write_split
+    from .data import describe_duplicates, find_duplicates, make_split, scan_dataset, write_split
 
     scan = scan_dataset(args.data)
     print(scan.report(), file=sys.stderr)
@@ -37,9 +37,8 @@ def cmd_split(args: argparse.Namespace) -> int:
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     write_split(split, args.out)
-    duplicates = find_duplicates(scan.root, split)
-    if len(duplicates):
-        print(f"warning: exact duplicates:\n{duplicates.to_string(index=False)}", file=sys.stderr)
+    for line in describe_duplicates(find_duplicates(scan.root, split)):
+        print(f"warning: {line}", file=sys.stderr)
     counts = split.groupby(["label", "subset"]).size().unstack(fill_value=0)
     print(counts[["train", "val", "test"]].to_string())
     print(f"wrote {args.out}")

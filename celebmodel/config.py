@@ -12,7 +12,10 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -145,13 +148,15 @@ class TrainConfig:
             weights="pretrained" if backbone.kind == "embedding" else self.weights,
             image_size=self.image_size or BACKBONES[self.backbone].input_size,
             augment=recipe.augment if self.augment is None else self.augment,
-            learning_rate=self.learning_rate
-            or backbone.head_learning_rate
-            or recipe.learning_rate,
+            learning_rate=self.learning_rate or backbone.head_learning_rate or recipe.learning_rate,
             fine_tune_learning_rate=self.fine_tune_learning_rate or recipe.fine_tune_learning_rate,
             dropout=recipe.dropout if self.dropout is None else self.dropout,
             exclude=tuple(self.exclude),
         )
+
+    def kept(self, split: pd.DataFrame) -> pd.DataFrame:
+        """The rows of ``split`` this training uses: all but the photos the user left out."""
+        return split[~split["path"].isin(self.exclude)].reset_index(drop=True)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

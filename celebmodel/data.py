@@ -655,16 +655,13 @@ def make_split(
 
 def write_split(split: pd.DataFrame, path: str | Path) -> None:
     """Write a split as CSV (path, label, subset) atomically, so readers never see half a file."""
+    from .runs import atomic_write_text
+
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            split.loc[:, list(SPLIT_COLUMNS)].to_csv(handle, index=False, lineterminator="\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(
+        target, split.loc[:, list(SPLIT_COLUMNS)].to_csv(index=False, lineterminator="\n")
+    )
 
 
 def read_split(path: str | Path) -> pd.DataFrame:
@@ -747,6 +744,21 @@ def find_duplicates(root: str | Path, split: pd.DataFrame) -> pd.DataFrame:
         .sort_values(["sha256", "path"], ignore_index=True)
         .astype({"sha256": "str", "leak": bool, "cross_label": bool})
     )
+
+
+def describe_duplicates(duplicates: pd.DataFrame) -> list[str]:
+    """One line per group of identical files from :func:`find_duplicates`, naming each copy
+    with its celebrity and subset and saying why it matters."""
+    lines = []
+    for _, group in duplicates.groupby("sha256", sort=False):
+        copies = " = ".join(f"{r.path} ({r.label}, {r.subset})" for r in group.itertuples())
+        why = []
+        if group["cross_label"].iloc[0]:
+            why.append("filed under different celebrities")
+        if group["leak"].iloc[0]:
+            why.append("in different subsets, so evaluation sees a training photo")
+        lines.append(f"identical files: {copies}" + (f": {'; '.join(why)}" if why else ""))
+    return lines
 
 
 def _has_celebrity_folder(folder: Path) -> bool:

@@ -207,8 +207,8 @@ def evaluate_run(
     config = run.config()
     labels = run.labels()
     model = run.load_model()
-    split = run.split()
-    split = split[~split["path"].isin(config.exclude) & split["label"].isin(labels)]
+    split = config.kept(run.split())
+    split = split[split["label"].isin(labels)]
     subsets = ("train", "val", "test") if subset == "all" else (subset,)
     threshold = (run.read_json("calibration.json") or {}).get("threshold")
     gallery, gallery_labels = run.gallery()

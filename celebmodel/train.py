@@ -23,7 +23,15 @@ import pandas as pd
 
 from .backbones import WeightsError, get_backbone, l2_normalize
 from .config import RECIPES, ConfigError, TrainConfig
-from .data import DatasetError, find_duplicates, make_split, read_split, scan_dataset, write_split
+from .data import (
+    DatasetError,
+    describe_duplicates,
+    find_duplicates,
+    make_split,
+    read_split,
+    scan_dataset,
+    write_split,
+)
 from .pipeline import Inputs, face_stage, model_dataset, prepare_inputs
 from .runs import Run, RunError, atomic_write_json, now_iso, pid_alive
 
@@ -358,12 +366,12 @@ def _train(config: TrainConfig, run: Run, progress: bool) -> None:
         for warning in warnings:
             log.warning(warning)
         write_split(split, run.file("split.csv"))
-    split = split[~split["path"].isin(config.exclude)].reset_index(drop=True)
+    split = config.kept(split)
     labels = sorted(split["label"].unique())
     atomic_write_json(run.file("labels.json"), labels)
     duplicates = find_duplicates(config.data_dir, split)
-    if len(duplicates):
-        log.warning("exact duplicate photos:\n%s", duplicates.to_string(index=False))
+    for line in describe_duplicates(duplicates):
+        log.warning(line)
     config.save(
         run.file("config.json"),
         extra={
@@ -425,7 +433,7 @@ def _record_face_stage(run: Run, inputs: dict[str, Inputs]) -> None:
     counts = records["route"].value_counts().to_dict()
     log.info("face stage: %s", counts)
     for row in records[records["route"].isin(["none", "error"])].itertuples():
-        log.warning("skipped %s: %s", row.path, row.error or "no face found")
+        log.warning("skipped %s", row.error or f"{row.path}: no face found")  # errors name it
     run.set_status("running", face_routes=counts)
 
 

@@ -6,6 +6,8 @@ Nothing here reads ``../shared``: every photo is made by the tests (or shipped b
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +48,27 @@ def make_dataset(root: Path, per_class: int = 10, size: int = 48, seed: int = 0)
             pixels = np.clip(np.array(colour) + noise + stripes, 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(folder / f"photo_{i:02d}.jpg", quality=95)
     return root
+
+
+def write_blank_bilevel_png(path: Path, width: int, height: int) -> Path:
+    """A valid bilevel PNG of width x height that is all zeros, streamed so it stays cheap."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
+    compressor = zlib.compressobj(9)
+    row = b"\x00" * (1 + (width + 7) // 8)
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+    return path
 
 
 @pytest.fixture(autouse=True)

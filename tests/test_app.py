@@ -595,3 +595,30 @@ def test_zip_limits_and_damage(folders):
     assert first.root.name == "My_Set" and second.root.name == "My_Set-2"
     assert first.labels == ["A", "B"] and len(second.items) == 8
     assert sorted(p.name for p in datasets.iterdir()) == ["My_Set", "My_Set-2"]  # no partials
+
+
+def test_an_interrupted_extraction_leaves_nothing_and_the_next_one_works(folders, monkeypatch):
+    """Ctrl+C or a server stop in the middle of unpacking: no half dataset, no leftover."""
+    from celebmodel import uploads
+
+    _, data = folders
+    entries = {f"A/{i}.jpg": PHOTO for i in range(4)} | {f"B/{i}.jpg": PHOTO for i in range(4)}
+    real_copy = shutil.copyfileobj
+    copied: list[object] = []
+
+    def interrupted_copy(src, dst, length=0):
+        if len(copied) == 3:
+            raise KeyboardInterrupt
+        copied.append(dst)
+        return real_copy(src, dst, length)
+
+    monkeypatch.setattr(uploads.shutil, "copyfileobj", interrupted_copy)
+    with pytest.raises(KeyboardInterrupt):
+        extract_dataset(_zip(entries), "My Set.zip")
+    assert len(copied) == 3  # it was stopped part-way through
+    assert list((data / "datasets").iterdir()) == []
+
+    monkeypatch.setattr(uploads.shutil, "copyfileobj", real_copy)
+    scan = extract_dataset(_zip(entries), "My Set.zip")
+    assert scan.root.name == "My_Set" and scan.counts().to_dict() == {"A": 4, "B": 4}
+    assert [p.name for p in (data / "datasets").iterdir()] == ["My_Set"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -75,9 +76,52 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 120) -> N
     raise TimeoutError(f"streamlit did not answer on {url} within {timeout:.0f} s")
 
 
+def launch(runs: Path, data: Path, log_path: Path, *flags: str) -> tuple[str, subprocess.Popen]:
+    """``streamlit run streamlit_app.py`` from the repository (so its ``.streamlit/config.toml``
+    applies) on a free port; returns the URL once the server answers."""
+    port = free_port()
+    env = {**os.environ, "CELEBMODEL_RUNS": str(runs), "CELEBMODEL_DATA": str(data)}
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "streamlit_app.py",
+                "--server.port",
+                str(port),
+                "--server.fileWatcherType",
+                "none",
+                *flags,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, process)
+    except BaseException:
+        shut_down(process)
+        raise
+    return url, process
+
+
+def shut_down(process: subprocess.Popen) -> None:
+    """Stop a server as Ctrl+C or a service manager would (SIGTERM), killing it if it hangs."""
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
-    """``streamlit run streamlit_app.py`` on a free port, over a copy of a finished run."""
+    """A studio server over a copy of a finished run."""
     base = tmp_path_factory.mktemp("browser")
     runs = base / "runs"
     if SCREENSHOT_RUNS:
@@ -85,48 +129,12 @@ def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
     else:
         run = request.getfixturevalue("cnn_run")
         shutil.copytree(run.path, runs / "20240102-000000-vgg16")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "CELEBMODEL_RUNS": str(runs),
-        "CELEBMODEL_DATA": os.environ.get("CELEBMODEL_SCREENSHOT_DATA") or str(base / "data"),
-    }
-    log = open(base / "streamlit.log", "wb")  # noqa: SIM115 - closed after the server stops
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "streamlit_app.py",
-            "--server.headless",
-            "true",
-            "--server.address",
-            "127.0.0.1",
-            "--server.port",
-            str(port),
-            "--server.fileWatcherType",
-            "none",
-            "--browser.gatherUsageStats",
-            "false",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    data = Path(os.environ.get("CELEBMODEL_SCREENSHOT_DATA") or base / "data")
+    url, process = launch(runs, data, base / "streamlit.log")
     try:
-        wait_healthy(url, process)
         yield url, runs
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+        shut_down(process)
         ARTIFACTS.mkdir(exist_ok=True)
         shutil.copy(base / "streamlit.log", ARTIFACTS / "streamlit.log")
 
@@ -265,6 +273,29 @@ def test_pages_load_and_an_upload_is_identified(server, tmp_path):
             browser.close()
 
 
+def start_small_training(page, url: str, dataset: Path, epochs: int, patience: int = 5) -> None:
+    """On the Train page: a 32 px VGG16 from random weights on ``dataset``, then Start."""
+    page.goto(f"{url}/train")
+    settle(page, "Past runs")
+    page.get_by_role("textbox", name="Dataset folder").fill(str(dataset))
+    page.keyboard.press("Enter")
+    settle(page, "Skipped files")
+    choose(page, "Backbone", "VGG16 (ImageNet)")
+    settle(page, "Random initialisation")
+    page.get_by_text("Random initialisation", exact=True).click()
+    page.get_by_text("Find and align the face first", exact=True).click()
+    for name, value in (
+        ("Image size (px)", "32"),
+        ("Most epochs per phase", str(epochs)),
+        ("Early-stopping patience (epochs)", str(patience)),
+        ("Photos per celebrity (0 = all)", "0"),
+    ):
+        page.get_by_role("spinbutton", name=name).fill(value)
+        page.keyboard.press("Enter")
+        settle(page, "Past runs")
+    page.get_by_role("button", name="Start training").click()
+
+
 def test_training_started_in_the_browser_updates_live_and_stops(server, tmp_path):
     """The fragment refreshes by itself (``run_every``), which only a real browser does."""
     url, _ = server
@@ -275,24 +306,7 @@ def test_training_started_in_the_browser_updates_live_and_stops(server, tmp_path
         )
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{url}/train")
-            settle(page, "Past runs")
-            page.get_by_role("textbox", name="Dataset folder").fill(str(dataset))
-            page.keyboard.press("Enter")
-            settle(page, "Skipped files")
-            choose(page, "Backbone", "VGG16 (ImageNet)")
-            settle(page, "Random initialisation")
-            page.get_by_text("Random initialisation", exact=True).click()
-            page.get_by_text("Find and align the face first", exact=True).click()
-            for name, value in (
-                ("Image size (px)", "32"),
-                ("Most epochs per phase", "2"),
-                ("Photos per celebrity (0 = all)", "0"),
-            ):
-                page.get_by_role("spinbutton", name=name).fill(value)
-                page.keyboard.press("Enter")
-                settle(page, "Past runs")
-            page.get_by_role("button", name="Start training").click()
+            start_small_training(page, url, dataset, epochs=2)
             # From here on nobody touches the page: only the fragment's timer updates it.
             page.get_by_text(": running").first.wait_for(timeout=TIMEOUT_MS)
             page.locator(".js-plotly-plot").nth(1).wait_for(timeout=TIMEOUT_MS)  # live curves
@@ -310,3 +324,81 @@ def test_training_started_in_the_browser_updates_live_and_stops(server, tmp_path
             shoot(page, "train_stopped")
         finally:
             browser.close()
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses (hex, as the kernel lists them) of the sockets listening on ``port``."""
+    found = set()
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        if table.is_file():
+            for line in table.read_text().splitlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, hex_port = local.split(":")
+                if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                    found.add(address)
+    return found
+
+
+def shown_epoch(page) -> int:
+    text = page.get_by_text(re.compile(r"^epoch \d+ of at most")).first.inner_text()
+    return int(text.split()[1])
+
+
+def test_a_restarted_server_picks_up_the_running_training(tmp_path):
+    """The training outlives its server; the next server's Train page shows it live and stops it.
+
+    Both servers start from the repository's ``.streamlit/config.toml`` alone (no address on
+    the command line), so this also checks that the studio listens on 127.0.0.1 only.
+    """
+    from celebmodel.runs import Run, list_runs, pid_alive
+
+    runs, data = tmp_path / "runs", tmp_path / "data"
+    dataset = make_dataset(tmp_path / "dataset", per_class=6, size=32)
+    url, first = launch(runs, data, tmp_path / "first.log")
+    try:
+        assert listening_addresses(int(url.rsplit(":", 1)[1])) == {"0100007F"}
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+            )
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                start_small_training(page, url, dataset, epochs=1000, patience=100)
+                page.get_by_text(": running").first.wait_for(timeout=TIMEOUT_MS)
+                page.locator(".js-plotly-plot").nth(1).wait_for(timeout=TIMEOUT_MS)
+            finally:
+                browser.close()
+    finally:
+        shut_down(first)
+
+    [run] = list_runs(runs)
+    pid = run.status()["pid"]
+    assert pid != first.pid and pid_alive(pid) and run.state == "running"
+    epochs_then = len(run.history())
+
+    url, second = launch(runs, data, tmp_path / "second.log")
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+            )
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.goto(f"{url}/train")
+                page.get_by_text(f"{run.name}: running").first.wait_for(timeout=TIMEOUT_MS)
+                seen = shown_epoch(page)
+                deadline = time.monotonic() + 120
+                while shown_epoch(page) <= max(seen, epochs_then):  # the page follows it live
+                    assert time.monotonic() < deadline, "the Train page stopped updating"
+                    page.wait_for_timeout(500)
+                no_traceback(page)
+                shoot(page, "train_after_restart")
+                page.get_by_role("button", name="Stop training").click()
+                page.get_by_text("Training stopped").first.wait_for(timeout=TIMEOUT_MS)
+                no_traceback(page)
+            finally:
+                browser.close()
+    finally:
+        shut_down(second)
+    assert Run(run.path).state == "cancelled" and not run.has_model()
+    assert not pid_alive(pid)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -640,6 +641,55 @@ def test_sigterm_cancels_a_training_and_a_second_trainer_is_refused(tmp_path, sm
     assert status["state"] == "cancelled" and "SIGTERM" in status["error"]
     assert not (run_dir / "model.keras").exists() and not partial_models(run_dir)
     assert not (run_dir / ".lock").exists()
+
+
+def _tree_digest(folder: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(folder)): f.read_bytes() for f in folder.rglob("*") if f.is_file()}
+
+
+def test_sigkill_mid_epoch_reads_failed_and_the_next_training_starts(
+    tmp_path, small_dataset, cnn_run
+):
+    """The app's own path (``jobs.start``), killed the way the OOM killer would: no handler runs."""
+    from celebmodel import jobs
+    from celebmodel.runs import Run, best_run, list_runs
+
+    root = tmp_path / "runs"
+    previous = root / "20240101-000000-vgg16"
+    shutil.copytree(cnn_run.path, previous)
+    before = _tree_digest(previous)
+    config = small_config(small_dataset, recipe="classic", max_epochs=500, patience=500)
+
+    run = jobs.start(config, root)
+    history = run.file("history.csv")
+    deadline = time.monotonic() + 180
+    while not (history.is_file() and len(history.read_text().splitlines()) >= 3):
+        assert run.state in ("queued", "running"), jobs.output_tail(run)
+        assert time.monotonic() < deadline, "timed out waiting for two epochs"
+        time.sleep(0.2)
+    pid = run.status()["pid"]
+    assert run.state == "running" and pid != os.getpid()
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while run.state in ("queued", "running"):
+        assert time.monotonic() < deadline, "the killed run still reads as running"
+        time.sleep(0.1)
+
+    status = run.status()
+    assert status["state"] == "failed" and status["error"]
+    assert not run.has_model() and not partial_models(run.path)
+    assert jobs.active(root) is None
+    assert _tree_digest(previous) == before  # the finished run is untouched ...
+    assert best_run(root).path == previous  # ... and still the model the app preselects
+
+    after = jobs.start(small_config(small_dataset, max_epochs=1), root)
+    deadline = time.monotonic() + 300
+    while after.state in ("queued", "running"):
+        assert time.monotonic() < deadline, "the next training did not finish"
+        time.sleep(0.5)
+    assert after.state == "finished" and after.has_model(), jobs.output_tail(after)
+    assert {r.path for r in list_runs(root)} == {previous, run.path, after.path}
+    assert Run(run.path).state == "failed"
 
 
 def _dead_pid() -> int:

@@ -6,8 +6,6 @@ import hashlib
 import io
 import os
 import resource
-import struct
-import zlib
 from pathlib import Path
 from urllib.error import URLError
 
@@ -15,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import sklearn.datasets
+from conftest import write_blank_bilevel_png
 from PIL import Image
 from sklearn.utils import Bunch
 
@@ -59,27 +58,6 @@ def make_photos(root: Path, counts: dict[str, int]) -> DatasetScan:
 
 def subset_counts(split: pd.DataFrame) -> pd.DataFrame:
     return split.groupby(["label", "subset"]).size().unstack(fill_value=0)
-
-
-def write_blank_bilevel_png(path: Path, width: int, height: int) -> Path:
-    """A valid bilevel PNG of width x height that is all zeros, streamed so it stays cheap."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
-    compressor = zlib.compressobj(9)
-    row = b"\x00" * (1 + (width + 7) // 8)
-    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-    )
-    return path
 
 
 # ---------------------------------------------------------------- splits

@@ -1,13 +1,19 @@
-"""Hostile models, runs and photos: clear errors naming the file, nothing loaded unsafely."""
+"""Hostile datasets, models, runs and photos: clear errors naming the file, nothing loaded
+unsafely, and the rest of the work goes on."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+from conftest import make_dataset, write_blank_bilevel_png
 from PIL import Image
 from skimage import data as skdata
 
@@ -16,6 +22,91 @@ from celebmodel.recognize import Recognizer
 from celebmodel.runs import Run, RunError, load_run
 
 PACKAGE = Path(__file__).resolve().parent.parent / "celebmodel"
+
+
+def hostile_dataset(root: Path, outside: Path) -> dict[str, str]:
+    """Three learnable celebrities plus every awkward file of issue 4; returns, per awkward
+    path, the words its report line must hold (the photo is named, and so is the problem)."""
+    make_dataset(root, per_class=6, size=32)
+    a = root / "Celebrity_A"
+    good = (a / "photo_00.jpg").read_bytes()
+    (a / "zero.jpg").write_bytes(b"")
+    (a / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    (a / "text.jpg").write_text("not a photo at all")
+    Image.new("RGB", (1, 1), (200, 40, 40)).save(a / "one_pixel.png")
+    write_blank_bilevel_png(a / "bomb.png", 20_000, 20_000)
+    Image.new("RGBA", (32, 32), (200, 40, 40, 128)).save(a / "alpha.png")
+    Image.fromarray(np.full((32, 32), 40000, dtype=np.uint16)).save(a / "deep16.png")
+    Image.new("CMYK", (32, 32), (0, 200, 200, 30)).save(a / "cmyk.jpg")
+    Image.new("RGB", (32, 32), (200, 40, 40)).convert("P").save(a / "palette.gif")
+    frames = [Image.new("RGB", (32, 32), c) for c in ((200, 40, 40), (0, 0, 0))]
+    frames[0].save(a / "animated.gif", save_all=True, append_images=frames[1:])
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (40, 32), (200, 40, 40)).save(a / "rotated.jpg", exif=exif)
+    (a / "nested" / "deeper").mkdir(parents=True)
+    shutil.copy(a / "photo_01.jpg", a / "nested" / "deeper" / "inside.jpg")
+    (a / ("l" * 200 + ".jpg")).write_bytes((a / "photo_02.jpg").read_bytes())
+    (a / ".hidden.jpg").write_bytes(good)
+    (a / "link_inside.jpg").symlink_to(a / "photo_03.jpg")
+    shutil.copy(a / "photo_04.jpg", outside)
+    (a / "link_outside.jpg").symlink_to(outside)
+    os.makedirs(root / "Nobody")
+    two = root / "Two_Photos"
+    two.mkdir()
+    for i in range(2):
+        shutil.copy(root / "Celebrity_B" / f"photo_0{i}.jpg", two / f"t{i}.jpg")
+    shutil.copy(root / "Celebrity_C" / "photo_05.jpg", root / "Celebrity_B" / "twin.jpg")
+    with open(os.fsencode(a) + b"/caf\xe9.jpg", "wb") as handle:
+        handle.write((a / "photo_05.jpg").read_bytes())
+    return {
+        "Celebrity_A/zero.jpg": "empty file",
+        "Celebrity_A/truncated.jpg": "cannot decode",
+        "Celebrity_A/text.jpg": "not an image",
+        "Celebrity_A/one_pixel.png": "too small",
+        "Celebrity_A/bomb.png": "too large",
+        "Celebrity_A/.hidden.jpg": "hidden file",
+        "Celebrity_A/link_outside.jpg": "outside the dataset",
+        "Celebrity_A/caf\\xe9.jpg": "not valid UTF-8",
+        "Nobody": "empty celebrity folder",
+        "Two_Photos": "Two_Photos",
+        "Celebrity_B/twin.jpg": "filed under different celebrities",
+    }
+
+
+def test_a_hostile_dataset_trains_and_reports_each_bad_file(tmp_path: Path):
+    """``celebmodel train`` on a dataset holding every awkward file: each is reported by name
+    and problem in the run's log, the odd-but-valid ones are used, and the model is saved."""
+    data = tmp_path / "data"
+    expected = hostile_dataset(data, tmp_path / "elsewhere.jpg")
+    args = [sys.executable, "-m", "celebmodel", "train", str(data), "--weights", "none"]
+    args += ["--image-size", "32", "--no-faces", "--recipe", "classic", "--max-epochs", "1"]
+
+    refused = subprocess.run([*args, "--run-dir", str(tmp_path / "strict")], capture_output=True)
+    assert refused.returncode == 1
+    assert b"Two_Photos" in refused.stderr and b"Traceback" not in refused.stderr
+    assert not (tmp_path / "strict" / "model.keras").exists()
+
+    done = subprocess.run(
+        [*args, "--run-dir", str(tmp_path / "run"), "--drop-small"], capture_output=True
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
+    run = Run(tmp_path / "run")
+    assert run.state == "finished" and run.has_model()
+    log = run.file("log.txt").read_text(encoding="utf-8", errors="replace")
+    lines = log.splitlines()
+    for path, problem in expected.items():
+        assert any(path in line and problem in line for line in lines), (path, problem)
+    [twins] = [line for line in lines if "Celebrity_B/twin.jpg" in line]
+    assert "Celebrity_C/photo_05.jpg (Celebrity_C," in twins
+    assert run.labels() == ["Celebrity_A", "Celebrity_B", "Celebrity_C"]
+    faces = pd.read_csv(run.file("faces.csv"))
+    used = set(faces.loc[faces["error"].isna(), "path"])
+    valid = {"alpha.png", "deep16.png", "cmyk.jpg", "palette.gif", "animated.gif", "rotated.jpg"}
+    valid |= {"nested/deeper/inside.jpg", "l" * 200 + ".jpg", "link_inside.jpg"}
+    assert {f"Celebrity_A/{name}" for name in valid} <= used
+    broken = {"truncated.jpg", "text.jpg", "one_pixel.png", "bomb.png"}
+    assert not {f"Celebrity_A/{name}" for name in broken} & used
 
 
 @pytest.fixture
