@@ -47,7 +47,7 @@ threshold = st.slider(
 
 uploads = st.file_uploader(
     "Photos",
-    type=["jpg", "jpeg", "png", "webp"],
+    type=ui.PHOTO_TYPES,
     accept_multiple_files=True,
     key="photos",
     help="Photos stay in memory; nothing is written to disk.",
@@ -107,7 +107,7 @@ if BACKBONES[recognizer.config.backbone].kind == "embedding":
             new_name = st.text_input("Name", placeholder="Ada Lovelace")
             new_photos = st.file_uploader(
                 "Photos of this person",
-                type=["jpg", "jpeg", "png", "webp"],
+                type=ui.PHOTO_TYPES,
                 accept_multiple_files=True,
             )
             if st.form_submit_button("Add celebrity"):

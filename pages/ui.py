@@ -16,7 +16,7 @@ from streamlit.runtime.pages_manager import PagesManager
 
 from celebmodel.backbones import WeightsError
 from celebmodel.config import ConfigError
-from celebmodel.data import DatasetError, ImageError, display_name
+from celebmodel.data import IMAGE_EXTENSIONS, DatasetError, ImageError, display_name
 from celebmodel.faces import FaceError
 from celebmodel.jobs import JobError
 from celebmodel.recognize import Recognizer
@@ -24,6 +24,7 @@ from celebmodel.runs import Run, RunError, best_run, list_runs
 from celebmodel.uploads import UploadError
 
 APP = Path(__file__).resolve().parents[1] / "streamlit_app.py"
+PHOTO_TYPES = sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)  # what datasets may hold
 ACTIVE_KEY = "active_run"
 EVALUATE_KEY = "evaluate_run"
 KNOWN_ERRORS = (

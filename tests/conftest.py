@@ -5,6 +5,7 @@ Nothing here reads ``../shared``: every photo is made by the tests (or shipped b
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import zlib
@@ -69,6 +70,43 @@ def write_blank_bilevel_png(path: Path, width: int, height: int) -> Path:
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
     )
     return path
+
+
+def _encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def awkward_photos(colour: tuple[int, int, int] = COLOURS[0], size: int = 32) -> dict[str, bytes]:
+    """Valid photos in every awkward encoding (alpha, 16-bit, CMYK, palette, animated GIF,
+    EXIF rotation): each must be read, not refused."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    frames = [Image.new("RGB", (size, size), c) for c in (colour, (0, 0, 0))]
+    cmyk = tuple(255 - v for v in colour) + (0,)
+    return {
+        "alpha.png": _encoded(Image.new("RGBA", (size, size), (*colour, 128)), "PNG"),
+        "deep16.png": _encoded(Image.fromarray(np.full((size, size), 40000, np.uint16)), "PNG"),
+        "cmyk.jpg": _encoded(Image.new("CMYK", (size, size), cmyk), "JPEG"),
+        "palette.gif": _encoded(Image.new("RGB", (size, size), colour).convert("P"), "GIF"),
+        "animated.gif": _encoded(frames[0], "GIF", save_all=True, append_images=frames[1:]),
+        "rotated.jpg": _encoded(Image.new("RGB", (size + 8, size), colour), "JPEG", exif=exif),
+    }
+
+
+def broken_photos(tmp_path: Path) -> dict[str, tuple[bytes, str]]:
+    """Files no photo can be read from, with the problem the message must name."""
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    good = _encoded(Image.fromarray(noise), "JPEG", quality=95)  # half of it holds the header
+    bomb = write_blank_bilevel_png(tmp_path / "bomb.png", 20_000, 20_000).read_bytes()
+    return {
+        "zero.jpg": (b"", "empty file"),
+        "truncated.jpg": (good[: len(good) // 2], "cannot decode"),
+        "text.jpg": (b"not a photo at all", "not an image"),
+        "one_pixel.png": (_encoded(Image.new("RGB", (1, 1), COLOURS[0]), "PNG"), "too small"),
+        "bomb.png": (bomb, "too large"),
+    }
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import COLOURS, make_dataset
+from conftest import COLOURS, awkward_photos, broken_photos, make_dataset
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -226,6 +226,34 @@ def test_identify_upload_camera_and_unreadable_file(folders, cnn_run):
     open_page(at)
     assert "webcam photo" in [s.value for s in at.subheader]
     assert any(c.value.startswith("1 face(s) found in") for c in at.caption)
+
+
+def test_identify_reads_awkward_photos_and_names_each_broken_one(folders, cnn_run, tmp_path):
+    """Every awkward encoding is identified; every broken file, uploaded or as a webcam shot,
+    gets one error naming it and its problem, and the other photos are still identified."""
+    runs, _ = folders
+    add_run(runs, cnn_run, "20240102-000000-vgg16")
+    awkward, broken = awkward_photos(), broken_photos(tmp_path)
+    uploads = [(name, content, "image/png") for name, content in awkward.items()]
+    uploads += [(name, content, "image/jpeg") for name, (content, _) in broken.items()]
+    at = open_page(app(), "pages/identify.py")
+    at.file_uploader(key="photos").set_value(uploads)
+    open_page(at)
+    assert [s.value for s in at.subheader] == [name for name, _, _ in uploads]
+    found = [c.value for c in at.caption if "face(s) found in" in c.value]
+    assert len(found) == len(awkward) and all(c.startswith("1 face(s)") for c in found)
+    errors = [e.value for e in at.error]
+    assert len(errors) == len(broken), errors
+    for (name, (_, problem)), error in zip(broken.items(), errors, strict=True):
+        assert error.startswith(f"{name}: ") and problem in error, (name, error)
+
+    at.file_uploader(key="photos").set_value(None)
+    at.toggle(key="use-camera").set_value(True)
+    open_page(at)
+    at.camera_input(key="camera").upload("shot.jpg", broken["truncated.jpg"][0])
+    open_page(at)
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and errors[0].startswith("webcam photo: cannot decode"), errors
 
 
 def test_add_a_celebrity_to_a_dlib_run(folders, dlib_run):
@@ -622,3 +650,42 @@ def test_an_interrupted_extraction_leaves_nothing_and_the_next_one_works(folders
     scan = extract_dataset(_zip(entries), "My Set.zip")
     assert scan.root.name == "My_Set" and scan.counts().to_dict() == {"A": 4, "B": 4}
     assert [p.name for p in (data / "datasets").iterdir()] == ["My_Set"]
+
+
+def _deflated(entries: dict[str, bytes]) -> bytearray:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, content in entries.items():
+            zf.writestr(name, content)
+    return bytearray(buffer.getvalue())
+
+
+def test_zip_bombs_are_refused_and_lying_sizes_never_overrun(folders, monkeypatch):
+    from celebmodel import uploads
+
+    _, data = folders
+    bomb = _deflated({"A/x.jpg": b"\0" * (40 * 2**20), "B/y.jpg": PHOTO})
+    assert len(bomb) < 200_000  # 40 MiB in a few tens of kilobytes
+    with pytest.raises(UploadError, match=r"bomb.zip: A/x.jpg is compressed suspiciously well"):
+        extract_dataset(bytes(bomb), "bomb.zip")
+
+    # Headers claiming 1,000 bytes for 5 MiB of zeros: extraction stops at the declared size.
+    liar = _deflated({"A/x.jpg": b"\0" * (5 * 2**20), "A/y.jpg": PHOTO, "B/z.jpg": PHOTO})
+    for signature, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        at = liar.find(signature) + offset  # the first entry's uncompressed size
+        liar[at : at + 4] = (1000).to_bytes(4, "little")
+    written: dict[str, int] = {}
+    real_copy = shutil.copyfileobj
+
+    def counting_copy(src, dst, length=0):
+        try:
+            real_copy(src, dst, length)
+        finally:
+            written[Path(dst.name).name] = dst.tell()
+
+    monkeypatch.setattr(uploads.shutil, "copyfileobj", counting_copy)
+    with pytest.raises(UploadError, match=r"liar.zip: .*damaged.*Bad CRC-32 for file 'A/x.jpg'"):
+        extract_dataset(bytes(liar), "liar.zip")
+    assert written["x.jpg"] <= 1000  # never more than the declared size, then refused
+    datasets = data / "datasets"
+    assert not datasets.exists() or list(datasets.iterdir()) == []
