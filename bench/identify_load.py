@@ -31,11 +31,11 @@ def rss_mib() -> float:
 
 
 def photos_in_turn(folder: Path, total: int, extensions: set[str]) -> list[Path]:
-    """``total`` photos, one from each celebrity sub-folder in turn."""
+    """``total`` photos, one from each celebrity sub-folder in turn (a folder without
+    sub-folders counts as one celebrity)."""
+    folders = [p for p in sorted(folder.iterdir()) if p.is_dir()] or [folder]
     people = [
-        sorted(p for p in person.rglob("*") if p.suffix.lower() in extensions)
-        for person in sorted(folder.iterdir())
-        if person.is_dir()
+        sorted(p for p in person.rglob("*") if p.suffix.lower() in extensions) for person in folders
     ]
     chosen: list[Path] = []
     for row in range(max(map(len, people), default=0)):
@@ -56,6 +56,8 @@ def main() -> None:
     from celebmodel.recognize import Recognizer
 
     photos = photos_in_turn(Path(args.photos), args.total, IMAGE_EXTENSIONS)
+    if not photos:
+        parser.error(f"{args.photos}: no photos found")
     payloads = [p.read_bytes() for p in photos]  # uploads arrive as bytes
     recognizer = Recognizer.from_run(args.run)
     recognizer.identify(payloads[0])  # warm-up: graph tracing and detector loading

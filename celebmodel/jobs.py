@@ -31,6 +31,7 @@ from .runs import (
     new_run_dir,
     now_iso,
     pid_alive,
+    prepare_root,
     runs_root,
 )
 
@@ -130,7 +131,7 @@ def start(config: TrainConfig, root: str | Path | None = None) -> Run:
     data_dir = Path(config.data_dir).expanduser()
     if not data_dir.is_dir():
         raise JobError(f"{data_dir}: dataset folder does not exist")
-    root = Path(root) if root else runs_root()
+    root = prepare_root(root)
     reap()
     with _guard(root):
         busy = _lock_holder(root) or next(

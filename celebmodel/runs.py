@@ -59,6 +59,29 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise
 
 
+def replace_together(pairs: list[tuple[Path, Path]]) -> None:
+    """Rename each ``(temporary, target)`` pair into place; if one rename fails, the targets
+    already replaced get their old files back, so the set changes together or not at all."""
+    backups: dict[Path, Path] = {}  # target -> hard link to its previous file
+    replaced: list[Path] = []
+    try:
+        for source, target in pairs:
+            if target.exists():
+                backups[target] = target.with_name(f".{target.name}.previous")
+                backups[target].unlink(missing_ok=True)
+                os.link(target, backups[target])
+            os.replace(source, target)
+            replaced.append(target)
+    except BaseException:
+        for target in reversed(replaced):
+            if target in backups:
+                os.replace(backups[target], target)
+        raise
+    finally:
+        for backup in backups.values():
+            backup.unlink(missing_ok=True)
+
+
 def atomic_write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, default=_json_default))
 
@@ -71,10 +94,22 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def prepare_root(root: str | Path | None = None) -> Path:
+    """The runs folder, created when missing; a clear error when it cannot be used."""
+    root = Path(root) if root else runs_root()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(
+            f"{root}: cannot be the runs folder ({exc.strerror or exc}); "
+            "set CELEBMODEL_RUNS to a folder you can write to"
+        ) from exc
+    return root
+
+
 def new_run_dir(backbone: str, root: str | Path | None = None) -> Path:
     """Create ``<root>/<timestamp>-<backbone>``; a suffix keeps simultaneous names apart."""
-    root = Path(root) if root else runs_root()
-    root.mkdir(parents=True, exist_ok=True)
+    root = prepare_root(root)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", backbone)
     for attempt in range(1000):

@@ -7,6 +7,7 @@ scan, split, face stage, fit, calibrate, evaluate, then write the model atomical
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -33,7 +34,7 @@ from .data import (
     write_split,
 )
 from .pipeline import Inputs, face_stage, model_dataset, prepare_inputs
-from .runs import Run, RunError, atomic_write_json, now_iso, pid_alive
+from .runs import Run, RunError, atomic_write_json, now_iso, pid_alive, replace_together
 
 log = logging.getLogger("celebmodel")
 
@@ -439,9 +440,13 @@ def _record_face_stage(run: Run, inputs: dict[str, Inputs]) -> None:
 
 def save_gallery(run: Run, embeddings: np.ndarray, labels: np.ndarray) -> None:
     """Training-face embeddings (for centroids and enrolment), plain arrays, no pickle."""
+    os.replace(_write_gallery(run, embeddings, labels), run.file("gallery.npz"))
+
+
+def _write_gallery(run: Run, embeddings: np.ndarray, labels: np.ndarray) -> Path:
     partial = run.file(".gallery.tmp.npz")
     np.savez(partial, embeddings=embeddings.astype(np.float32), labels=labels.astype(np.int64))
-    os.replace(partial, run.file("gallery.npz"))
+    return partial
 
 
 def _photo_files(photos: list[str | Path]) -> list[Path]:
@@ -498,11 +503,24 @@ def enroll(run: Run, name: str, photos: list[str | Path]) -> dict[str, Any]:
     labels = [*labels, name]
     head = refit_head(config, model, gallery, gallery_labels, len(labels))
 
+    # Everything is written beside the run first, then renamed together: a failure leaves the
+    # old model, labels and gallery, never a model that disagrees with its labels.
     partial = run.file(".model.tmp.keras")
-    head.save(partial)
-    save_gallery(run, gallery, gallery_labels)
-    atomic_write_json(run.file("labels.json"), labels)
-    os.replace(partial, run.file("model.keras"))
+    partial_labels = run.file(".labels.tmp.json")
+    try:
+        head.save(partial)
+        partial_labels.write_text(json.dumps(labels), encoding="utf-8")
+        os.chmod(partial_labels, 0o644)
+        replace_together(
+            [
+                (_write_gallery(run, gallery, gallery_labels), run.file("gallery.npz")),
+                (partial_labels, run.file("labels.json")),
+                (partial, run.file("model.keras")),
+            ]
+        )
+    finally:
+        for leftover in (partial, partial_labels, run.file(".gallery.tmp.npz")):
+            leftover.unlink(missing_ok=True)
     record = {"name": name, "photos": used, "skipped": skipped, "when": now_iso()}
     history = run.read_json("enrolled.json", default=[]) or []
     atomic_write_json(run.file("enrolled.json"), [*history, record])

@@ -318,6 +318,23 @@ def test_train_page_starts_a_training_and_shows_its_curves(folders, tmp_path):
     assert not at.button(key="start").disabled
 
 
+def test_an_unusable_runs_folder_is_a_message_on_the_train_page(folders, tmp_path, monkeypatch):
+    """A runs "folder" that is a file cannot be written to, even by root."""
+    _, data = folders
+    blocked = tmp_path / "runs-is-a-file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("CELEBMODEL_RUNS", str(blocked))
+    dataset = make_dataset(tmp_path / "dataset", per_class=6, size=32)
+    at = open_page(app(), "pages/train.py")
+    at.text_input(key="dataset-folder").set_value(str(dataset))
+    open_page(at)
+    at.button(key="start").click()
+    open_page(at)
+    errors = [e.value for e in at.error]
+    assert any(f"{blocked}: cannot be the runs folder" in e for e in errors), errors
+    assert blocked.read_text() == "not a folder"
+
+
 def test_stop_cancels_a_running_training(folders, tmp_path):
     runs, _ = folders
     dataset = make_dataset(tmp_path / "dataset", per_class=6, size=32)

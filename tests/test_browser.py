@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -373,9 +374,18 @@ def test_a_restarted_server_picks_up_the_running_training(tmp_path):
 
     [run] = list_runs(runs)
     pid = run.status()["pid"]
-    assert pid != first.pid and pid_alive(pid) and run.state == "running"
-    epochs_then = len(run.history())
+    try:
+        assert pid != first.pid and pid_alive(pid) and run.state == "running"
+        follow_and_stop_after_restart(run, runs, data, tmp_path)
+    finally:
+        if pid_alive(pid):  # a failed check must not leave a 1000-epoch training behind
+            os.kill(pid, signal.SIGKILL)
+    assert Run(run.path).state == "cancelled" and not run.has_model()
+    assert not pid_alive(pid)
 
+
+def follow_and_stop_after_restart(run, runs: Path, data: Path, tmp_path: Path) -> None:
+    epochs_then = len(run.history())
     url, second = launch(runs, data, tmp_path / "second.log")
     try:
         with sync_playwright() as playwright:
@@ -400,5 +410,3 @@ def test_a_restarted_server_picks_up_the_running_training(tmp_path):
                 browser.close()
     finally:
         shut_down(second)
-    assert Run(run.path).state == "cancelled" and not run.has_model()
-    assert not pid_alive(pid)

@@ -236,3 +236,14 @@ def test_runs_lists_the_runs(heavy):
     assert names == [heavy.predict_run.name, heavy.eval_run.name]  # newest first
     empty = cli(heavy.env, heavy.base, "runs", "--root", heavy.base / "nothing")
     assert empty.returncode == 0 and "no runs" in empty.stdout
+
+
+def test_train_into_an_unusable_runs_folder_exits_1_naming_it(cli_env, tmp_path):
+    blocked = tmp_path / "runs-is-a-file"
+    blocked.write_text("not a folder")
+    dataset = make_dataset(tmp_path / "dataset", per_class=3, size=32)
+    result = cli({**cli_env, "CELEBMODEL_RUNS": str(blocked)}, tmp_path, "train", dataset)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {blocked}: cannot be the runs folder"), last
+    assert blocked.read_text() == "not a folder"

@@ -213,3 +213,34 @@ def test_enrolment_adds_a_celebrity_without_retraining(astronaut_run, cameraman,
     assert run.read_json("enrolled.json")[0]["name"] == "Camera_Man"
     result = Recognizer.from_run(run.path).identify(cameraman)
     assert result[0]["nearest"] == "Camera_Man" and result[0]["known"]
+
+
+def test_enrolment_failing_while_saving_leaves_the_run_as_it_was(
+    astronaut_run, cameraman, tmp_path, monkeypatch
+):
+    """Model, labels and gallery change together or not at all."""
+    import os
+    import shutil
+
+    from celebmodel import train
+    from celebmodel.recognize import Recognizer
+    from celebmodel.runs import Run
+
+    run = Run(tmp_path / "run")
+    shutil.copytree(astronaut_run.path, run.path)
+    before = {f.name: f.read_bytes() for f in run.path.iterdir() if f.is_file()}
+    Image.fromarray(cameraman).save(tmp_path / "cam.png")
+    real_replace = os.replace
+
+    def full_disk(source, target):
+        if Path(target).name == "model.keras":
+            raise OSError(28, "No space left on device (simulated)")
+        return real_replace(source, target)
+
+    monkeypatch.setattr(train.os, "replace", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        train.enroll(run, "Camera Man", [tmp_path / "cam.png"])
+    monkeypatch.undo()
+    after = {f.name: f.read_bytes() for f in run.path.iterdir() if f.is_file()}
+    assert after == before  # labels and gallery, renamed before the model failed, were put back
+    Recognizer.from_run(run.path).identify(cameraman)  # still loads: labels match the model
