@@ -58,7 +58,7 @@ def table(rows: list[dict], title: str) -> None:
 def speed(data: Path, per_class: int, cache: Path, recognizer) -> list[dict]:
     """Cold and cached face stage for the protocol's photos, and identify() on 640x480 photos."""
     from celebmodel.config import TrainConfig
-    from celebmodel.data import make_split, scan_dataset
+    from celebmodel.dataset import make_split, scan_dataset
     from celebmodel.pipeline import prepare_inputs
 
     split, _ = make_split(scan_dataset(data), per_class=per_class, seed=0)
@@ -108,9 +108,9 @@ def main() -> None:
     os.environ["CELEBMODEL_DATA"] = str(work / "appdata")
 
     from celebmodel.config import TrainConfig
-    from celebmodel.evaluate import evaluate_run
+    from celebmodel.evaluation import evaluate_run
     from celebmodel.recognize import Recognizer
-    from celebmodel.train import train_run
+    from celebmodel.training import train_run
 
     print(f"dataset {data}, work folder {work}")
     rows, wrong = [], []
@@ -193,7 +193,7 @@ def main() -> None:
 
     unknown = work / "unknown"
     known_exclude = []
-    from celebmodel.data import make_split, scan_dataset
+    from celebmodel.dataset import make_split, scan_dataset
 
     split, _ = make_split(scan_dataset(data), per_class=args.per_class, seed=0)
     for person in UNKNOWN_PEOPLE:

@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--total", type=int, default=200)
     args = parser.parse_args()
 
-    from celebmodel.data import IMAGE_EXTENSIONS
+    from celebmodel.images import IMAGE_EXTENSIONS
     from celebmodel.recognize import Recognizer
 
     photos = photos_in_turn(Path(args.photos), args.total, IMAGE_EXTENSIONS)

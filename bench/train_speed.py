@@ -1,6 +1,6 @@
 """Training and inference speed of the CNN backbones, in images per second.
 
-Measures the real code path: the models come from ``celebmodel.train.build_model`` and are
+Measures the real code path: the models come from ``celebmodel.model.build_model`` and are
 fitted by ``CelebrityClassifier.fit`` (same compile, callbacks, phases and unfreezing as a
 training run), fed by ``celebmodel.pipeline.image_dataset`` reading cached PNG crops that this
 script writes into a temporary folder (random pixels; weights ``none``, which is as fast as
@@ -168,7 +168,7 @@ def timed_classifier():
     """``CelebrityClassifier`` with one more callback that times the training part of epochs."""
     import keras
 
-    from celebmodel.train import CelebrityClassifier
+    from celebmodel.estimator import CelebrityClassifier
 
     class EpochTimer(keras.callbacks.Callback):
         def __init__(self, phase: str, log: list[tuple[str, float]]) -> None:
@@ -204,11 +204,12 @@ def timed_classifier():
 def bench_backbone(name: str, args: argparse.Namespace, crops, labels, val_crops, val_labels):
     """Rows (mode, images/s, seconds per timed epoch) for one backbone."""
     import numpy as np
+    import pandas as pd
 
     from celebmodel.backbones import get_backbone
     from celebmodel.config import TrainConfig
-    from celebmodel.pipeline import image_dataset
-    from celebmodel.train import augmentation, embedding_model
+    from celebmodel.model import embedding_model
+    from celebmodel.pipeline import Inputs, image_dataset
 
     backbone = get_backbone(name)
     classes = [f"class_{i}" for i in range(args.classes)]
@@ -231,13 +232,14 @@ def bench_backbone(name: str, args: argparse.Namespace, crops, labels, val_crops
             faces=False,
             precision=args.precision,
         ).resolved()
-        augment = augmentation(config.seed) if config.augment else None
-        train = image_dataset(
-            crops, labels, backbone, args.size, args.batch_size, shuffle=True, augment=augment
+        train = Inputs(
+            pd.DataFrame({"crop": crops, "label": [classes[i] for i in labels]}), None
         )
-        val = image_dataset(val_crops, val_labels, backbone, args.size, args.batch_size)
+        val = Inputs(
+            pd.DataFrame({"crop": val_crops, "label": [classes[i] for i in val_labels]}), None
+        )
         classifier = timed_classifier()(config)
-        classifier.fit(train, val, classes)  # the improved recipe always runs both phases
+        classifier.fit(train, val, classes)  # the improved recipe runs both phases
         rows["flops"] = (forward_flops(classifier.model_), 0.0)
         by_phase: dict[str, list[float]] = {}
         for phase, seconds in classifier.epoch_seconds:
@@ -266,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
 
     if args.precision == "mixed_bfloat16":
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")  # as celebmodel.train does
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")  # as celebmodel.training does
     flags = cpu_flags()
     bf16 = sorted(flags & {"avx512_bf16", "amx_bf16", "avx512f"}) or ["none"]
     print(

@@ -1,35 +1,45 @@
 """celebmodel: fine-tune, evaluate and use celebrity face recognisers.
 
-The heavy parts (TensorFlow, dlib) load on first use: ``celebmodel.Recognizer`` and
-``celebmodel.train_run`` are resolved lazily so that ``import celebmodel`` stays fast.
+The names a Python user needs, in one place::
+
+    import celebmodel
+
+    run = celebmodel.train("photos/", backbone="dlib128")     # a finished run directory
+    print(run.metrics("test")["accuracy"])
+    faces = celebmodel.Recognizer.from_run(run).identify("group.jpg")
+    celebmodel.enroll(run, "Ada_Lovelace", ["ada1.jpg", "ada2.jpg"])
+
+The heavy parts (TensorFlow, dlib) load on first use: every name is resolved lazily, so
+``import celebmodel`` stays fast.
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "Recognizer": "recognize",
-    "TrainConfig": "config",
-    "train_run": "train",
-    "evaluate_run": "evaluate",
-    "scan_dataset": "data",
-    "make_split": "data",
-    "load_image": "data",
-    "Run": "runs",
-    "list_runs": "runs",
-    "load_run": "runs",
+_LAZY = {  # public name -> (module, name in it)
+    "train": ("training", "train"),
+    "evaluate": ("evaluation", "evaluate"),
+    "Recognizer": ("recognize", "Recognizer"),
+    "enroll": ("enrol", "enroll"),
+    "TrainConfig": ("config", "TrainConfig"),
+    "Run": ("runs", "Run"),
+    "list_runs": ("runs", "list_runs"),
+    "load_run": ("runs", "load_run"),
+    "load_image": ("images", "load_image"),
+    "scan_dataset": ("dataset", "scan_dataset"),
+    "CelebmodelError": ("errors", "CelebmodelError"),
 }
 
 
 def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module 'celebmodel' has no attribute {name!r}")
-    from importlib import import_module
-
-    return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    module, attribute = _LAZY[name]
+    return getattr(import_module(f".{module}", __name__), attribute)
 
 
 __all__ = sorted(_LAZY)

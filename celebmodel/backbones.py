@@ -2,8 +2,9 @@
 
 A backbone is a row of :data:`BACKBONES`: how to build it, its input size, its preprocessing,
 where phase 2 of the improved recipe starts unfreezing, and the weights file Keras caches. Adding
-a backbone means adding a row. ``kind="embedding"`` rows (``dlib128``) are computed outside Keras
-by :mod:`celebmodel.faces`; only a small head is trained on their output.
+a backbone means adding a row. ``kind="embedding"`` rows (``dlib128``) are face networks whose
+output is a face descriptor (:mod:`celebmodel.face_network`): phase 1 trains the head on their
+cached embeddings, phase 2 (when on) fine-tunes their last stage on face chips.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from .errors import WeightsError
 
 
 @dataclass(frozen=True)
 class Backbone:
     name: str
     title: str
-    kind: str  # "cnn" (Keras application, trained end to end) or "embedding" (fixed features)
+    kind: str  # "cnn" (Keras application) or "embedding" (a face network giving descriptors)
     input_size: int
     application: str | None = None  # keras.applications attribute, e.g. "VGG16"
     module: str | None = None  # keras.applications sub-module holding preprocess_input
@@ -30,6 +31,8 @@ class Backbone:
     alignment: str = "eyes"  # "eyes" (level eyes, margin) or "chip" (dlib's template)
     embedding_size: int | None = None
     head_learning_rate: float | None = None  # overrides the recipe's: unit-length inputs need more
+    fine_tune_learning_rate: float | None = None  # overrides the improved recipe's phase 2 rate
+    fine_tune: bool = True  # run phase 2 of the improved recipe by default
 
     def preprocess(self, images: Any) -> Any:
         """Pixels 0..255 RGB -> what the network was trained on (runs outside the saved model)."""
@@ -71,10 +74,6 @@ class Backbone:
             f"or --weights none to train from random initialisation, "
             f"or use the offline face backbone --backbone dlib128."
         )
-
-
-class WeightsError(RuntimeError):
-    """Pretrained weights that cannot be had; the message says how to get them."""
 
 
 def keras_cache() -> Path:
@@ -132,8 +131,13 @@ BACKBONES: dict[str, Backbone] = {
             kind="embedding",
             input_size=150,
             alignment="chip",
+            fine_tune_from="s5u1_conv1",  # the last residual stage (face_network names)
             embedding_size=128,
             head_learning_rate=1e-2,
+            fine_tune_learning_rate=3e-6,  # chosen on validation loss (bench/fine_tune.py)
+            # Opt-in: on LFW it lowered validation loss but not test error, and slightly worsened
+            # stranger rejection (bench/fine_tune.py), at 3-7 times the training time.
+            fine_tune=False,
         ),
     )
 }
@@ -144,10 +148,3 @@ def get_backbone(name: str) -> Backbone:
         return BACKBONES[name]
     except KeyError:
         raise KeyError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}") from None
-
-
-def l2_normalize(vectors: np.ndarray) -> np.ndarray:
-    """Unit-length rows, so distances compare directions, not magnitudes."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)

@@ -10,24 +10,32 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .config import DETECTORS, PRECISIONS, RECIPES, ConfigError, TrainConfig
-from .data import DatasetError, ImageError
+from .config import DETECTORS, PRECISIONS, RECIPES, TrainConfig
+from .errors import Cancelled, CelebmodelError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer no smaller than ``minimum`` (else a usage error)."""
+
+    def check(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return check
+
+
+_positive = _at_least(1)
 
 
 def cmd_split(args: argparse.Namespace) -> int:
-    from .data import describe_duplicates, find_duplicates, make_split, scan_dataset, write_split
+    from .dataset import describe_duplicates, find_duplicates, make_split, scan_dataset, write_split
 
     scan = scan_dataset(args.data)
     print(scan.report(), file=sys.stderr)
@@ -47,9 +55,27 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .runs import new_run_dir
-    from .train import train_run
+    from .training import train_run
 
-    config = TrainConfig(
+    if args.config:
+        if args.data:
+            raise CelebmodelError(
+                f"{args.config}: give the settings file or a dataset folder, not both"
+            )
+        config = TrainConfig.load(args.config)
+    elif not args.data:
+        raise CelebmodelError("train: give a dataset folder (or --config FILE)")
+    else:
+        config = _config_from(args)
+    run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(config.backbone)
+    print(f"run directory: {run_dir}", file=sys.stderr)
+    run = train_run(config, run_dir, progress=True)
+    _print_metrics(run)
+    return 0
+
+
+def _config_from(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
         data_dir=args.data,
         backbone=args.backbone,
         weights=args.weights,
@@ -63,15 +89,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         faces=args.faces,
         detector=args.detector,
         augment=args.augment,
+        fine_tune=args.fine_tune,
         drop_small=args.drop_small,
         precision=args.precision,
         exclude=tuple(args.exclude or ()),
     ).validate()
-    run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(config.backbone)
-    print(f"run directory: {run_dir}", file=sys.stderr)
-    run = train_run(config, run_dir, progress=True)
-    _print_metrics(run)
-    return 0
 
 
 def _print_metrics(run: object) -> None:
@@ -88,11 +110,13 @@ def _print_metrics(run: object) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import ORIGINAL, evaluate_run
+    from .evaluation import evaluate_run
+    from .metrics import ORIGINAL
+    from .progress import console_bar
     from .runs import load_run
 
     run = load_run(args.run)
-    results = evaluate_run(run, args.subset, unknown_dir=args.unknown, progress=True)
+    results = evaluate_run(run, args.subset, unknown_dir=args.unknown, bar=console_bar)
     for subset, metrics in results.items():
         print(
             f"[{subset}] n={metrics['n']} accuracy={metrics['accuracy']:.3f} "
@@ -120,7 +144,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             faces = recognizer.identify(image, threshold=args.threshold)
             error = None if faces else "no face found"
             readable += 1
-        except (ImageError, OSError) as exc:
+        except (CelebmodelError, OSError) as exc:
             faces, error = [], str(exc)
         results.append({"image": image, "faces": faces, "error": error})
     if args.json:
@@ -136,8 +160,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
+    from .enrol import enroll
     from .runs import load_run
-    from .train import enroll
 
     report = enroll(load_run(args.run), args.name, args.photos)
     for problem in report["skipped"]:
@@ -150,7 +174,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch_lfw(args: argparse.Namespace) -> int:
-    from .data import fetch_lfw
+    from .sources import fetch_lfw
 
     scan = fetch_lfw(args.dest, min_faces=args.min_faces)
     print(scan.report())
@@ -180,7 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     split.set_defaults(func=cmd_split)
 
     train = commands.add_parser("train", help="fine-tune a backbone into a run directory")
-    train.add_argument("data", help="dataset folder: one sub-folder per celebrity")
+    train.add_argument("data", nargs="?", help="dataset folder: one sub-folder per celebrity")
+    train.add_argument(
+        "--config",
+        metavar="FILE",
+        help="train with the settings of this config.json (what the app hands its trainer)",
+    )
     train.add_argument("--run-dir", help="run directory (default runs/<timestamp>-<backbone>)")
     train.add_argument("--backbone", default="vgg16", choices=list(BACKBONES))
     train.add_argument("--weights", default="imagenet", help="imagenet, none (random) or a file")
@@ -202,13 +231,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="augment the training subset (default: the recipe's choice)",
     )
+    train.add_argument(
+        "--fine-tune",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="improved recipe: run phase 2, unfreezing the top of the network "
+        "(default: the backbone's choice)",
+    )
     train.add_argument("--precision", default="float32", choices=PRECISIONS)
     train.add_argument("--exclude", nargs="*", metavar="PATH", help="photos to leave out")
     train.set_defaults(func=cmd_train)
 
     for sub in (split, train):
         sub.add_argument("--per-class", type=_positive, help="sample N photos per celebrity first")
-        sub.add_argument("--seed", type=int, default=0)
+        sub.add_argument("--seed", type=_at_least(0), default=0)
         sub.add_argument(
             "--drop-small",
             action="store_true",
@@ -249,29 +285,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; errors the user can fix are one line on stderr, never a traceback."""
     args = build_parser().parse_args(argv)
-    from .backbones import WeightsError
-    from .faces import FaceError
-    from .runs import RunError
-
     try:
         return args.func(args)
-    except KeyboardInterrupt:
-        print("cancelled", file=sys.stderr)
+    except (Cancelled, KeyboardInterrupt) as exc:
+        print(f"cancelled: {exc or 'interrupted'}", file=sys.stderr)
         return 130
-    except (
-        ConfigError,
-        DatasetError,
-        ImageError,
-        WeightsError,
-        RunError,
-        FaceError,
-        OSError,
-    ) as exc:
+    except (CelebmodelError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except Exception as exc:
-        if type(exc).__name__ == "Cancelled":
-            print(f"cancelled: {exc}", file=sys.stderr)
-            return 130
-        raise

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .errors import ConfigError
+from .storage import atomic_write_text
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -58,10 +61,6 @@ DETECTORS = ("hog", "mtcnn")
 PRECISIONS = ("float32", "mixed_bfloat16")
 
 
-class ConfigError(ValueError):
-    """A setting that cannot be used; the message names the setting and the problem."""
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """Every setting of one training run.
@@ -84,6 +83,9 @@ class TrainConfig:
         Detect, choose and align the face before the network sees the photo.
     augment, learning_rate, fine_tune_learning_rate, dropout : optional
         ``None`` takes the recipe's value.
+    fine_tune : bool or None
+        Run phase 2 of a two-phase recipe (unfreeze the top of the base); ``None`` takes the
+        backbone's default.
     """
 
     data_dir: str
@@ -102,6 +104,7 @@ class TrainConfig:
     learning_rate: float | None = None
     fine_tune_learning_rate: float | None = None
     dropout: float | None = None
+    fine_tune: bool | None = None
     drop_small: bool = False
     precision: str = "float32"
     exclude: tuple[str, ...] = field(default_factory=tuple)
@@ -129,6 +132,11 @@ class TrainConfig:
             raise ConfigError("per_class: at least 3 photos are needed to fill train, val and test")
         if self.image_size is not None and not 32 <= self.image_size <= 1024:
             raise ConfigError(f"image_size: must be between 32 and 1024, got {self.image_size}")
+        if self.fine_tune and not RECIPES[self.recipe].two_phase:
+            raise ConfigError(
+                f"fine_tune: the {self.recipe} recipe trains in one phase; phase 2 needs the "
+                "improved recipe"
+            )
         if BACKBONES[self.backbone].kind == "embedding" and not self.faces:
             raise ConfigError(
                 f"backbone {self.backbone}: works on aligned faces, --no-faces is not possible"
@@ -148,8 +156,14 @@ class TrainConfig:
             weights="pretrained" if backbone.kind == "embedding" else self.weights,
             image_size=self.image_size or BACKBONES[self.backbone].input_size,
             augment=recipe.augment if self.augment is None else self.augment,
-            learning_rate=self.learning_rate or backbone.head_learning_rate or recipe.learning_rate,
-            fine_tune_learning_rate=self.fine_tune_learning_rate or recipe.fine_tune_learning_rate,
+            learning_rate=self.learning_rate
+            or (backbone.head_learning_rate if recipe.two_phase else None)
+            or recipe.learning_rate,
+            fine_tune_learning_rate=self.fine_tune_learning_rate
+            or backbone.fine_tune_learning_rate
+            or recipe.fine_tune_learning_rate,
+            fine_tune=recipe.two_phase
+            and (backbone.fine_tune if self.fine_tune is None else self.fine_tune),
             dropout=recipe.dropout if self.dropout is None else self.dropout,
             exclude=tuple(self.exclude),
         )
@@ -181,8 +195,6 @@ class TrainConfig:
 
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:
         """Write the settings (and run facts such as versions under ``"run"``) as JSON."""
-        from .runs import atomic_write_text
-
         payload = self.to_dict()
         if extra:
             payload["run"] = extra

@@ -8,8 +8,7 @@ alignments: ``chip`` (dlib's own template, what its face ResNet was trained on) 
 
 In a training or evaluation photo the celebrity is the face chosen by :func:`subject_index`,
 which weighs centrality over size and confidence: news photos hold bystanders, and the most
-confident face is often one of them. Crops and embeddings are cached on disk by file content
-and settings, so a second training on the same dataset detects nothing.
+confident face is often one of them. :mod:`celebmodel.face_cache` keeps the crops on disk.
 """
 
 from __future__ import annotations
@@ -18,8 +17,10 @@ import hashlib
 import importlib.util
 import json
 import math
+import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -28,13 +29,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .backbones import l2_normalize
+from .errors import FaceError
 
 # Per-model constants, kept as data.
-DLIB_MODELS = {
-    "landmarks": "shape_predictor_5_face_landmarks.dat",
-    "embedding": "dlib_face_recognition_resnet_model_v1.dat",
-}
+LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
 CHIP_SIZE = 150  # dlib's face ResNet input
 CHIP_PADDING = 0.25  # dlib's default template padding
 EYE_LEVEL = 0.40  # "eyes" alignment: eye height as a fraction of the crop
@@ -42,8 +40,14 @@ EYE_DISTANCE = 0.36  # "eyes" alignment: eye distance as a fraction of the crop
 MTCNN_MIN_CONFIDENCE = 0.90
 HOG_MIN_SCORE = 0.2  # weaker HOG hits are mostly patterns, not faces (MTCNN still gets a try)
 HOG_UPSAMPLE_BELOW = 400  # photos smaller than this (shorter side) are upsampled once for HOG
+# Large photos (bench/face_network.py measures these): HOG finds faces down to about 65 px and
+# costs about 70 ns per pixel on one core, so a 12-megapixel photo takes 0.85 s in one pass.
+DETECT_MAX_PIXELS = 12_600_000  # larger photos are detected on a copy downscaled to this
+BAND_ABOVE_PIXELS = 1_500_000  # above this, HOG runs in overlapping bands, one per core ...
+COARSE_SIDE = 1024  # ... plus one pass on a copy this long, for faces taller than the overlap
+MTCNN_MAX_SIDE = 1024  # MTCNN (the fallback) looks at a copy at most this long
 TIGHT_CROP_MAX_SIDE = 128  # a photo this small with no face found is taken as a face crop
-STAGE_VERSION = 1  # bump when a change alters crops, to invalidate caches
+STAGE_VERSION = 2  # bump when a change alters crops, to invalidate caches
 
 ROUTES = {
     "face": "one face found",
@@ -52,10 +56,6 @@ ROUTES = {
     "whole": "face stage off, whole photo used",
     "none": "no face found, photo skipped",
 }
-
-
-class FaceError(ValueError):
-    """No usable face; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -94,18 +94,23 @@ def models_dir() -> Path:
     return Path(spec.submodule_search_locations[0]) / "models"
 
 
-_DLIB_LOCK = threading.Lock()  # dlib's objects are not safe to share between threads
+_DLIB_LOCK = threading.Lock()  # the landmark model and chip extraction are shared objects
+_PER_THREAD = threading.local()  # HOG detectors: one per thread, so detection runs in parallel
 
 
 @cache
-def _dlib() -> dict[str, Any]:
+def _landmark_model() -> Any:
     import dlib
 
-    return {
-        "hog": dlib.get_frontal_face_detector(),
-        "landmarks": dlib.shape_predictor(str(models_dir() / DLIB_MODELS["landmarks"])),
-        "embedding": dlib.face_recognition_model_v1(str(models_dir() / DLIB_MODELS["embedding"])),
-    }
+    return dlib.shape_predictor(str(models_dir() / LANDMARKS_FILE))
+
+
+def _hog() -> Any:
+    if not hasattr(_PER_THREAD, "hog"):
+        import dlib
+
+        _PER_THREAD.hog = dlib.get_frontal_face_detector()
+    return _PER_THREAD.hog
 
 
 @cache
@@ -115,13 +120,18 @@ def _mtcnn() -> Any:
     return MTCNN()
 
 
+@cache
+def _band_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="hog")
+
+
 def _landmarks(
     image: np.ndarray, box: tuple[int, int, int, int]
 ) -> tuple[tuple[float, float], ...]:
     import dlib
 
     x, y, w, h = box
-    shape = _dlib()["landmarks"](image, dlib.rectangle(x, y, x + w, y + h))
+    shape = _landmark_model()(image, dlib.rectangle(x, y, x + w, y + h))
     return tuple((float(p.x), float(p.y)) for p in shape.parts())
 
 
@@ -135,43 +145,111 @@ def _clip_box(box: Sequence[float], shape: tuple[int, ...]) -> tuple[int, int, i
     return x0, y0, x1 - x0, y1 - y0
 
 
-def _detect_hog(image: np.ndarray) -> list[tuple[tuple[int, int, int, int], float]]:
-    upsample = 1 if min(image.shape[:2]) < HOG_UPSAMPLE_BELOW else 0
-    rects, scores, _ = _dlib()["hog"].run(image, upsample, HOG_MIN_SCORE)
-    found = []
-    for rect, score in zip(rects, scores, strict=True):
-        box = _clip_box((rect.left(), rect.top(), rect.width(), rect.height()), image.shape)
-        if box:
-            found.append((box, 1.0 / (1.0 + math.exp(-2.0 * score))))
-    return found
+Hit = tuple[tuple[float, float, float, float], float]  # box (x, y, w, h), score
 
 
-def _detect_mtcnn(image: np.ndarray) -> list[tuple[tuple[int, int, int, int], float]]:
-    found = []
-    for result in _mtcnn().detect_faces(image):
-        confidence = float(result["confidence"])
-        box = _clip_box(result["box"], image.shape)
-        if box and confidence >= MTCNN_MIN_CONFIDENCE:
-            found.append((box, confidence))
-    return found
+def _hog_pass(image: np.ndarray, upsample: int, offset: tuple[int, int] = (0, 0)) -> list[Hit]:
+    rects, scores, _ = _hog().run(image, upsample, HOG_MIN_SCORE)
+    dx, dy = offset
+    return [
+        ((r.left() + dx, r.top() + dy, r.width(), r.height()), float(score))
+        for r, score in zip(rects, scores, strict=True)
+    ]
+
+
+def _resized(image: np.ndarray, scale: float) -> np.ndarray:
+    height, width = image.shape[:2]
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+
+
+def _scaled(hits: list[Hit], factor: float) -> list[Hit]:
+    return [(tuple(v * factor for v in box), score) for box, score in hits]  # type: ignore[misc]
+
+
+def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Intersection over union of two (x, y, w, h) boxes."""
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def _distinct(hits: list[Hit]) -> list[Hit]:
+    """Drop hits that repeat a better-scoring one (bands overlap, and the coarse pass
+    sees the same large faces)."""
+    kept: list[Hit] = []
+    for hit in sorted(hits, key=lambda h: -h[1]):
+        if all(_overlap(hit[0], other[0]) < 0.3 for other in kept):
+            kept.append(hit)
+    return kept
+
+
+def _detect_hog(image: np.ndarray) -> list[Hit]:
+    """HOG faces of any photo, in its own coordinates.
+
+    Small photos take one pass (upsampled once below :data:`HOG_UPSAMPLE_BELOW`). Larger ones
+    run in horizontal bands, one per core (dlib releases the GIL), overlapping by twice the
+    smallest face the extra coarse pass finds, so a face cut by a band edge is whole in the
+    neighbouring band or big enough for the coarse pass. Every face one full-resolution pass
+    finds is found, in about half its time on 2 cores.
+    """
+    height, width = image.shape[:2]
+    if height * width <= BAND_ABOVE_PIXELS:
+        upsample = 1 if min(height, width) < HOG_UPSAMPLE_BELOW else 0
+        return _hog_pass(image, upsample)
+    coarse_scale = COARSE_SIDE / max(height, width)
+    overlap = math.ceil(2 * 80 / coarse_scale)  # HOG's window is 80 px
+    bands = max(1, min(os.cpu_count() or 1, height // overlap))
+    step = math.ceil(height / bands)
+    jobs = [(_resized(image, coarse_scale), 0, (0, 0), 1 / coarse_scale)]
+    for top in range(0, height, step):
+        start, stop = max(0, top - overlap // 2), min(height, top + step + overlap // 2)
+        jobs.append((image[start:stop], 0, (0, start), 1.0))
+    futures = [_band_pool().submit(_hog_pass, part, up, offset) for part, up, offset, _ in jobs]
+    hits = []
+    for future, (_, _, _, factor) in zip(futures, jobs, strict=True):
+        hits += _scaled(future.result(), factor)
+    return _distinct(hits)
+
+
+def _detect_mtcnn(image: np.ndarray) -> list[Hit]:
+    """MTCNN faces (confidence as score), on a copy at most :data:`MTCNN_MAX_SIDE` long."""
+    scale = min(1.0, MTCNN_MAX_SIDE / max(image.shape[:2]))
+    small = _resized(image, scale) if scale < 1 else image
+    hits = [
+        (tuple(result["box"]), float(result["confidence"]))
+        for result in _mtcnn().detect_faces(small)
+        if float(result["confidence"]) >= MTCNN_MIN_CONFIDENCE
+    ]
+    return _scaled(hits, 1 / scale)  # type: ignore[arg-type]
 
 
 DETECTORS = {"hog": _detect_hog, "mtcnn": _detect_mtcnn}
+CONFIDENCE = {  # detector score -> 0..1
+    "hog": lambda score: 1.0 / (1.0 + math.exp(-2.0 * score)),
+    "mtcnn": lambda score: score,
+}
 
 
 def detect(image: np.ndarray, detector: str = "hog", fallback: bool = True) -> list[Face]:
-    """Every face in an RGB uint8 photo, most confident first.
+    """Every face in an RGB uint8 photo, most confident first, in the photo's coordinates.
 
-    When ``detector`` finds nothing and ``fallback`` is set, the other detector is tried.
+    A photo over :data:`DETECT_MAX_PIXELS` is searched on a copy downscaled to that size; the
+    boxes are mapped back and the landmarks found on the full-resolution pixels. When
+    ``detector`` finds nothing and ``fallback`` is set, the other detector is tried.
     """
     order = [detector] + ([d for d in DETECTORS if d != detector] if fallback else [])
     image = np.ascontiguousarray(image, dtype=np.uint8)
+    height, width = image.shape[:2]
+    scale = min(1.0, math.sqrt(DETECT_MAX_PIXELS / (height * width)))
+    view = _resized(image, scale) if scale < 1 else image
     for name in order:
-        if name == "mtcnn":
-            found = DETECTORS[name](image)
-        else:
-            with _DLIB_LOCK:
-                found = DETECTORS[name](image)
+        found = []
+        for box, score in DETECTORS[name](view):
+            clipped = _clip_box([value / scale for value in box], image.shape)
+            if clipped:
+                found.append((clipped, CONFIDENCE[name](score)))
         if found:
             with _DLIB_LOCK:
                 faces = [Face(box, conf, _landmarks(image, box), name) for box, conf in found]
@@ -295,120 +373,3 @@ class FaceStage:
             "detector": face.detector,
         }
         return self.align(image, face), info
-
-
-class FaceEmbedder:
-    """dlib's 128-d face ResNet on aligned chips, unit length.
-
-    Parameters
-    ----------
-    flip : bool
-        Average the embedding of the chip and its mirror image (test-time augmentation).
-    """
-
-    def __init__(self, flip: bool = True) -> None:
-        self.flip = flip
-
-    def key(self) -> str:
-        return f"dlib128-flip{int(self.flip)}"
-
-    def embed(self, chips: Iterable[np.ndarray]) -> np.ndarray:
-        batch = [np.ascontiguousarray(chip, dtype=np.uint8) for chip in chips]
-        if not batch:
-            return np.zeros((0, 128), dtype=np.float32)
-        if self.flip:
-            batch += [np.ascontiguousarray(chip[:, ::-1]) for chip in batch]
-        with _DLIB_LOCK:
-            vectors = np.asarray(_dlib()["embedding"].compute_face_descriptor(batch), np.float32)
-        if self.flip:
-            half = len(batch) // 2
-            vectors = vectors[:half] + vectors[half:]
-        return l2_normalize(vectors)
-
-
-def _crop_dir(cache_dir: Path, stage: FaceStage, sha: str) -> Path:
-    return cache_dir / "crops" / stage.key() / sha[:2]
-
-
-def prepare(
-    root: str | Path,
-    paths: Sequence[str],
-    stage: FaceStage,
-    cache_dir: str | Path,
-    progress: bool = False,
-) -> list[dict[str, Any]]:
-    """The network input of each photo, as a cached PNG crop, with how it was obtained.
-
-    Returns one record per photo: ``path``, ``sha256``, ``route`` (a key of :data:`ROUTES`, or
-    ``"error"``), ``n_faces``, ``crop`` (the cached file, ``None`` when skipped) and ``error``.
-    A photo seen before with the same stage settings is not read or detected again.
-    """
-    from tqdm.auto import tqdm
-
-    from .data import ImageError, file_sha256, load_image
-    from .runs import atomic_write_json
-
-    root, cache_dir = Path(root), Path(cache_dir)
-    records = []
-    for rel in tqdm(paths, desc="faces", unit="photo", disable=not progress):
-        source = root / rel
-        record: dict[str, Any] = {"path": rel, "crop": None, "error": None, "n_faces": 0}
-        try:
-            sha = file_sha256(source)
-        except OSError as exc:
-            records.append({**record, "route": "error", "error": f"{rel}: unreadable ({exc})"})
-            continue
-        folder = _crop_dir(cache_dir, stage, sha)
-        meta_file, crop_file = folder / f"{sha}.json", folder / f"{sha}.png"
-        record["sha256"] = sha
-        if meta_file.is_file():
-            meta = json.loads(meta_file.read_text())
-            if meta["route"] == "none" or crop_file.is_file():
-                crop = str(crop_file) if meta["route"] != "none" else None
-                records.append({**record, **meta, "crop": crop})
-                continue
-        try:
-            image = load_image(source, name=rel)
-        except ImageError as exc:
-            records.append({**record, "route": "error", "error": str(exc)})
-            continue
-        crop, meta = stage.extract(image)
-        folder.mkdir(parents=True, exist_ok=True)
-        if crop is not None:
-            tmp = folder / f".{sha}.tmp.png"
-            Image.fromarray(crop).save(tmp)
-            tmp.replace(crop_file)
-        atomic_write_json(meta_file, meta)
-        records.append({**record, **meta, "crop": str(crop_file) if crop is not None else None})
-    return records
-
-
-def embed_files(
-    crops: Sequence[str | Path], embedder: FaceEmbedder, progress: bool = False, batch: int = 16
-) -> np.ndarray:
-    """Embeddings of cached chip files, themselves cached beside each chip."""
-    from tqdm.auto import tqdm
-
-    vectors: list[np.ndarray | None] = []
-    missing: list[int] = []
-    for i, crop in enumerate(crops):
-        cached = Path(crop).with_suffix(f".{embedder.key()}.npy")
-        if cached.is_file():
-            vectors.append(np.load(cached, allow_pickle=False))
-        else:
-            vectors.append(None)
-            missing.append(i)
-    with tqdm(total=len(missing), desc="embeddings", unit="face", disable=not progress) as bar:
-        for start in range(0, len(missing), batch):
-            chunk = missing[start : start + batch]
-            chips = [np.asarray(Image.open(crops[i]).convert("RGB")) for i in chunk]
-            for i, vector in zip(chunk, embedder.embed(chips), strict=True):
-                target = Path(crops[i]).with_suffix(f".{embedder.key()}.npy")
-                tmp = target.with_name(f".{target.name}.tmp.npy")
-                np.save(tmp, vector)
-                tmp.replace(target)
-                vectors[i] = vector
-            bar.update(len(chunk))
-    if not vectors:
-        return np.zeros((0, 128), dtype=np.float32)
-    return np.stack(vectors).astype(np.float32)

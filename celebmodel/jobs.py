@@ -9,6 +9,7 @@ sees the same run. One training at a time: a lock file under :func:`runs_root`, 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -21,19 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .config import TrainConfig
-from .runs import (
-    ACTIVE,
-    Run,
-    RunError,
-    atomic_write_json,
-    data_root,
-    list_runs,
-    new_run_dir,
-    now_iso,
-    pid_alive,
-    prepare_root,
-    runs_root,
-)
+from .errors import JobError, RunError
+from .runs import ACTIVE, Run, list_runs, new_run_dir, pid_alive, prepare_root, readable_log
+from .storage import atomic_write_json, data_root, now_iso, runs_root
 
 LOCK_NAME = ".training.lock"
 GUARD_NAME = ".training.guard"
@@ -46,51 +37,19 @@ _stopping: set[int] = set()  # pids this server asked to stop
 _children_lock = threading.Lock()
 
 
-class JobError(RuntimeError):
-    """A training that cannot be started or stopped; the message says why."""
-
-
-def train_command(config: TrainConfig, run_dir: str | Path) -> list[str]:
-    """The CLI call that trains ``config`` into ``run_dir`` (what the Train page launches)."""
-    command = [
+def train_command(config_file: str | Path, run_dir: str | Path) -> list[str]:
+    """The CLI call that trains the settings in ``config_file`` into ``run_dir``: the trainer
+    reads the very file the app wrote, so no setting can be lost on the way."""
+    return [
         sys.executable,
         "-m",
         "celebmodel",
         "train",
-        str(Path(config.data_dir).expanduser().resolve()),
+        "--config",
+        str(config_file),
         "--run-dir",
         str(run_dir),
-        "--backbone",
-        config.backbone,
-        "--weights",
-        config.weights,
-        "--recipe",
-        config.recipe,
-        "--batch-size",
-        str(config.batch_size),
-        "--patience",
-        str(config.patience),
-        "--max-epochs",
-        str(config.max_epochs),
-        "--seed",
-        str(config.seed),
-        "--detector",
-        config.detector,
-        "--precision",
-        config.precision,
-        "--faces" if config.faces else "--no-faces",
     ]
-    if config.per_class is not None:
-        command += ["--per-class", str(config.per_class)]
-    if config.image_size is not None:
-        command += ["--image-size", str(config.image_size)]
-    if config.augment is not None:
-        command.append("--augment" if config.augment else "--no-augment")
-    if config.drop_small:
-        command.append("--drop-small")
-    if config.exclude:
-        command += ["--exclude", *config.exclude]
-    return command
 
 
 @contextlib.contextmanager
@@ -127,8 +86,8 @@ def active(root: str | Path | None = None) -> Run | None:
 
 def start(config: TrainConfig, root: str | Path | None = None) -> Run:
     """Queue ``config`` as a new run and launch its training process; refuse a second one."""
-    config = config.validate()
-    data_dir = Path(config.data_dir).expanduser()
+    data_dir = Path(config.data_dir).expanduser().resolve()
+    config = dataclasses.replace(config, data_dir=str(data_dir)).validate()
     if not data_dir.is_dir():
         raise JobError(f"{data_dir}: dataset folder does not exist")
     root = prepare_root(root)
@@ -158,6 +117,7 @@ def start(config: TrainConfig, root: str | Path | None = None) -> Run:
 def _launch(config: TrainConfig, run: Run) -> None:
     """Write status ``queued``, start the process, then record its pid while it imports."""
     queued = {"state": "queued", "pid": os.getpid(), "queued": now_iso(), "updated": now_iso()}
+    config.save(run.file("config.json"))
     atomic_write_json(run.file("status.json"), queued)
     env = {
         **os.environ,
@@ -168,7 +128,7 @@ def _launch(config: TrainConfig, run: Run) -> None:
     try:
         with open(run.file(OUTPUT_NAME), "wb") as output:
             process = subprocess.Popen(
-                train_command(config, run.path),
+                train_command(run.file("config.json"), run.path),
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
@@ -289,3 +249,10 @@ def output_tail(run: Run, lines: int = 20) -> str:
     kept = [line.rsplit("\r", 1)[-1] for line in text.split("\n")]  # progress bars: last state
     kept = [line for line in kept if line.strip()]
     return "\n".join(kept[-lines:])
+
+
+def log_text(run: Run, lines: int = 15) -> str:
+    """The end of a training's log as a page shows it: ``log.txt``, else what the process
+    printed before that file existed, without traceback frames."""
+    text = readable_log(run.log_tail(60) or output_tail(run, 60))
+    return "\n".join(text.splitlines()[-lines:])

@@ -16,8 +16,10 @@ import pandas as pd
 
 from .backbones import Backbone, get_backbone
 from .config import TrainConfig
-from .faces import FaceEmbedder, FaceStage, embed_files, prepare
-from .runs import data_root
+from .face_cache import cache_dir, embed_files, prepare
+from .face_network import FaceEmbedder
+from .faces import FaceStage
+from .progress import BarFactory, quiet_bar
 
 AUTOTUNE = -1  # tf.data.AUTOTUNE, without importing TensorFlow at module load
 
@@ -31,10 +33,6 @@ def face_stage(config: TrainConfig) -> FaceStage:
     )
 
 
-def cache_dir() -> Path:
-    return data_root() / "cache"
-
-
 @dataclass
 class Inputs:
     """Prepared photos of one subset: what the model reads, and what was skipped and why."""
@@ -46,21 +44,33 @@ class Inputs:
     def usable(self) -> pd.DataFrame:
         return self.records[self.records["crop"].notna()]
 
+    def subset(self, name: str) -> Inputs:
+        """The photos of one subset (``records`` must have a ``subset`` column)."""
+        chosen = (self.records["subset"] == name).to_numpy()
+        features = None
+        if self.features is not None:
+            features = self.features[chosen[self.records["crop"].notna().to_numpy()]]
+        return Inputs(self.records[chosen].reset_index(drop=True), features)
+
 
 def prepare_inputs(
     config: TrainConfig,
     rows: pd.DataFrame,
-    progress: bool = False,
+    bar: BarFactory = quiet_bar,
     root: str | Path | None = None,
+    embed: bool = True,
+    flip: bool = False,
 ) -> Inputs:
-    """Crops (and, for embedding backbones, embeddings) for the photos in ``rows``.
+    """Crops (and, for face networks when ``embed``, pretrained embeddings) of ``rows``.
 
     ``rows`` holds ``path`` relative to ``root`` (default: the run's dataset) and ``label``.
+    ``flip`` averages each embedding with its mirror image's (runs made before the face
+    network moved into Keras were trained that way). ``bar`` makes the progress bars.
     """
     stage = face_stage(config)
     folder = root if root is not None else config.data_dir
     records = pd.DataFrame(
-        prepare(folder, list(rows["path"]), stage, cache_dir(), progress=progress),
+        prepare(folder, list(rows["path"]), stage, cache_dir(), bar=bar),
         columns=["path", "sha256", "route", "n_faces", "crop", "error"],
     )
     records = pd.concat([rows.reset_index(drop=True), records.drop(columns="path")], axis=1)
@@ -68,9 +78,9 @@ def prepare_inputs(
         records["sha256"] = None
     backbone = get_backbone(config.backbone)
     features = None
-    if backbone.kind == "embedding":
+    if backbone.kind == "embedding" and embed:
         usable = records[records["crop"].notna()]
-        features = embed_files(list(usable["crop"]), FaceEmbedder(), progress=progress)
+        features = embed_files(list(usable["crop"]), FaceEmbedder(flip), bar=bar)
     return Inputs(records=records, features=features)
 
 
@@ -131,12 +141,14 @@ def model_dataset(
     *,
     training: bool = False,
     augment: Any = None,
+    features: bool = False,
 ) -> Any:
-    """The ``tf.data`` pipeline of a subset's usable photos, for ``fit`` or ``predict``."""
+    """The ``tf.data`` pipeline of a subset's usable photos, for ``fit`` or ``predict``:
+    their cached embeddings when ``features``, else their crops."""
     backbone = get_backbone(config.backbone)
     usable = inputs.usable
     labels = [label_index.get(label, -1) for label in usable["label"]]
-    if backbone.kind == "embedding":
+    if features:
         return feature_dataset(
             inputs.features, labels, config.batch_size, shuffle=training, seed=config.seed
         )

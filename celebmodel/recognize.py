@@ -14,20 +14,29 @@ from typing import Any
 
 import numpy as np
 
-from .backbones import Backbone, get_backbone, l2_normalize
+from .backbones import Backbone, get_backbone
 from .config import TrainConfig
-from .data import load_image
-from .evaluate import centroids_of, unknown_scores
-from .faces import FaceEmbedder, FaceStage, resize_whole
+from .errors import RunError
+from .face_network import FaceEmbedder
+from .faces import FaceStage, resize_whole
+from .graph import compiled
+from .images import load_image
+from .model import embedding_model, takes_embeddings
+from .open_set import centroids_of, l2_normalize, unknown_scores
 from .pipeline import face_stage
-from .runs import Run, RunError, load_run
+from .runs import Run, load_run
 
 UNKNOWN = "unknown"
 
 
 @dataclass
 class Recognizer:
-    """A loaded run, ready to identify faces (thread-safe: one photo at a time)."""
+    """A loaded run, ready to identify faces (thread-safe: one photo at a time).
+
+    ``model`` gives embeddings and probabilities; ``takes_embeddings`` marks a head-only model
+    of a run made before the face network was in Keras (it is fed flip-averaged embeddings
+    from the pretrained network, as it was trained).
+    """
 
     run: Run
     config: TrainConfig
@@ -36,13 +45,13 @@ class Recognizer:
     centroids: np.ndarray
     threshold: float
     top_k: int = 5
+    takes_embeddings: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _graph: Any = field(default=None, repr=False)
 
     @classmethod
     def from_run(cls, run_dir: str | Path | Run, top_k: int = 5) -> Recognizer:
         """Load a finished run's model, labels, gallery centroids and calibrated threshold."""
-        from .train import embedding_model
-
         run = run_dir if isinstance(run_dir, Run) else load_run(run_dir)
         config = run.config()
         labels = run.labels()
@@ -66,6 +75,7 @@ class Recognizer:
             centroids=centroids_of(gallery, gallery_labels, len(labels)),
             threshold=float(threshold),
             top_k=top_k,
+            takes_embeddings=takes_embeddings(model),
         )
 
     @property
@@ -77,10 +87,17 @@ class Recognizer:
         return face_stage(self.config)
 
     def _inputs(self, crops: list[np.ndarray]) -> np.ndarray:
-        if self.backbone.kind == "embedding":
-            return FaceEmbedder().embed(crops)
+        if self.takes_embeddings:
+            return FaceEmbedder(flip=True).embed(crops)
         batch = np.stack(crops).astype(np.float32)
         return np.asarray(self.backbone.preprocess(batch))
+
+    def _predict(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings and probabilities through the model's traced graph (traced once)."""
+        if self._graph is None:
+            self._graph = compiled(self.model)
+        embeddings, probabilities = self._graph(inputs)
+        return embeddings, probabilities
 
     def identify(
         self, image: Any, threshold: float | None = None, top_k: int | None = None
@@ -105,7 +122,7 @@ class Recognizer:
                 found = [([0, 0, width, height], 1.0)]
             if not crops:
                 return []
-            embeddings, probabilities = self.model(self._inputs(crops), training=False)
+            embeddings, probabilities = self._predict(self._inputs(crops))
         probabilities = np.asarray(probabilities, dtype=np.float64)
         embeddings = l2_normalize(np.asarray(embeddings).reshape(len(crops), -1))
         scores = unknown_scores(embeddings, probabilities, self.centroids)

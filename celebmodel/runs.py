@@ -1,4 +1,4 @@
-"""Run directories: everything of one training in one folder, readable by another process.
+"""Run directories: everything of one training in one folder, and the questions pages ask of it.
 
 Layout: ``config.json``, ``split.csv``, ``labels.json``, ``history.csv``, ``status.json``,
 ``model.keras`` (only once training finished), ``log.txt``, ``metrics_<subset>.json``,
@@ -13,85 +13,23 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import Image
+
+from .backbones import BACKBONES
+from .config import RECIPES, TrainConfig
+from .dataset import read_split
+from .errors import RunError
+from .images import load_image
+from .storage import atomic_write_json, now_iso, runs_root
 
 STATES = ("queued", "running", "finished", "failed", "cancelled")
 ACTIVE = ("queued", "running")
-
-
-class RunError(RuntimeError):
-    """A run that cannot be used; the message names the run and what is wrong."""
-
-
-def runs_root() -> Path:
-    """``$CELEBMODEL_RUNS`` or ``runs/`` under the working directory."""
-    return Path(os.environ.get("CELEBMODEL_RUNS", "runs")).expanduser().resolve()
-
-
-def data_root() -> Path:
-    """The app's data folder (uploads, datasets, caches): ``$CELEBMODEL_DATA`` or ``data/``."""
-    return Path(os.environ.get("CELEBMODEL_DATA", "data")).expanduser().resolve()
-
-
-def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="seconds")
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write to a temporary file beside ``path`` and rename it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the run from another user's app
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def replace_together(pairs: list[tuple[Path, Path]]) -> None:
-    """Rename each ``(temporary, target)`` pair into place; if one rename fails, the targets
-    already replaced get their old files back, so the set changes together or not at all."""
-    backups: dict[Path, Path] = {}  # target -> hard link to its previous file
-    replaced: list[Path] = []
-    try:
-        for source, target in pairs:
-            if target.exists():
-                backups[target] = target.with_name(f".{target.name}.previous")
-                backups[target].unlink(missing_ok=True)
-                os.link(target, backups[target])
-            os.replace(source, target)
-            replaced.append(target)
-    except BaseException:
-        for target in reversed(replaced):
-            if target in backups:
-                os.replace(backups[target], target)
-        raise
-    finally:
-        for backup in backups.values():
-            backup.unlink(missing_ok=True)
-
-
-def atomic_write_json(path: str | Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, default=_json_default))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def prepare_root(root: str | Path | None = None) -> Path:
@@ -186,9 +124,7 @@ class Run:
         current.update(fields, state=state, updated=now_iso())
         atomic_write_json(self.file("status.json"), current)
 
-    def config(self) -> Any:
-        from .config import TrainConfig
-
+    def config(self) -> TrainConfig:
         return TrainConfig.load(self.file("config.json"))
 
     def config_dict(self) -> dict[str, Any]:
@@ -220,8 +156,6 @@ class Run:
             return pd.DataFrame()
 
     def split(self) -> pd.DataFrame:
-        from .data import read_split
-
         return read_split(self.file("split.csv"))
 
     def log_tail(self, lines: int = 20) -> str:
@@ -254,6 +188,99 @@ class Run:
             raise RunError(f"{self.path}: no gallery.npz (train again to get one)") from None
         except (OSError, ValueError, KeyError) as exc:
             raise RunError(f"{self.file('gallery.npz')}: unreadable ({exc})") from exc
+
+    def write_gallery(self, embeddings: np.ndarray, labels: np.ndarray) -> Path:
+        """Write training-face embeddings beside ``gallery.npz`` (plain arrays, no pickle) and
+        return that partial file, for the caller to rename into place with what goes with it."""
+        partial = self.file(".gallery.tmp.npz")
+        np.savez(partial, embeddings=embeddings.astype(np.float32), labels=labels.astype(np.int64))
+        return partial
+
+    # Queries the pages ask ------------------------------------------------------------------
+
+    def photo_path(self, path: str) -> Path:
+        """A dataset photo of the run on disk (paths in run files are relative to its dataset)."""
+        return Path(self.config_dict().get("data_dir", "")) / path
+
+    def open_photo(self, path: str) -> Image.Image:
+        """A dataset photo, decoded safely (raises :class:`celebmodel.errors.ImageError`)."""
+        return Image.fromarray(load_image(self.photo_path(path), name=path))
+
+    def cell_photos(self, subset: str, true: str, predicted: str) -> pd.DataFrame:
+        """Predictions of ``subset`` with this true and predicted celebrity (a confusion cell)."""
+        frame = self.predictions(subset)
+        if frame.empty:
+            return frame
+        chosen = (frame["true"] == true) & (frame["predicted"] == predicted)
+        return frame[chosen].reset_index(drop=True)
+
+    def misclassified(self, subset: str = "test") -> pd.DataFrame:
+        """Wrong predictions, most confident first (the most surprising mistakes on top)."""
+        frame = self.predictions(subset)
+        if frame.empty:
+            return frame
+        wrong = frame[frame["true"] != frame["predicted"]]
+        return wrong.sort_values("probability", ascending=False).reset_index(drop=True)
+
+    def several_faces(self) -> pd.DataFrame:
+        """Photos where several faces were found and the central one was taken."""
+        try:
+            faces = pd.read_csv(self.file("faces.csv"))
+        except FileNotFoundError:
+            return pd.DataFrame(columns=["path", "label", "subset", "n_faces"])
+        except (OSError, ValueError, pd.errors.ParserError) as exc:
+            raise RunError(f"{self.file('faces.csv')}: unreadable ({exc})") from exc
+        chosen = faces[faces["route"] == "several"]
+        return chosen[["path", "label", "subset", "n_faces"]].reset_index(drop=True)
+
+    def accuracies(self) -> dict[str, float | None]:
+        return {s: (self.metrics(s) or {}).get("accuracy") for s in ("train", "val", "test")}
+
+    def elapsed(self) -> float | None:
+        """Seconds since the run started (until it ended, once it did)."""
+        status = self.status()
+        try:
+            started = dt.datetime.fromisoformat(status["started"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        ended = status.get("ended")
+        end = dt.datetime.fromisoformat(ended) if ended else dt.datetime.now(started.tzinfo)
+        return max(0.0, (end - started).total_seconds())
+
+    def progress(self) -> dict[str, Any]:
+        """Epochs done, the most the run can take (early stopping may end it sooner), the phase."""
+        config = self.config_dict()
+        history = self.history()
+        backbone = BACKBONES.get(config.get("backbone", ""))
+        recipe = RECIPES.get(config.get("recipe", ""))
+        fine_tune = config.get("fine_tune")
+        if fine_tune is None:
+            fine_tune = backbone.fine_tune if backbone else False
+        phases = 2 if recipe and recipe.two_phase and fine_tune else 1
+        max_epochs = int(config.get("max_epochs") or 0) * phases
+        done = len(history)
+        return {
+            "epochs": done,
+            "max_epochs": max_epochs or None,
+            "fraction": min(1.0, done / max_epochs) if max_epochs else 0.0,
+            "phase": str(history["phase"].iloc[-1]) if done and "phase" in history else None,
+        }
+
+    def phase_summary(self) -> str | None:
+        """Which phase of a two-phase training was kept, in words (None for one phase)."""
+        phases = self.status().get("phases") or {}
+        before, after = phases.get("head"), phases.get("fine-tune")
+        if before is None or after is None:
+            return None
+        if phases.get("kept") == "fine-tune":
+            return (
+                f"Phase 2 (fine-tuning) kept: it lowered the validation loss from {before:.3f} "
+                f"to {after:.3f}."
+            )
+        return (
+            f"Phase 2 (fine-tuning) did not lower the validation loss ({before:.3f} after "
+            f"phase 1, {after:.3f} at best after phase 2): the phase 1 model was kept."
+        )
 
     def summary(self) -> dict[str, Any]:
         """One row of the runs table."""
@@ -317,3 +344,51 @@ def load_run(path: str | Path) -> Run:
     if missing:
         raise RunError(f"{path}: not a complete run (missing {', '.join(missing)})")
     return run
+
+
+TRACE_MARKERS = (
+    "Traceback (most recent call last):",
+    "During handling of the above exception, another exception occurred:",
+    "The above exception was the direct cause of the following exception:",
+    "At:",
+)
+
+RUN_COLUMNS = [
+    "run",
+    "state",
+    "backbone",
+    "weights",
+    "recipe",
+    "epochs",
+    "best_val_loss",
+    "test_accuracy",
+    "started",
+    "error",
+]
+
+
+def first_line(text: Any, limit: int = 300) -> str:
+    """An error message's first line: stack listings stay in the log file."""
+    lines = str(text or "").strip().splitlines()
+    return lines[0][:limit] if lines else ""
+
+
+def readable_log(text: str, limit: int = 300) -> str:
+    """A training log for the page: records and messages, without traceback frames.
+
+    Frames (indented lines) and traceback headers are dropped, progress bars keep their
+    last state, and the exception line itself stays, so the cause is still named.
+    """
+    kept = []
+    for raw in text.split("\n"):
+        line = raw.rsplit("\r", 1)[-1].rstrip()
+        if not line or line[0].isspace() or line.strip() in TRACE_MARKERS:
+            continue
+        kept.append(line[:limit])
+    return "\n".join(kept)
+
+
+def runs_view(table: pd.DataFrame) -> pd.DataFrame:
+    """The runs table as the Train page shows it (errors cut to their first line)."""
+    view = table.reindex(columns=RUN_COLUMNS)
+    return view.assign(error=view["error"].map(first_line))

@@ -7,9 +7,9 @@ from pathlib import Path
 import streamlit as st
 from PIL import Image
 
-from celebmodel import charts
-from celebmodel.data import display_name
-from celebmodel.evaluate import overfitting_verdict
+from celebmodel import display, figures
+from celebmodel.dataset import display_name
+from celebmodel.metrics import overfitting_verdict
 from celebmodel.runs import Run
 from pages import ui
 
@@ -22,7 +22,7 @@ GALLERY_COLUMNS = 4
 @st.cache_data(max_entries=512, show_spinner=False)
 def crop(run_path: str, path: str) -> Image.Image | None:
     """The aligned crop the model saw (cached: detection runs once per photo)."""
-    return charts.crop_for(Run(Path(run_path)), path)
+    return display.crop_for(Run(Path(run_path)), path)
 
 
 st.title("Evaluate")
@@ -76,7 +76,7 @@ st.caption(
     f"{config.get('backbone')} · {config.get('recipe')} recipe · {metrics['n']} "
     f"{SUBSETS[subset]} photos · {len(metrics.get('skipped') or [])} skipped (no usable face)"
 )
-cards = charts.headline(metrics)
+cards = figures.headline(metrics)
 for row in range(0, len(cards), 3):
     for column, card in zip(st.columns(3), cards[row : row + 3], strict=True):
         value, original = card["value"], card["original"]
@@ -95,8 +95,8 @@ for row in range(0, len(cards), 3):
 if other_name:
     other = by_name[other_name]
     st.subheader(f"{run.name} against {other.name}")
-    st.plotly_chart(charts.compare_figure([run, other], subset), key="compare-chart")
-    table = charts.compare_frame([run, other], subset)
+    st.plotly_chart(figures.compare_figure([run, other], subset), key="compare-chart")
+    table = figures.compare_frame([run, other], subset)
     st.dataframe(
         table.pivot(index="metric", columns="run", values="value"),
         column_config={c: st.column_config.NumberColumn(format="percent") for c in table["run"]},
@@ -109,16 +109,16 @@ per_class, confusion, overfitting, mistakes, downloads = st.tabs(
 # Per celebrity ------------------------------------------------------------------------------
 with per_class:
     sort_by = st.selectbox(
-        "Sort by", charts.SORTS, key="sort-by", help="Bars are ordered by this, best first."
+        "Sort by", figures.SORTS, key="sort-by", help="Bars are ordered by this, best first."
     )
-    st.plotly_chart(charts.per_class_figure(metrics, sort_by), key="per-class-chart")
-    st.dataframe(charts.per_class_frame(metrics), hide_index=True)
+    st.plotly_chart(figures.per_class_figure(metrics, sort_by), key="per-class-chart")
+    st.dataframe(figures.per_class_frame(metrics), hide_index=True)
 
 # Confusion matrix ---------------------------------------------------------------------------
 with confusion:
     normalise = st.toggle("Share of each true celebrity (row-normalised)", key="normalise")
     event = st.plotly_chart(
-        charts.confusion_figure(metrics, normalise),
+        figures.confusion_figure(metrics, normalise),
         key="confusion-chart",
         on_select="rerun",
         selection_mode="points",
@@ -131,7 +131,7 @@ with confusion:
         if None not in chosen and st.session_state.get("cell-applied") != chosen:
             st.session_state["cell-applied"] = chosen
             st.session_state["cell-true"], st.session_state["cell-pred"] = chosen
-    default = charts.largest_confusion(metrics) or (labels[0], labels[0])
+    default = figures.largest_confusion(metrics) or (labels[0], labels[0])
     left, right = st.columns(2)
     true = left.selectbox(
         "True celebrity",
@@ -148,7 +148,7 @@ with confusion:
         format_func=display_name,
         key="cell-pred",
     )
-    photos = charts.cell_photos(run, subset, true, predicted)
+    photos = run.cell_photos(subset, true, predicted)
     st.caption(
         f"{len(photos)} {SUBSETS[subset]} photo(s) of {display_name(true)} predicted as "
         f"{display_name(predicted)}" + (" (showing 12)" if len(photos) > 12 else "")
@@ -156,22 +156,20 @@ with confusion:
     grid = st.columns(GALLERY_COLUMNS)
     for i, row in enumerate(photos.head(12).itertuples()):
         with grid[i % GALLERY_COLUMNS], ui.shown_errors(row.path):
-            st.image(
-                charts.open_photo(run, row.path), caption=f"{row.path} · {row.probability:.0%}"
-            )
+            st.image(run.open_photo(row.path), caption=f"{row.path} · {row.probability:.0%}")
 
 # Overfitting --------------------------------------------------------------------------------
 with overfitting:
-    st.info(overfitting_verdict(charts.accuracies(run)))
+    st.info(overfitting_verdict(run.accuracies()))
     left, right = st.columns([2, 3])
-    left.plotly_chart(charts.accuracy_figure(run), key="accuracy-chart")
+    left.plotly_chart(figures.accuracy_figure(run), key="accuracy-chart")
     history = run.history()
     if len(history):
-        right.plotly_chart(charts.learning_curves(history), key="curves-chart")
+        right.plotly_chart(figures.learning_curves(history), key="curves-chart")
 
 # Mistakes -----------------------------------------------------------------------------------
 with mistakes:
-    wrong = charts.misclassified(run, subset)
+    wrong = run.misclassified(subset)
     if wrong.empty:
         st.success(f"No {SUBSETS[subset]} photo is misclassified.")
     else:
@@ -186,7 +184,7 @@ with mistakes:
         for i, row in enumerate(wrong.head(int(shown)).itertuples()):
             with grid[i % GALLERY_COLUMNS].container(border=True), ui.shown_errors(row.path):
                 photo, seen = st.columns(2)
-                photo.image(charts.open_photo(run, row.path), caption="photo")
+                photo.image(run.open_photo(row.path), caption="photo")
                 aligned = crop(str(run.path), row.path)
                 if aligned is not None:
                     seen.image(aligned, caption="what the model saw")
@@ -199,7 +197,7 @@ with mistakes:
 with downloads:
     st.download_button(
         "Metrics (CSV)",
-        charts.metrics_csv(metrics),
+        figures.metrics_csv(metrics),
         file_name=f"{run.name}-metrics-{subset}.csv",
         mime="text/csv",
         key="download-csv",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from celebmodel.evaluate import ORIGINAL
+from celebmodel.metrics import ORIGINAL
 from pages import ui
 
 ui.through_app()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from celebmodel import charts
+from celebmodel import display, figures
 from celebmodel.backbones import BACKBONES
-from celebmodel.uploads import enroll_uploaded
+from celebmodel.enrol import enroll_uploaded
+from celebmodel.errors import CelebmodelError
 from pages import ui
 
 ui.through_app()
@@ -26,7 +27,7 @@ if run is None:
 
 try:
     recognizer = ui.recognizer(run)
-except ui.KNOWN_ERRORS as exc:
+except (CelebmodelError, OSError) as exc:
     st.error(f"Cannot load the model of {run.name}: {exc}")
     st.stop()
 
@@ -65,8 +66,9 @@ for name, content in photos:
     st.divider()
     st.subheader(name)
     try:
-        result = charts.identify_photo(recognizer, content, name, threshold)
-    except ui.KNOWN_ERRORS as exc:
+        with st.spinner(f"Identifying the faces in {name}…"):
+            result = display.identify_photo(recognizer, content, name, threshold)
+    except (CelebmodelError, OSError) as exc:
         st.error(str(exc))
         continue
     faces = result["faces"]
@@ -76,15 +78,15 @@ for name, content in photos:
             f"{name}: no face found. Try a photo where the face is larger, turned to the "
             "camera and well lit."
         )
-        st.image(result["image"], width=480)
+        st.image(result["annotated"], width=480)
         continue
     st.image(result["annotated"], width="content")
     columns = st.columns(FACES_PER_ROW)
     for number, face in enumerate(faces, start=1):
         with columns[(number - 1) % FACES_PER_ROW].container(border=True):
             thumb, text = st.columns([1, 3])
-            thumb.image(charts.face_crop(result["pixels"], face["box"]), width=72)
-            text.markdown(f"**{number}. {charts.face_title(face)}**")
+            thumb.image(display.face_crop(result["pixels"], face["box"]), width=72)
+            text.markdown(f"**{number}. {display.face_title(face)}**")
             text.caption(
                 f"score {face['score']:.2f} (unknown above {threshold:.2f}) · detector "
                 f"confidence {face['confidence']:.0%}"
@@ -92,7 +94,7 @@ for name, content in photos:
             if not face["known"]:
                 text.caption("Marked unknown: this face is not close enough to anyone known.")
             st.plotly_chart(
-                charts.top_k_figure(face),
+                figures.top_k_figure(face),
                 key=f"topk-{name}-{number}",
                 config={"displayModeBar": False},
             )

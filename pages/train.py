@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from celebmodel import charts, jobs
+from celebmodel import figures, jobs
 from celebmodel.backbones import BACKBONES, keras_cache
 from celebmodel.config import DETECTORS, RECIPES, TrainConfig
-from celebmodel.data import fetch_lfw, scan_dataset
-from celebmodel.runs import Run, delete_run, list_runs, runs_root, runs_table
-from celebmodel.uploads import datasets_dir, extract_dataset
+from celebmodel.dataset import scan_dataset
+from celebmodel.runs import Run, delete_run, first_line, list_runs, runs_root, runs_table, runs_view
+from celebmodel.sources import datasets_dir, extract_dataset, fetch_lfw
 from pages import ui
 
 ui.through_app()
@@ -28,7 +28,7 @@ SOURCES = {
 def preview(folder: str) -> tuple:
     """Photos per celebrity and skipped files of a dataset folder (re-read every 30 s)."""
     scan = scan_dataset(folder)
-    counts, skipped = charts.dataset_tables(scan)
+    counts, skipped = figures.dataset_tables(scan)
     return str(scan.root), counts, skipped
 
 
@@ -88,7 +88,7 @@ if dataset:
         a.metric("Celebrities", len(counts))
         b.metric("Photos", int(counts["photos"].sum()))
         c.metric("Skipped files", len(skipped))
-        st.plotly_chart(charts.dataset_figure(counts), key="dataset-chart")
+        st.plotly_chart(figures.dataset_figure(counts), key="dataset-chart")
         if len(skipped):
             with st.expander(f"{len(skipped)} skipped file(s) and why"):
                 st.dataframe(skipped, hide_index=True)
@@ -165,12 +165,22 @@ faces = right.checkbox(
     help="Off: the whole photo is resized, as the original recipe did. dlib128 always needs it.",
 )
 faces = faces or spec.kind == "embedding"
+fine_tune = None
+if RECIPES[recipe].two_phase:
+    fine_tune = right.checkbox(
+        "Phase 2: fine-tune the top of the network",
+        value=spec.fine_tune,
+        key=f"fine-tune-{backbone}",
+        help="After the head is trained, unfreeze the network's last stage and train it at a "
+        "low learning rate. A face network keeps phase 2 only if it lowers the validation loss.",
+    )
 augment = right.checkbox(
     "Augment the training photos",
-    value=RECIPES[recipe].augment and spec.kind == "cnn",
-    disabled=spec.kind == "embedding",
+    value=RECIPES[recipe].augment,
+    disabled=spec.kind == "embedding" and not fine_tune,
     key=f"augment-{recipe}-{spec.kind}",
-    help="Random flips, small rotations, zoom, brightness and contrast (CNN backbones).",
+    help="Random flips, small rotations and brightness (and zoom and contrast for CNNs); "
+    "for a face network only phase 2 sees the photos themselves.",
 )
 detector = right.selectbox("Face detector", DETECTORS, key="detector", disabled=not faces)
 
@@ -178,7 +188,7 @@ run = ui.active_run()
 exclude: list[str] = []
 if run is not None and dataset_ok and run.config_dict().get("data_dir") == root:
     with ui.shown_errors(f"Reading {run.file('faces.csv')}"):
-        several = charts.several_faces(run)
+        several = run.several_faces()
         if len(several):
             with st.expander(f"{len(several)} photo(s) with several faces in {run.name}"):
                 st.caption(
@@ -189,7 +199,7 @@ if run is not None and dataset_ok and run.config_dict().get("data_dir") == root:
                 grid = st.columns(6)
                 for i, path in enumerate(several["path"].head(12)):
                     with grid[i % 6], ui.shown_errors(path):
-                        st.image(charts.open_photo(run, path), caption=path)
+                        st.image(run.open_photo(path), caption=path)
                 exclude = st.multiselect(
                     "Leave out of the next training", list(several["path"]), key="exclude"
                 )
@@ -219,7 +229,8 @@ if st.button(
             image_size=int(image_size) if image_size else None,
             faces=faces,
             detector=detector,
-            augment=augment if spec.kind == "cnn" else None,
+            augment=augment if spec.kind == "cnn" or fine_tune else None,
+            fine_tune=fine_tune,
             exclude=tuple(exclude),
         )
         started = jobs.start(config)
@@ -253,8 +264,8 @@ def live() -> None:
 def show_run(run: Run) -> None:
     status = run.status()
     state = status["state"]
-    progress = charts.progress(run)
-    seconds = charts.elapsed(status)
+    progress = run.progress()
+    seconds = run.elapsed()
     st.subheader(f"{run.name}: {state}")
     most = f" of at most {progress['max_epochs']}" if progress["max_epochs"] else ""
     phase = f" ({progress['phase']})" if progress["phase"] else ""
@@ -265,13 +276,16 @@ def show_run(run: Run) -> None:
     )
     history = run.history()
     if len(history):
-        st.plotly_chart(charts.learning_curves(history), key="live-curves")
+        st.plotly_chart(figures.learning_curves(history), key="live-curves")
     if state in ("queued", "running"):
         if st.button("Stop training", key="stop"):
             with st.spinner("Stopping…"):
                 st.info(f"{run.name} is now {jobs.stop(run)}.")
     elif state == "finished":
         st.success("Training finished and the model was evaluated on the test photos.")
+        summary = run.phase_summary()
+        if summary:
+            st.caption(summary)
         st.page_link(
             "pages/evaluate.py",
             label=f"Evaluate {run.name}",
@@ -279,13 +293,12 @@ def show_run(run: Run) -> None:
             query_params={"run": run.name},
         )
     elif state == "cancelled":
-        reason = charts.first_line(status.get("error")) or "cancelled"
+        reason = first_line(status.get("error")) or "cancelled"
         st.warning(f"Training stopped: {reason}. No model was saved.")
     else:
-        reason = charts.first_line(status.get("error")) or "see the log below"
+        reason = first_line(status.get("error")) or "see the log below"
         st.error(f"Training failed: {reason}")
-    log = charts.readable_log(run.log_tail(60) or jobs.output_tail(run, 60))
-    log = "\n".join(log.splitlines()[-15:])
+    log = jobs.log_text(run)
     if log:
         st.code(log, language=None)
 
@@ -300,7 +313,7 @@ with ui.shown_errors("Listing runs"):
         st.caption("No runs yet.")
     else:
         st.dataframe(
-            charts.runs_view(table),
+            runs_view(table),
             hide_index=True,
             column_config={
                 "test_accuracy": st.column_config.NumberColumn("test accuracy", format="percent"),

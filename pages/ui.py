@@ -1,57 +1,69 @@
-"""Streamlit glue shared by the pages: the active model, the cached recognizer, error display.
+"""Streamlit glue shared by the pages: the app's navigation, the active model, the cached
+recognizer, and failures shown as messages.
 
-Not a page itself (``streamlit_app.py`` lists the pages); it holds no celebrity logic, only
-how the app remembers choices between pages and shows failures as messages.
+Not a page itself; it holds no celebrity logic, only how the app remembers choices between
+pages and shows errors. Public Streamlit APIs only.
 """
 
 from __future__ import annotations
 
 import contextlib
-import runpy
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import streamlit as st
-from streamlit.runtime.pages_manager import PagesManager
 
-from celebmodel.backbones import WeightsError
-from celebmodel.config import ConfigError
-from celebmodel.data import IMAGE_EXTENSIONS, DatasetError, ImageError, display_name
-from celebmodel.faces import FaceError
-from celebmodel.jobs import JobError
+from celebmodel.dataset import display_name
+from celebmodel.errors import CelebmodelError
+from celebmodel.images import IMAGE_EXTENSIONS
 from celebmodel.recognize import Recognizer
-from celebmodel.runs import Run, RunError, best_run, list_runs
-from celebmodel.uploads import UploadError
+from celebmodel.runs import Run, best_run, list_runs
 
-APP = Path(__file__).resolve().parents[1] / "streamlit_app.py"
 PHOTO_TYPES = sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)  # what datasets may hold
 ACTIVE_KEY = "active_run"
 EVALUATE_KEY = "evaluate_run"
-KNOWN_ERRORS = (
-    RunError,
-    DatasetError,
-    ImageError,
-    ConfigError,
-    JobError,
-    UploadError,
-    WeightsError,
-    FaceError,
-    OSError,
+PAGES = (  # file, title, icon; the first is the default page
+    ("pages/home.py", "Home", ":material/home:"),
+    ("pages/identify.py", "Identify", ":material/search:"),
+    ("pages/train.py", "Train", ":material/model_training:"),
+    ("pages/evaluate.py", "Evaluate", ":material/analytics:"),
 )
+_inside = threading.local()  # set while app() runs a page, in this script run's thread
+
+
+def app() -> None:
+    """The studio: the page list, the sidebar's model choice, then the requested page."""
+    st.set_page_config(
+        page_title="Celebrity face studio", page_icon=":material/face:", layout="wide"
+    )
+    navigation = st.navigation(
+        [
+            st.Page(path, title=title, icon=icon, default=index == 0)
+            for index, (path, title, icon) in enumerate(PAGES)
+        ]
+    )
+    with shown_errors("Listing the trained models"):
+        model_selector()
+    _inside.active = True
+    try:
+        with shown_errors(navigation.title):
+            navigation.run()
+    finally:
+        _inside.active = False
 
 
 def through_app() -> None:
-    """Make sure a page runs inside ``streamlit_app.py`` (its navigation and sidebar).
+    """Make sure a page runs inside :func:`app` (its navigation and sidebar).
 
-    A folder named ``pages/`` makes Streamlit start in its older multipage mode, where a
-    request for a page's URL runs that file alone, until ``st.navigation`` is first called.
-    Then run the entry point in its place, in this same run (a rerun would drop the click
-    that caused it), and stop.
+    A folder named ``pages/`` next to ``streamlit_app.py`` makes a fresh Streamlit server
+    start in its older multipage mode: until ``st.navigation`` is first called, a request for
+    a page's URL runs that file alone. Such a run calls :func:`app` in its place (its
+    ``st.navigation`` ends that mode for the server) and stops.
     """
-    if not getattr(PagesManager, "uses_pages_directory", False):
+    if getattr(_inside, "active", False):
         return
-    PagesManager.uses_pages_directory = False
-    runpy.run_path(str(APP), run_name="__main__")
+    app()
     st.stop()
 
 
@@ -93,12 +105,7 @@ def model_selector() -> Run | None:
 
 
 def active_run() -> Run | None:
-    """The model chosen in the sidebar, else the best finished run.
-
-    The fallback matters when a page script runs on its own: Streamlit runs ``pages/*.py``
-    directly (without ``streamlit_app.py`` and its sidebar) on a fresh server's first request
-    for that page, and under ``AppTest.switch_page``.
-    """
+    """The model chosen in the sidebar, else the best finished run."""
     path = st.session_state.get(ACTIVE_KEY)
     chosen = next((run for run in finished_runs() if str(run.path) == path), None)
     return chosen or best_run()
@@ -124,7 +131,7 @@ def shown_errors(what: str) -> Iterator[None]:
     """Show a failure of ``what`` as a message naming the file and the problem, not a trace."""
     try:
         yield
-    except KNOWN_ERRORS as exc:
+    except (CelebmodelError, OSError) as exc:
         st.error(f"{what}: {exc}")
     except Exception as exc:  # last resort: a user must never see a traceback
         st.error(f"{what}: unexpected {type(exc).__name__}: {exc}")

@@ -124,7 +124,7 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _train(tmp_path_factory: pytest.TempPathFactory, dataset: Path, name: str, **settings):
     from celebmodel.config import TrainConfig
-    from celebmodel.train import train_run
+    from celebmodel.training import train_run
 
     base = tmp_path_factory.getbasetemp()
     os.environ["CELEBMODEL_DATA"] = str(base / "appdata")

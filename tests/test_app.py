@@ -1,4 +1,4 @@
-"""The Streamlit studio under ``AppTest``, and the modules behind it (jobs, uploads, charts).
+"""The Streamlit studio under ``AppTest``, and the modules behind it (jobs, sources, figures).
 
 Runs are the session fixtures of ``conftest.py`` (tiny generated data) copied into a runs folder
 per test, so a page never sees another test's runs. Each page is checked for the absence of
@@ -23,11 +23,13 @@ from conftest import COLOURS, awkward_photos, broken_photos, make_dataset
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from celebmodel import charts, jobs
-from celebmodel.cli import build_parser
+from celebmodel import jobs
 from celebmodel.config import TrainConfig
-from celebmodel.runs import Run, atomic_write_json, best_run
-from celebmodel.uploads import Limits, UploadError, extract_dataset
+from celebmodel.errors import UploadError
+from celebmodel.figures import largest_confusion
+from celebmodel.runs import Run, best_run, first_line, readable_log
+from celebmodel.sources import Limits, extract_dataset
+from celebmodel.storage import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ("pages/identify.py", "pages/train.py", "pages/evaluate.py")
@@ -279,6 +281,7 @@ def test_add_a_celebrity_to_a_dlib_run(folders, dlib_run):
 # Train ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_train_page_starts_a_training_and_shows_its_curves(folders, tmp_path):
     runs, _ = folders
     dataset = make_dataset(tmp_path / "dataset", per_class=6, size=32)
@@ -335,6 +338,7 @@ def test_an_unusable_runs_folder_is_a_message_on_the_train_page(folders, tmp_pat
     assert blocked.read_text() == "not a folder"
 
 
+@pytest.mark.slow
 def test_stop_cancels_a_running_training(folders, tmp_path):
     runs, _ = folders
     dataset = make_dataset(tmp_path / "dataset", per_class=6, size=32)
@@ -383,7 +387,7 @@ def test_the_page_log_names_the_error_without_the_traceback():
         "At:\n"
         "  /work/main/celebmodel/train.py(247): _raise_cancelled\n"
     )
-    shown = charts.readable_log(log)
+    shown = readable_log(log)
     assert "Traceback" not in shown and "File " not in shown and "At:" not in shown
     assert shown.splitlines() == [
         "12:00:01 INFO epoch 1 (head): loss 1.0",
@@ -391,7 +395,7 @@ def test_the_page_log_names_the_error_without_the_traceback():
         "12:00:02 ERROR failed: RuntimeError: boom",
         "RuntimeError: boom",
     ]
-    assert charts.first_line("RuntimeError: boom\n\nAt:\n  frame") == "RuntimeError: boom"
+    assert first_line("RuntimeError: boom\n\nAt:\n  frame") == "RuntimeError: boom"
 
 
 def test_dataset_from_a_zip_and_lfw_offline(folders, tmp_path, monkeypatch):
@@ -421,11 +425,11 @@ def test_dataset_from_a_zip_and_lfw_offline(folders, tmp_path, monkeypatch):
     assert any("junk.zip: not a zip archive" in e.value for e in at.error)
 
     def offline(dest, min_faces=60):
-        from celebmodel.data import DatasetError
+        from celebmodel.errors import DatasetError
 
         raise DatasetError(f"cannot download LFW into {dest}: there seems to be no internet")
 
-    monkeypatch.setattr("celebmodel.data.fetch_lfw", offline)
+    monkeypatch.setattr("celebmodel.sources.fetch_lfw", offline)
     at.radio(key="dataset-source").set_value("lfw")
     open_page(at)
     at.button(key="fetch-lfw").click()
@@ -449,7 +453,7 @@ def test_delete_a_run_after_confirmation(folders, cnn_run):
     assert "No runs yet" in texts(at)
 
 
-def test_photos_with_several_faces_can_be_left_out(folders, cnn_run):
+def test_photos_with_several_faces_can_be_left_out(folders, cnn_run, monkeypatch):
     runs, _ = folders
     run = add_run(runs, cnn_run, "20240102-000000-vgg16")
     faces = run.file("faces.csv")
@@ -463,10 +467,11 @@ def test_photos_with_several_faces_can_be_left_out(folders, cnn_run):
     at.multiselect(key="exclude").set_value([first[0]])
     open_page(at)
     assert at.multiselect(key="exclude").value == [first[0]]
-    command = jobs.train_command(
-        TrainConfig(data_dir=run.config_dict()["data_dir"], exclude=(first[0],)), runs / "x"
-    )
-    assert command[-2:] == ["--exclude", first[0]]
+    asked: list[TrainConfig] = []
+    monkeypatch.setattr(jobs, "start", lambda config: asked.append(config) or run)
+    at.button(key="start").click()
+    open_page(at)
+    assert [config.exclude for config in asked] == [(first[0],)]
 
 
 # Evaluate ------------------------------------------------------------------------------------
@@ -501,8 +506,8 @@ def test_evaluate_charts_carry_the_run_numbers(folders, cnn_run, dlib_run):
     assert bars["train"] == pytest.approx(run.metrics("train")["accuracy"])
     assert len(at.download_button) == 4
 
-    true, predicted = charts.largest_confusion(test)
-    cell = charts.cell_photos(run, "test", true, predicted)
+    true, predicted = largest_confusion(test)
+    cell = run.cell_photos("test", true, predicted)
     assert at.selectbox(key="cell-true").value == true
     assert len(at.get("image")) >= len(cell)
 
@@ -522,28 +527,65 @@ def test_evaluate_charts_carry_the_run_numbers(folders, cnn_run, dlib_run):
 # The modules behind the pages ----------------------------------------------------------------
 
 
-def test_train_command_is_what_the_cli_parses(tmp_path):
+def test_every_setting_survives_the_trip_to_the_trainer(tmp_path, monkeypatch):
+    """The app hands its trainer the config file itself: every field, read back by the CLI's
+    own ``train --config``, equals what the page asked for. (Settings used to be turned into
+    command-line words, and learning rates and dropout were dropped on the way.)"""
+    import dataclasses
+
+    from celebmodel import cli, training
+
     config = TrainConfig(
         data_dir=str(tmp_path),
-        backbone="vgg16",
+        backbone="resnet50",
         weights="none",
         recipe="classic",
         per_class=12,
+        seed=3,
         batch_size=4,
         patience=2,
         max_epochs=3,
         image_size=64,
         faces=False,
-        augment=True,
+        detector="mtcnn",
+        augment=False,
+        learning_rate=0.02,
+        fine_tune_learning_rate=2e-6,
+        dropout=0.15,
+        fine_tune=False,
+        drop_small=True,
+        precision="mixed_bfloat16",
         exclude=("A/x.jpg", "B/y.jpg"),
     )
-    command = jobs.train_command(config, tmp_path / "run")
-    assert command[1:4] == ["-m", "celebmodel", "train"]
-    args = build_parser().parse_args(command[3:])
-    for field in ("backbone", "weights", "recipe", "per_class", "batch_size", "patience"):
-        assert getattr(args, field) == getattr(config, field)
-    assert (args.max_epochs, args.image_size, args.faces, args.augment) == (3, 64, False, True)
-    assert args.exclude == ["A/x.jpg", "B/y.jpg"] and args.run_dir == str(tmp_path / "run")
+    defaults = TrainConfig(data_dir="elsewhere")
+    for field in dataclasses.fields(TrainConfig):  # the test covers every field
+        assert getattr(config, field.name) != getattr(defaults, field.name), field.name
+    started: list[list[str]] = []
+
+    class Process:  # what subprocess.Popen gives, for a process that ends at once
+        pid, returncode = 2**22 + 7, 0
+
+        def __init__(self, command, **options):
+            started.append(command)
+
+        def wait(self):
+            return 0
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(jobs.subprocess, "Popen", Process)
+    run = jobs.start(config, tmp_path / "runs")
+    (command,) = started
+    expected = ["train", "--config", str(run.file("config.json")), "--run-dir", str(run.path)]
+    assert command[1:3] == ["-m", "celebmodel"] and command[3:] == expected
+    trained: list[TrainConfig] = []
+    monkeypatch.setattr(
+        training, "train_run", lambda config, run_dir, progress: trained.append(config)
+    )
+    monkeypatch.setattr(cli, "_print_metrics", lambda run: None)
+    assert cli.main(command[3:]) == 0
+    assert trained == [config]
 
 
 def test_two_simultaneous_starts_launch_one_training(folders, tmp_path, monkeypatch):
@@ -644,7 +686,7 @@ def test_zip_limits_and_damage(folders):
 
 def test_an_interrupted_extraction_leaves_nothing_and_the_next_one_works(folders, monkeypatch):
     """Ctrl+C or a server stop in the middle of unpacking: no half dataset, no leftover."""
-    from celebmodel import uploads
+    from celebmodel import sources
 
     _, data = folders
     entries = {f"A/{i}.jpg": PHOTO for i in range(4)} | {f"B/{i}.jpg": PHOTO for i in range(4)}
@@ -657,13 +699,13 @@ def test_an_interrupted_extraction_leaves_nothing_and_the_next_one_works(folders
         copied.append(dst)
         return real_copy(src, dst, length)
 
-    monkeypatch.setattr(uploads.shutil, "copyfileobj", interrupted_copy)
+    monkeypatch.setattr(sources.shutil, "copyfileobj", interrupted_copy)
     with pytest.raises(KeyboardInterrupt):
         extract_dataset(_zip(entries), "My Set.zip")
     assert len(copied) == 3  # it was stopped part-way through
     assert list((data / "datasets").iterdir()) == []
 
-    monkeypatch.setattr(uploads.shutil, "copyfileobj", real_copy)
+    monkeypatch.setattr(sources.shutil, "copyfileobj", real_copy)
     scan = extract_dataset(_zip(entries), "My Set.zip")
     assert scan.root.name == "My_Set" and scan.counts().to_dict() == {"A": 4, "B": 4}
     assert [p.name for p in (data / "datasets").iterdir()] == ["My_Set"]
@@ -678,7 +720,7 @@ def _deflated(entries: dict[str, bytes]) -> bytearray:
 
 
 def test_zip_bombs_are_refused_and_lying_sizes_never_overrun(folders, monkeypatch):
-    from celebmodel import uploads
+    from celebmodel import sources
 
     _, data = folders
     bomb = _deflated({"A/x.jpg": b"\0" * (40 * 2**20), "B/y.jpg": PHOTO})
@@ -700,7 +742,7 @@ def test_zip_bombs_are_refused_and_lying_sizes_never_overrun(folders, monkeypatc
         finally:
             written[Path(dst.name).name] = dst.tell()
 
-    monkeypatch.setattr(uploads.shutil, "copyfileobj", counting_copy)
+    monkeypatch.setattr(sources.shutil, "copyfileobj", counting_copy)
     with pytest.raises(UploadError, match=r"liar.zip: .*damaged.*Bad CRC-32 for file 'A/x.jpg'"):
         extract_dataset(bytes(liar), "liar.zip")
     assert written["x.jpg"] <= 1000  # never more than the declared size, then refused

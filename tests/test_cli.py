@@ -1,7 +1,7 @@
-"""The command line as a user runs it: ``python -m celebmodel ...`` in a subprocess.
+"""The command line: every command called in-process through ``main([...])``, and once each as
+a real ``python -m celebmodel`` process (a smoke test, marked slow).
 
-Each subprocess gets its own runs and data folders under pytest's temporary folder. Commands
-that load a model import TensorFlow (about ten seconds each), so there are few of them.
+Exit codes: 0 success, 1 the work failed (one ``error:`` line, no traceback), 2 bad usage.
 """
 
 from __future__ import annotations
@@ -18,25 +18,18 @@ import pandas as pd
 import pytest
 from conftest import METRIC_KEYS, make_dataset
 
-from celebmodel.cli import build_parser
+from celebmodel.cli import build_parser, main
 
 
-@pytest.fixture
-def cli_env(tmp_path: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["CELEBMODEL_RUNS"] = str(tmp_path / "runs")
-    env["CELEBMODEL_DATA"] = str(tmp_path / "appdata")
-    return env
-
-
-def command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "celebmodel", *map(str, args)]
-
-
-def cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        command(*args), env=env, cwd=cwd, capture_output=True, text=True, timeout=300
-    )
+def run_cli(capsys: pytest.CaptureFixture, *args: object) -> SimpleNamespace:
+    """``celebmodel ARGS`` in this process: exit code, stdout and stderr."""
+    capsys.readouterr()
+    try:
+        code = main([str(arg) for arg in args])
+    except SystemExit as exc:  # argparse: --help and usage errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
 
 
 def subcommands() -> list[str]:
@@ -45,28 +38,17 @@ def subcommands() -> list[str]:
     return list(action.choices)
 
 
-def test_help_on_every_command(cli_env, tmp_path):
+def test_help_on_every_command(capsys):
     names = subcommands()
-    assert {"split", "train", "evaluate", "predict", "fetch-lfw", "runs"} <= set(names)
-    # --help never imports TensorFlow, so all of them together take a few seconds.
-    procs = {
-        name: subprocess.Popen(
-            command(*([name] if name else []), "--help"),
-            env=cli_env,
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for name in ["", *names]
-    }
-    outputs = {name: proc.communicate(timeout=120) for name, proc in procs.items()}
-    for name, proc in procs.items():
-        assert proc.returncode == 0, (name, outputs[name][1])
-        assert outputs[name][0].startswith("usage: celebmodel"), name
-    assert all(name in outputs[""][0] for name in names)
-    train_help = outputs["train"][0]
+    assert {"split", "train", "evaluate", "predict", "enroll", "fetch-lfw", "runs"} <= set(names)
+    outputs = {name: run_cli(capsys, *([name] if name else []), "--help") for name in ["", *names]}
+    for name, result in outputs.items():
+        assert result.returncode == 0, (name, result.stderr)
+        assert result.stdout.startswith("usage: celebmodel"), name
+    assert all(name in outputs[""].stdout for name in names)
+    train_help = outputs["train"].stdout
     for option in (
+        "--config",
         "--run-dir",
         "--backbone",
         "--weights",
@@ -78,18 +60,18 @@ def test_help_on_every_command(cli_env, tmp_path):
         "--max-epochs",
         "--image-size",
         "--faces, --no-faces",
+        "--fine-tune, --no-fine-tune",
     ):
         assert option in train_help, option
-    for option in ("--subset",):
-        assert option in outputs["evaluate"][0]
+    assert "--subset" in outputs["evaluate"].stdout
     for option in ("--top-k", "--json"):
-        assert option in outputs["predict"][0]
+        assert option in outputs["predict"].stdout
 
 
-def test_split_writes_48_6_6_from_60_photos(cli_env, tmp_path):
+def test_split_writes_48_6_6_from_60_photos(capsys, tmp_path):
     data = make_dataset(tmp_path / "data", per_class=60, size=32)
     out = tmp_path / "split.csv"
-    result = cli(cli_env, tmp_path, "split", data, "--out", out)
+    result = run_cli(capsys, "split", data, "--out", out)
     assert result.returncode == 0, result.stderr
     split = pd.read_csv(out)
     assert list(split.columns) == ["path", "label", "subset"]
@@ -103,10 +85,10 @@ def test_split_writes_48_6_6_from_60_photos(cli_env, tmp_path):
     # --per-class samples first (seeded): 10 photos -> 8/1/1; the same seed, the same split.
     again = tmp_path / "again.csv"
     args = ("split", data, "--per-class", "10", "--seed", "3")
-    assert cli(cli_env, tmp_path, *args, "--out", again).returncode == 0
+    assert run_cli(capsys, *args, "--out", again).returncode == 0
     sampled = pd.read_csv(again)
     assert sampled.groupby("subset").size().to_dict() == {"test": 3, "train": 24, "val": 3}
-    assert cli(cli_env, tmp_path, *args, "--out", out).returncode == 0
+    assert run_cli(capsys, *args, "--out", out).returncode == 0
     pd.testing.assert_frame_equal(pd.read_csv(out), sampled)
 
 
@@ -117,29 +99,58 @@ def test_split_writes_48_6_6_from_60_photos(cli_env, tmp_path):
         ["train", "data", "--batch-size", "0"],
         ["train", "data", "--backbone", "alexnet"],
         ["train", "data", "--recipe", "fancy"],
+        ["train", "data", "--seed", "-1"],
+        ["split", "data", "--out", "x.csv", "--seed", "-1"],
     ],
-    ids=["missing-data", "batch-size-0", "unknown-backbone", "unknown-recipe"],
+    ids=["missing-data", "batch-size-0", "unknown-backbone", "unknown-recipe", "seed", "split"],
 )
-def test_train_with_bad_arguments_exits_2(cli_env, tmp_path, args):
-    result = cli(cli_env, tmp_path, *args)
-    assert result.returncode == 2
-    assert "usage:" in result.stderr and "error:" in result.stderr
-    assert not (tmp_path / "runs").exists()  # refused before any run directory is made
+def test_bad_arguments_exit_2_before_any_work(capsys, tmp_path, monkeypatch, args):
+    """A negative seed used to reach ``make_split`` and end in a ValueError traceback."""
+    monkeypatch.chdir(tmp_path)
+    result = run_cli(capsys, *args)
+    if args == ["train"]:  # the dataset is optional for argparse (--config may replace it)
+        assert result.returncode == 1
+        assert result.stderr.strip() == "error: train: give a dataset folder (or --config FILE)"
+    else:
+        assert result.returncode == 2
+        assert "usage:" in result.stderr and "error:" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "x.csv").exists()
+
+
+def test_train_on_a_missing_dataset_exits_1_naming_it(capsys, tmp_path):
+    missing, run_dir = tmp_path / "no_such_photos", tmp_path / "failed-run"
+    result = run_cli(capsys, "train", missing, "--run-dir", run_dir, "--weights", "none")
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]  # the CLI's own one-line message comes last
+    assert last.startswith("error:") and str(missing) in last
+    assert not (run_dir / "model.keras").exists()
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "failed"
+
+
+def test_train_from_a_config_file_and_never_from_both(capsys, tmp_path):
+    from celebmodel.config import TrainConfig
+
+    config = tmp_path / "config.json"
+    TrainConfig(data_dir=str(tmp_path / "gone"), backbone="vgg16", weights="none").save(config)
+    result = run_cli(capsys, "train", "--config", config, "--run-dir", tmp_path / "run")
+    assert result.returncode == 1 and f"{tmp_path / 'gone'}: dataset folder does not exist" in (
+        result.stderr
+    )
+    both = run_cli(capsys, "train", tmp_path, "--config", config)
+    assert both.returncode == 1 and "not both" in both.stderr
+    config.write_text('{"data_dir": "x", "batch": 8}')
+    bad = run_cli(capsys, "train", "--config", config)
+    assert bad.returncode == 1 and "unknown setting(s) batch" in bad.stderr
 
 
 @pytest.fixture(scope="module")
-def heavy(cnn_run, tiny_dataset, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
-    """The commands that import TensorFlow, started together to share the start-up wait.
-
-    Each works on its own copy of the session's finished run, so nothing else is changed.
-    """
+def runs_copy(cnn_run, tiny_dataset, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """Two copies of the session's finished run and a few photos, good and bad."""
     base = tmp_path_factory.mktemp("cli")
-    env = dict(os.environ)
-    env["CELEBMODEL_RUNS"] = str(base / "runs")
-    env["CELEBMODEL_DATA"] = str(base / "appdata")
-    ns = SimpleNamespace(base=base, env=env)
-    ns.eval_run = Path(shutil.copytree(cnn_run.path, base / "runs" / "20250101-000000-eval"))
-    ns.predict_run = Path(shutil.copytree(cnn_run.path, base / "runs" / "20250102-000000-pred"))
+    ns = SimpleNamespace(base=base, runs=base / "runs")
+    ns.eval_run = Path(shutil.copytree(cnn_run.path, ns.runs / "20250101-000000-eval"))
+    ns.predict_run = Path(shutil.copytree(cnn_run.path, ns.runs / "20250102-000000-pred"))
     for stale in [*ns.eval_run.glob("metrics_*.json"), *ns.eval_run.glob("predictions_*.csv")]:
         stale.unlink()
     ns.photo = base / "img.jpg"
@@ -147,48 +158,12 @@ def heavy(cnn_run, tiny_dataset, tmp_path_factory: pytest.TempPathFactory) -> Si
     ns.bad = base / "bad.txt"
     ns.bad.write_text("not a photo")
     ns.missing_photo = base / "missing.jpg"
-    ns.missing_data = base / "no_such_photos"
-    ns.train_run = base / "failed-run"
-    small = ("--weights", "none", "--no-faces", "--image-size", "32")
-    commands = {
-        "evaluate": ("evaluate", ns.eval_run, "--subset", "all"),
-        "predict": ("predict", ns.predict_run, ns.photo, ns.bad, "--json", "--top-k", "2"),
-        "predict_bad": ("predict", ns.predict_run, ns.bad, ns.missing_photo),
-        "train_missing": ("train", ns.missing_data, "--run-dir", ns.train_run, *small),
-    }
-    procs = {
-        name: subprocess.Popen(
-            command(*args),
-            env=env,
-            cwd=base,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for name, args in commands.items()
-    }
-    for name, proc in procs.items():
-        try:
-            out, err = proc.communicate(timeout=300)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        setattr(ns, name, subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
     return ns
 
 
-def test_train_on_a_missing_dataset_exits_1_naming_it(heavy):
-    result = heavy.train_missing
-    assert result.returncode == 1, result.stderr
-    last = result.stderr.strip().splitlines()[-1]  # the CLI's own one-line message comes last
-    assert last.startswith("error:") and str(heavy.missing_data) in last
-    assert not (heavy.train_run / "model.keras").exists()
-    if (heavy.train_run / "status.json").exists():
-        assert json.loads((heavy.train_run / "status.json").read_text())["state"] == "failed"
-
-
-def test_evaluate_all_subsets(heavy):
-    result, run = heavy.evaluate, heavy.eval_run
+def test_evaluate_all_subsets(capsys, runs_copy):
+    run = runs_copy.eval_run
+    result = run_cli(capsys, "evaluate", run, "--subset", "all")
     assert result.returncode == 0, result.stderr
     labels = json.loads((run / "labels.json").read_text())
     for subset in ("train", "val", "test"):
@@ -201,15 +176,16 @@ def test_evaluate_all_subsets(heavy):
     assert "overfitting" in result.stdout.lower()
 
 
-def test_predict_json(heavy):
-    result = heavy.predict
+def test_predict_json(capsys, runs_copy):
+    args = ("predict", runs_copy.predict_run, runs_copy.photo, runs_copy.bad, "--json")
+    result = run_cli(capsys, *args, "--top-k", "2")
     assert result.returncode == 0, result.stderr
     answers = json.loads(result.stdout)
     assert isinstance(answers, list) and len(answers) == 2
     assert all(set(answer) >= {"image", "faces", "error"} for answer in answers)
     good, broken = answers
-    labels = json.loads((heavy.predict_run / "labels.json").read_text())
-    assert good["image"] == str(heavy.photo) and good["error"] is None
+    labels = json.loads((runs_copy.predict_run / "labels.json").read_text())
+    assert good["image"] == str(runs_copy.photo) and good["error"] is None
     (face,) = good["faces"]  # a --no-faces run: the whole photo is one face
     assert {"box", "label", "probability", "top_k"} <= set(face)
     assert face["box"] == [0, 0, 48, 48]
@@ -217,33 +193,92 @@ def test_predict_json(heavy):
     assert len(face["top_k"]) == 2 and face["top_k"][0]["probability"] == face["probability"]
     assert face["top_k"][0]["probability"] >= face["top_k"][1]["probability"]
     assert {t["label"] for t in face["top_k"]} <= set(labels)
-    assert broken["image"] == str(heavy.bad) and broken["faces"] == []
+    assert broken["image"] == str(runs_copy.bad) and broken["faces"] == []
     assert "bad.txt" in broken["error"]
 
 
-def test_predict_with_only_unreadable_images_fails(heavy):
-    result = heavy.predict_bad
+def test_predict_with_only_unreadable_images_fails(capsys, runs_copy):
+    result = run_cli(
+        capsys, "predict", runs_copy.predict_run, runs_copy.bad, runs_copy.missing_photo
+    )
     assert result.returncode == 1, result.stderr
     assert "bad.txt" in result.stdout and "missing.jpg" in result.stdout
 
 
-def test_runs_lists_the_runs(heavy):
-    result = cli(heavy.env, heavy.base, "runs")  # $CELEBMODEL_RUNS holds the two copies
+def test_runs_lists_the_runs(capsys, runs_copy):
+    result = run_cli(capsys, "runs", "--root", runs_copy.runs)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "finished" in result.stdout
     names = [line.split()[0] for line in lines[1:]]
-    assert names == [heavy.predict_run.name, heavy.eval_run.name]  # newest first
-    empty = cli(heavy.env, heavy.base, "runs", "--root", heavy.base / "nothing")
+    assert names == [runs_copy.predict_run.name, runs_copy.eval_run.name]  # newest first
+    empty = run_cli(capsys, "runs", "--root", runs_copy.base / "nothing")
     assert empty.returncode == 0 and "no runs" in empty.stdout
 
 
-def test_train_into_an_unusable_runs_folder_exits_1_naming_it(cli_env, tmp_path):
+def test_train_into_an_unusable_runs_folder_exits_1_naming_it(capsys, tmp_path, monkeypatch):
     blocked = tmp_path / "runs-is-a-file"
     blocked.write_text("not a folder")
     dataset = make_dataset(tmp_path / "dataset", per_class=3, size=32)
-    result = cli({**cli_env, "CELEBMODEL_RUNS": str(blocked)}, tmp_path, "train", dataset)
+    monkeypatch.setenv("CELEBMODEL_RUNS", str(blocked))
+    result = run_cli(capsys, "train", dataset)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {blocked}: cannot be the runs folder"), last
     assert blocked.read_text() == "not a folder"
+
+
+def test_a_cancelled_command_exits_130(capsys, monkeypatch):
+    """``Cancelled`` is caught by its type (it used to be recognised by its class name)."""
+    from celebmodel import cli
+    from celebmodel.errors import Cancelled
+
+    def cancelled(args):
+        raise Cancelled("stopped by signal SIGTERM")
+
+    monkeypatch.setattr(cli, "cmd_runs", cancelled)
+    result = run_cli(capsys, "runs")
+    assert result.returncode == 130 and result.stderr == "cancelled: stopped by signal SIGTERM\n"
+
+
+@pytest.mark.slow
+def test_every_command_runs_as_a_real_process(runs_copy, tiny_dataset, tmp_path):
+    """One smoke test per command as ``python -m celebmodel``, started together to share the
+    start-up wait; the behaviour itself is checked in-process above."""
+    env = {
+        **os.environ,
+        "CELEBMODEL_RUNS": str(runs_copy.runs),
+        "CELEBMODEL_DATA": str(tmp_path / "appdata"),
+    }
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    twin = tmp_path / "twin.jpg"
+    shutil.copy(runs_copy.photo, twin)
+    enrol_run = Path(shutil.copytree(runs_copy.predict_run, tmp_path / "enrol-run"))
+    commands = {
+        "split": (("split", tiny_dataset, "--out", tmp_path / "split.csv"), 0, "wrote"),
+        "train": (("train", tmp_path / "nowhere"), 1, "dataset folder does not exist"),
+        "evaluate": (("evaluate", runs_copy.predict_run), 0, "[test] n="),
+        "predict": (("predict", runs_copy.predict_run, runs_copy.photo), 0, "img.jpg:"),
+        "enroll": (("enroll", enrol_run, "Twin", twin), 1, "face-embedding run"),
+        "fetch-lfw": (("fetch-lfw", not_a_folder), 1, "not a folder"),
+        "runs": (("runs",), 0, "finished"),
+    }
+    assert set(commands) == set(subcommands())
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "celebmodel", *map(str, args)],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, (args, _, _) in commands.items()
+    }
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=600)
+        _, code, phrase = commands[name]
+        assert proc.returncode == code, (name, err[-2000:])
+        assert phrase in out + err, (name, out[-500:], err[-500:])
+        assert "Traceback" not in err, name

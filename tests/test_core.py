@@ -23,7 +23,8 @@ import pytest
 from conftest import METRIC_KEYS, make_dataset
 from PIL import Image
 
-from celebmodel.config import RECIPES, ConfigError, TrainConfig
+from celebmodel.config import RECIPES, TrainConfig
+from celebmodel.errors import ConfigError
 
 HISTORY_COLUMNS = {
     "epoch",
@@ -175,22 +176,28 @@ def test_backbone_builds_without_weights(name):
     assert features.shape[0] == 1 and np.all(np.isfinite(np.asarray(features)))
 
 
-def test_embedding_row_gets_a_head_only():
+def test_embedding_row_is_the_face_network_with_a_unit_length_embedding_and_a_head():
     import keras
 
-    from celebmodel.train import build_model
+    from celebmodel.model import build_model, head_model
 
     config = TrainConfig(data_dir="x", backbone="dlib128").resolved()
     model, base = build_model(config, 3)
-    assert base is None and model.input.shape == (None, 128)
+    assert base.name == "dlib_face_resnet" and model.get_layer("dlib_face_resnet") is base
+    assert model.input.shape == (None, 150, 150, 3)  # an aligned chip goes in
+    assert isinstance(model.get_layer("embedding"), keras.layers.UnitNormalization)
     assert isinstance(model.get_layer("classifier"), keras.layers.Dense)
-    assert not any(isinstance(layer, keras.layers.Conv2D) for layer in model.layers)
+    assert sum(isinstance(layer, keras.layers.Conv2D) for layer in base.layers) == 29
+    head = head_model(model)  # phase 1: the head alone, on cached embeddings
+    assert head.input.shape == (None, 128)
+    assert head.get_layer("classifier") is model.get_layer("classifier")
 
 
 def test_imagenet_weights_offline_explain_how_to_get_them(monkeypatch, tmp_path):
     from keras.src.utils import file_utils
 
-    from celebmodel.backbones import BACKBONES, WeightsError, keras_cache
+    from celebmodel.backbones import BACKBONES, keras_cache
+    from celebmodel.errors import WeightsError
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     calls = []
@@ -216,7 +223,8 @@ def test_imagenet_weights_offline_explain_how_to_get_them(monkeypatch, tmp_path)
 
 
 def test_weights_path_must_exist_and_fit(tmp_path):
-    from celebmodel.backbones import BACKBONES, WeightsError
+    from celebmodel.backbones import BACKBONES
+    from celebmodel.errors import WeightsError
 
     missing = tmp_path / "nowhere.h5"
     with pytest.raises(WeightsError, match=f"--weights {missing}: no such file"):
@@ -234,7 +242,7 @@ def test_weights_path_must_exist_and_fit(tmp_path):
 def test_build_model_classic_is_vgg16_flatten_softmax():
     import keras
 
-    from celebmodel.train import build_model
+    from celebmodel.model import build_model
 
     config = small_config(Path("x"), recipe="classic").resolved()
     model, base = build_model(config, 5)
@@ -252,7 +260,7 @@ def test_build_model_classic_is_vgg16_flatten_softmax():
 def test_build_model_improved_pools_and_drops_out():
     import keras
 
-    from celebmodel.train import build_model
+    from celebmodel.model import build_model
 
     config = small_config(Path("x")).resolved()
     model, base = build_model(config, 4)
@@ -287,7 +295,7 @@ def test_improved_fit_unfreezes_block5_in_phase_two(cnn_run):
 def test_training_writes_a_complete_run_directory(cnn_run, tiny_dataset):
     import keras
 
-    from celebmodel.data import read_split, scan_dataset
+    from celebmodel.dataset import read_split, scan_dataset
 
     path = cnn_run.path
     config = json.loads((path / "config.json").read_text())
@@ -353,22 +361,27 @@ def test_training_writes_a_complete_run_directory(cnn_run, tiny_dataset):
     assert predictions["probability"].to_numpy() == pytest.approx(p.max(axis=1))
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_and_restores_the_best_weights(tmp_path):
-    import tensorflow as tf
-
-    from celebmodel.train import CelebrityClassifier
+    from celebmodel.estimator import CelebrityClassifier
+    from celebmodel.pipeline import Inputs, model_dataset
 
     # Noise photos with random labels: nothing generalises, so val loss stops improving
     # within a few epochs, and patience 1 must end training at the first epoch that does not.
     rng = np.random.default_rng(1)
-    images = rng.uniform(0, 255, (24, 32, 32, 3)).astype(np.float32)
-    labels = rng.integers(0, 3, 24)
-    train = tf.data.Dataset.from_tensor_slices((images[:16], labels[:16])).batch(8)
-    val = tf.data.Dataset.from_tensor_slices((images[16:], labels[16:])).batch(8)
+    names = ["a", "b", "c"]
+    records = []
+    for i, label in enumerate(rng.integers(0, 3, 24)):
+        crop = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(crop)
+        records.append({"path": crop.name, "label": names[label], "crop": str(crop)})
+    train = Inputs(pd.DataFrame(records[:16]), None)
+    val = Inputs(pd.DataFrame(records[16:]), None)
     config = small_config(tmp_path, recipe="classic", patience=1, max_epochs=40).resolved()
     history_file = tmp_path / "history.csv"
     classifier = CelebrityClassifier(config, history_file=history_file)
-    classifier.fit(train, val, ["a", "b", "c"])
+    classifier.fit(train, val, names)
+    val = model_dataset(config, val, {name: i for i, name in enumerate(names)})
 
     history = pd.read_csv(history_file)
     pd.testing.assert_series_equal(history["val_loss"], classifier.history_["val_loss"], rtol=1e-6)
@@ -388,7 +401,7 @@ def test_early_stopping_stops_and_restores_the_best_weights(tmp_path):
 
 
 def test_compute_metrics_against_a_hand_computed_case():
-    from celebmodel.evaluate import compute_metrics
+    from celebmodel.metrics import compute_metrics
 
     # true  a a a b b c ; predicted a a b b c c
     # confusion (rows true, columns predicted): a [2 1 0], b [0 1 1], c [0 0 1]
@@ -432,7 +445,7 @@ def test_compute_metrics_against_a_hand_computed_case():
 
 
 def test_top5_accuracy_against_a_hand_computed_case():
-    from celebmodel.evaluate import compute_metrics
+    from celebmodel.metrics import compute_metrics
 
     # Six classes, every photo gets the same scores: ranks 0 > 1 > 2 > 3 > 4 > 5.
     # true 0 -> rank 1 (top-1 and top-5 hit); true 5 -> rank 6 (top-5 miss);
@@ -448,14 +461,14 @@ def test_top5_accuracy_against_a_hand_computed_case():
 
 
 def test_compute_metrics_on_an_empty_subset():
-    from celebmodel.evaluate import compute_metrics
+    from celebmodel.metrics import compute_metrics
 
     m = compute_metrics(np.zeros(0), np.zeros((0, 3)), ["a", "b", "c"])
     assert m["n"] == 0 and m["accuracy"] is None and m["confusion_matrix"] == []
 
 
 def test_overfitting_verdict_in_words():
-    from celebmodel.evaluate import overfitting_verdict
+    from celebmodel.metrics import overfitting_verdict
 
     gap = overfitting_verdict({"train": 1.0, "val": 0.5, "test": 0.6})
     assert gap.startswith("Overfitting")
@@ -467,8 +480,8 @@ def test_overfitting_verdict_in_words():
 
 
 def test_unknown_scores_calibrate_and_open_set_by_hand():
-    from celebmodel.evaluate import calibrate, centroids_of, open_set_metrics, unknown_scores
-    from celebmodel.pipeline import Inputs
+    from celebmodel.metrics import open_set_metrics
+    from celebmodel.open_set import calibrate, centroids_of, unknown_scores
 
     # Training faces: a at [1,0] (twice), b at [0,1] -> centroids a [1,0], b [0,1].
     train = np.array([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0]])
@@ -485,17 +498,10 @@ def test_unknown_scores_calibrate_and_open_set_by_hand():
     scores = unknown_scores(val, val_p, centroids)
     assert scores == pytest.approx([0.0, 0.91844, 1.97990], abs=1e-4)
 
-    def inputs(labels):
-        return Inputs(pd.DataFrame({"label": labels, "crop": "x.png"}), None)
-
-    outputs = {"train": (train, np.eye(2)[train_labels]), "val": (val, val_p)}
-    subsets = {"train": inputs(["a", "a", "b"]), "val": inputs(["a", "b", "a"])}
     # quantile "higher" of [0, .918, 1.980]: at .95 -> index ceil(1.9) = 2; at .5 -> index 1
-    high = calibrate(outputs, subsets, {"a": 0, "b": 1}, 0.95)
+    high = calibrate(scores, 0.95)
     assert high["threshold"] == pytest.approx(1.97990, abs=1e-4) and high["n"] == 3
-    assert calibrate(outputs, subsets, {"a": 0, "b": 1}, 0.5)["threshold"] == pytest.approx(
-        0.91844, abs=1e-4
-    )
+    assert calibrate(scores, 0.5)["threshold"] == pytest.approx(0.91844, abs=1e-4)
 
     # known .1 .2 .5, unknown .4 .9, threshold .3: unknown rejected 2/2, known accepted 2/3;
     # AUC = share of (known, unknown) pairs with known < unknown = 5/6 (only .5 > .4 fails)
@@ -512,20 +518,21 @@ def test_unknown_scores_calibrate_and_open_set_by_hand():
 # failed, cancelled and concurrent runs
 
 
+@pytest.mark.slow
 def test_a_run_failing_mid_fit_leaves_no_model(tmp_path, monkeypatch, small_dataset):
-    from celebmodel import train
+    from celebmodel import estimator, training
 
-    original = train.HistoryWriter.on_epoch_end
+    original = estimator.HistoryWriter.on_epoch_end
 
     def explode(self, epoch, logs=None):
         original(self, epoch, logs)
         if epoch >= 1:
             raise RuntimeError("boom in epoch 2")
 
-    monkeypatch.setattr(train.HistoryWriter, "on_epoch_end", explode)
+    monkeypatch.setattr(estimator.HistoryWriter, "on_epoch_end", explode)
     run_dir = tmp_path / "run"
     with pytest.raises(RuntimeError, match="boom in epoch 2"):
-        train.train_run(small_config(small_dataset, recipe="classic", max_epochs=5), run_dir)
+        training.train_run(small_config(small_dataset, recipe="classic", max_epochs=5), run_dir)
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "failed"
     assert status["error"] == "RuntimeError: boom in epoch 2" and status["ended"]
@@ -533,13 +540,14 @@ def test_a_run_failing_mid_fit_leaves_no_model(tmp_path, monkeypatch, small_data
     assert not (run_dir / "model.keras").exists() and not partial_models(run_dir)
     assert not (run_dir / ".lock").exists()
     assert "boom in epoch 2" in (run_dir / "log.txt").read_text()
-    assert signal.getsignal(signal.SIGTERM) != train._Stop.handle  # handler restored
+    assert signal.getsignal(signal.SIGTERM) != estimator._Stop.handle  # handler restored
 
 
+@pytest.mark.slow
 def test_a_run_failing_while_saving_leaves_no_partial_model(tmp_path, monkeypatch, small_dataset):
     """Also checks split reuse: a split.csv placed in the run dir first is the one used."""
-    from celebmodel import train
-    from celebmodel.data import make_split, read_split, scan_dataset, write_split
+    from celebmodel import training
+    from celebmodel.dataset import make_split, read_split, scan_dataset, write_split
     from celebmodel.runs import Run
 
     scan = scan_dataset(small_dataset)
@@ -560,10 +568,10 @@ def test_a_run_failing_while_saving_leaves_no_partial_model(tmp_path, monkeypatc
             raise OSError(28, "No space left on device (simulated)")
         return real_replace(src, dst, **kwargs)
 
-    monkeypatch.setattr(train.os, "replace", replace)
+    monkeypatch.setattr(training.os, "replace", replace)
     config = small_config(small_dataset, recipe="classic", max_epochs=1, seed=0)
     with pytest.raises(OSError, match="No space left"):
-        train.train_run(config, run_dir)
+        training.train_run(config, run_dir)
     monkeypatch.undo()
     assert seen and seen[0].name.startswith(".model")
     run = Run(run_dir)
@@ -579,9 +587,10 @@ def test_a_run_failing_while_saving_leaves_no_partial_model(tmp_path, monkeypatc
     assert sorted(run.predictions("test")["path"]) == test_rows
 
 
+@pytest.mark.slow
 def test_a_dataset_with_one_usable_celebrity_fails_cleanly(tmp_path):
-    from celebmodel.data import DatasetError
-    from celebmodel.train import train_run
+    from celebmodel.errors import DatasetError
+    from celebmodel.training import train_run
 
     data = make_dataset(tmp_path / "data", per_class=4, size=32)
     for extra in ("Celebrity_B", "Celebrity_C"):  # leave them with 2 photos each
@@ -607,9 +616,11 @@ def _wait_for(condition, timeout: float, proc: subprocess.Popen) -> None:
         time.sleep(0.3)
 
 
+@pytest.mark.slow
 def test_sigterm_cancels_a_training_and_a_second_trainer_is_refused(tmp_path, small_dataset):
-    from celebmodel.runs import Run, RunError
-    from celebmodel.train import train_run
+    from celebmodel.errors import RunError
+    from celebmodel.runs import Run
+    from celebmodel.training import train_run
 
     data = small_dataset
     run_dir = tmp_path / "run"
@@ -647,6 +658,7 @@ def _tree_digest(folder: Path) -> dict[str, bytes]:
     return {str(f.relative_to(folder)): f.read_bytes() for f in folder.rglob("*") if f.is_file()}
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_reads_failed_and_the_next_training_starts(
     tmp_path, small_dataset, cnn_run
 ):
@@ -699,7 +711,8 @@ def _dead_pid() -> int:
 
 
 def test_a_dead_training_process_reads_as_failed(tmp_path):
-    from celebmodel.runs import Run, atomic_write_json
+    from celebmodel.runs import Run
+    from celebmodel.storage import atomic_write_json
 
     run = Run(tmp_path)
     atomic_write_json(run.file("status.json"), {"state": "running", "pid": _dead_pid()})
@@ -712,8 +725,9 @@ def test_a_dead_training_process_reads_as_failed(tmp_path):
 
 
 def test_a_stale_lock_is_taken_over_and_a_live_one_refused(tmp_path):
-    from celebmodel.runs import Run, RunError
-    from celebmodel.train import _lock
+    from celebmodel.errors import RunError
+    from celebmodel.runs import Run
+    from celebmodel.training import _lock
 
     run = Run(tmp_path)
     run.file(".lock").write_text(str(_dead_pid()))
@@ -735,7 +749,7 @@ def test_a_stale_lock_is_taken_over_and_a_live_one_refused(tmp_path):
 
 
 def _fake_run(root: Path, name: str, state: str, accuracy: float | None = None, model=True):
-    from celebmodel.runs import atomic_write_json
+    from celebmodel.storage import atomic_write_json
 
     path = root / name
     path.mkdir(parents=True)
@@ -772,7 +786,8 @@ def test_list_runs_newest_first_and_best_run(tmp_path):
 
 
 def test_delete_run_refuses_an_active_run(tmp_path):
-    from celebmodel.runs import Run, RunError, delete_run
+    from celebmodel.errors import RunError
+    from celebmodel.runs import Run, delete_run
 
     active = Run(_fake_run(tmp_path, "20250101-000000-vgg16", "running"))
     with pytest.raises(RunError, match="still running"):

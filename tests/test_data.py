@@ -1,4 +1,5 @@
-"""Tests for celebmodel.data: scanning, image loading, splits, duplicates and the LFW fetch."""
+"""Datasets and photos: scanning, image loading, splits, duplicates and the LFW fetch
+(``celebmodel.dataset``, ``celebmodel.images``, ``celebmodel.sources``)."""
 
 from __future__ import annotations
 
@@ -17,21 +18,20 @@ from conftest import write_blank_bilevel_png
 from PIL import Image
 from sklearn.utils import Bunch
 
-from celebmodel.data import (
-    DatasetError,
+from celebmodel.dataset import (
     DatasetScan,
-    ImageError,
     Skipped,
     display_name,
-    fetch_lfw,
-    file_sha256,
     find_duplicates,
-    load_image,
     make_split,
     read_split,
     scan_dataset,
     write_split,
 )
+from celebmodel.errors import DatasetError, ImageError
+from celebmodel.images import load_image
+from celebmodel.sources import fetch_lfw
+from celebmodel.storage import file_sha256
 
 RED = (220, 20, 20)
 BLUE = (20, 20, 220)

@@ -10,8 +10,9 @@ import pytest
 from PIL import Image, ImageEnhance
 from skimage import data as skdata
 
-from celebmodel import faces
-from celebmodel.faces import Face, FaceEmbedder, FaceStage, detect, face_chip, subject_index
+from celebmodel import face_cache, faces
+from celebmodel.face_network import FaceEmbedder
+from celebmodel.faces import Face, FaceStage, detect, face_chip, subject_index
 
 
 @pytest.fixture(scope="module")
@@ -108,20 +109,22 @@ def test_crops_and_embeddings_are_cached(tmp_path, astronaut, monkeypatch):
     real_detect = faces.detect
     monkeypatch.setattr(faces, "detect", lambda *a, **k: calls.append(1) or real_detect(*a, **k))
     stage = FaceStage(alignment="chip", size=150)
-    first = faces.prepare(root, ["a.jpg", "blank.jpg"], stage, tmp_path / "cache")
+    first = face_cache.prepare(root, ["a.jpg", "blank.jpg"], stage, tmp_path / "cache")
     assert len(calls) == 2
     assert [r["route"] for r in first] == ["face", "none"]
-    second = faces.prepare(root, ["a.jpg", "blank.jpg"], stage, tmp_path / "cache")
+    second = face_cache.prepare(root, ["a.jpg", "blank.jpg"], stage, tmp_path / "cache")
     assert len(calls) == 2, "a cached photo must not be detected again"
     assert [r["crop"] for r in second] == [r["crop"] for r in first]
-    other = faces.prepare(root, ["a.jpg"], FaceStage(alignment="eyes", size=64), tmp_path / "cache")
+    other = face_cache.prepare(
+        root, ["a.jpg"], FaceStage(alignment="eyes", size=64), tmp_path / "cache"
+    )
     assert len(calls) == 3, "other settings are another cache entry"
     assert Image.open(other[0]["crop"]).size == (64, 64)
 
     embedder = FaceEmbedder()
-    vector = faces.embed_files([first[0]["crop"]], embedder)
+    vector = face_cache.embed_files([first[0]["crop"]], embedder)
     monkeypatch.setattr(FaceEmbedder, "embed", lambda *a: pytest.fail("embedded twice"))
-    assert np.array_equal(faces.embed_files([first[0]["crop"]], embedder), vector)
+    assert np.array_equal(face_cache.embed_files([first[0]["crop"]], embedder), vector)
 
 
 def _augmented_astronauts(astronaut: np.ndarray, n: int, seed: int) -> list[Image.Image]:
@@ -144,7 +147,7 @@ def astronaut_run(tmp_path_factory, astronaut):
     import os
 
     from celebmodel.config import TrainConfig
-    from celebmodel.train import train_run
+    from celebmodel.training import train_run
 
     base = tmp_path_factory.mktemp("astro")
     os.environ["CELEBMODEL_DATA"] = str(base / "appdata")
@@ -161,6 +164,7 @@ def astronaut_run(tmp_path_factory, astronaut):
     return train_run(config, base / "run")
 
 
+@pytest.mark.slow
 def test_unknown_threshold_rejects_a_stranger_and_accepts_the_enrolled_face(
     astronaut_run, astronaut, cameraman
 ):
@@ -177,6 +181,7 @@ def test_unknown_threshold_rejects_a_stranger_and_accepts_the_enrolled_face(
     assert stranger[0]["score"] > recognizer.threshold >= known[0]["score"]
 
 
+@pytest.mark.slow
 def test_identify_takes_path_bytes_pil_and_array(astronaut_run, astronaut, tmp_path: Path):
     from celebmodel.recognize import Recognizer
 
@@ -193,12 +198,13 @@ def test_identify_takes_path_bytes_pil_and_array(astronaut_run, astronaut, tmp_p
     assert all(set(r[0]) >= keys for r in results)
 
 
+@pytest.mark.slow
 def test_enrolment_adds_a_celebrity_without_retraining(astronaut_run, cameraman, tmp_path):
     import shutil
 
+    from celebmodel.enrol import enroll
     from celebmodel.recognize import Recognizer
     from celebmodel.runs import Run
-    from celebmodel.train import enroll
 
     run = Run(tmp_path / "run")
     shutil.copytree(astronaut_run.path, run.path)
@@ -215,6 +221,7 @@ def test_enrolment_adds_a_celebrity_without_retraining(astronaut_run, cameraman,
     assert result[0]["nearest"] == "Camera_Man" and result[0]["known"]
 
 
+@pytest.mark.slow
 def test_enrolment_failing_while_saving_leaves_the_run_as_it_was(
     astronaut_run, cameraman, tmp_path, monkeypatch
 ):
@@ -222,7 +229,7 @@ def test_enrolment_failing_while_saving_leaves_the_run_as_it_was(
     import os
     import shutil
 
-    from celebmodel import train
+    from celebmodel import enrol
     from celebmodel.recognize import Recognizer
     from celebmodel.runs import Run
 
@@ -237,9 +244,9 @@ def test_enrolment_failing_while_saving_leaves_the_run_as_it_was(
             raise OSError(28, "No space left on device (simulated)")
         return real_replace(source, target)
 
-    monkeypatch.setattr(train.os, "replace", full_disk)
+    monkeypatch.setattr(enrol.os, "replace", full_disk)
     with pytest.raises(OSError, match="No space left"):
-        train.enroll(run, "Camera Man", [tmp_path / "cam.png"])
+        enrol.enroll(run, "Camera Man", [tmp_path / "cam.png"])
     monkeypatch.undo()
     after = {f.name: f.read_bytes() for f in run.path.iterdir() if f.is_file()}
     assert after == before  # labels and gallery, renamed before the model failed, were put back

@@ -17,9 +17,9 @@ from conftest import awkward_photos, broken_photos, make_dataset
 from PIL import Image
 from skimage import data as skdata
 
-from celebmodel.config import ConfigError
+from celebmodel.errors import ConfigError, RunError
 from celebmodel.recognize import Recognizer
-from celebmodel.runs import Run, RunError, load_run
+from celebmodel.runs import Run, load_run
 
 PACKAGE = Path(__file__).resolve().parent.parent / "celebmodel"
 
@@ -60,6 +60,7 @@ def hostile_dataset(root: Path, outside: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 def test_a_hostile_dataset_trains_and_reports_each_bad_file(tmp_path: Path):
     """``celebmodel train`` on a dataset holding every awkward file: each is reported by name
     and problem in the run's log, the odd-but-valid ones are used, and the model is saved."""
@@ -194,7 +195,7 @@ def test_tiny_face_and_face_cut_by_the_border_do_not_crash(dlib_run: Run):
     ],
 )
 def test_unreadable_uploads_raise_image_error_naming_the_problem(dlib_run: Run, content, problem):
-    from celebmodel.data import ImageError
+    from celebmodel.errors import ImageError
 
     with pytest.raises(ImageError, match=f"<bytes>: {problem}"):
         Recognizer.from_run(dlib_run.path).identify(content)

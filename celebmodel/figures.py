@@ -1,4 +1,4 @@
-"""What the app's pages show, built from run files: plotly figures, tables and photos.
+"""What the pages chart: plotly figures and tables built from run files and metrics.
 
 Pages only lay these out, so every number on screen comes from one tested place and the same
 views can be made outside Streamlit (a notebook, a report).
@@ -6,20 +6,16 @@ views can be made outside Streamlit (a notebook, a report).
 
 from __future__ import annotations
 
-import datetime as dt
-import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
-from PIL import Image, ImageDraw, ImageFont
 
-from .data import DatasetScan, display_name, load_image
-from .evaluate import ORIGINAL
-from .runs import Run, RunError
+from .dataset import DatasetScan, display_name
+from .metrics import ORIGINAL
+from .runs import Run
 
 HEADLINE = (  # metrics key, card title
     ("accuracy", "Accuracy"),
@@ -29,49 +25,10 @@ HEADLINE = (  # metrics key, card title
     ("f1_macro", "F1 (macro)"),
     ("top5_accuracy", "Top-5 accuracy"),
 )
+
 PER_CLASS = ("precision", "recall", "f1")
+
 SORTS = ("f1", "precision", "recall", "support", "name")
-KNOWN_COLOUR = (46, 160, 67)
-UNKNOWN_COLOUR = (230, 126, 34)
-
-
-# Identify ------------------------------------------------------------------------------------
-
-
-def face_title(face: dict[str, Any]) -> str:
-    """``George W Bush (87%)`` or ``unknown (nearest: George W Bush, 41%)``."""
-    nearest = display_name(face["nearest"])
-    if face["known"]:
-        return f"{nearest} ({face['probability']:.0%})"
-    return f"unknown (nearest: {nearest}, {face['probability']:.0%})"
-
-
-def annotate(pixels: np.ndarray, faces: list[dict[str, Any]]) -> Image.Image:
-    """The photo with a box and a name on every face (orange for unknown faces)."""
-    image = Image.fromarray(pixels).convert("RGB")
-    draw = ImageDraw.Draw(image)
-    width = max(2, round(max(image.size) / 250))
-    for number, face in enumerate(faces, start=1):
-        x, y, w, h = face["box"]
-        font = ImageFont.load_default(size=max(12, min(round(w / 6), round(max(image.size) / 30))))
-        colour = KNOWN_COLOUR if face["known"] else UNKNOWN_COLOUR
-        draw.rectangle([x, y, x + w - 1, y + h - 1], outline=colour, width=width)
-        name = display_name(face["nearest"]) if face["known"] else "unknown"
-        text = f"{number}. {name}"
-        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        label_y = y - (bottom - top) - 2 * width if y - (bottom - top) - 2 * width >= 0 else y
-        draw.rectangle(
-            [x, label_y, x + (right - left) + 2 * width, label_y + (bottom - top) + 2 * width],
-            fill=colour,
-        )
-        draw.text((x + width, label_y + width - top), text, fill=(255, 255, 255), font=font)
-    return image
-
-
-def face_crop(pixels: np.ndarray, box: list[int]) -> Image.Image:
-    """The face's box cut out of the photo, for a thumbnail beside its chart."""
-    x, y, w, h = box
-    return Image.fromarray(pixels[max(0, y) : y + h, max(0, x) : x + w])
 
 
 def top_k_figure(face: dict[str, Any]) -> go.Figure:
@@ -91,9 +48,6 @@ def top_k_figure(face: dict[str, Any]) -> go.Figure:
     figure.update_xaxes(tickformat=".0%", title="probability")
     figure.update_layout(height=60 + 36 * len(frame), margin=dict(l=0, r=10, t=10, b=0))
     return figure
-
-
-# Train ---------------------------------------------------------------------------------------
 
 
 def dataset_tables(scan: DatasetScan) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -164,9 +118,6 @@ def learning_curves(history: pd.DataFrame) -> go.Figure:
             )
     figure.update_layout(height=320, margin=dict(l=0, r=0, t=30, b=0))
     return figure
-
-
-# Evaluate ------------------------------------------------------------------------------------
 
 
 def headline(metrics: dict[str, Any]) -> list[dict[str, Any]]:
@@ -274,14 +225,10 @@ def largest_confusion(metrics: dict[str, Any]) -> tuple[str, str] | None:
     return labels[i], labels[j]
 
 
-def accuracies(run: Run) -> dict[str, float | None]:
-    return {s: (run.metrics(s) or {}).get("accuracy") for s in ("train", "val", "test")}
-
-
 def accuracy_figure(run: Run) -> go.Figure:
     """Train, validation and test accuracy against the original recipe's 53% on test."""
     frame = pd.DataFrame(
-        [{"subset": s, "accuracy": a} for s, a in accuracies(run).items() if a is not None],
+        [{"subset": s, "accuracy": a} for s, a in run.accuracies().items() if a is not None],
         columns=["subset", "accuracy"],
     )
     figure = px.bar(
@@ -343,159 +290,3 @@ def metrics_csv(metrics: dict[str, Any]) -> str:
     )
     per_class = per_class.rename(columns={"label": "scope"})
     return pd.concat([head, per_class], ignore_index=True).to_csv(index=False)
-
-
-# Photos of a run -----------------------------------------------------------------------------
-
-
-def photo_path(run: Run, path: str) -> Path:
-    """A dataset photo of the run on disk (paths in run files are relative to its dataset)."""
-    return Path(run.config_dict().get("data_dir", "")) / path
-
-
-def cell_photos(run: Run, subset: str, true: str, predicted: str) -> pd.DataFrame:
-    """Predictions of ``subset`` with this true and predicted celebrity (a confusion cell)."""
-    frame = run.predictions(subset)
-    if frame.empty:
-        return frame
-    return frame[(frame["true"] == true) & (frame["predicted"] == predicted)].reset_index(drop=True)
-
-
-def misclassified(run: Run, subset: str = "test") -> pd.DataFrame:
-    """Wrong predictions, most confident first (the most surprising mistakes on top)."""
-    frame = run.predictions(subset)
-    if frame.empty:
-        return frame
-    wrong = frame[frame["true"] != frame["predicted"]]
-    return wrong.sort_values("probability", ascending=False).reset_index(drop=True)
-
-
-def crop_for(run: Run, path: str) -> Image.Image | None:
-    """The aligned crop the model saw for a dataset photo, through the run's own face stage.
-
-    Uses the face cache (what training wrote), detecting again only when it was cleared.
-    """
-    from .faces import prepare
-    from .pipeline import cache_dir, face_stage
-
-    config = run.config()
-    record = prepare(config.data_dir, [path], face_stage(config), cache_dir())[0]
-    if not record.get("crop"):
-        return None
-    return Image.open(record["crop"]).convert("RGB")
-
-
-def open_photo(run: Run, path: str) -> Image.Image:
-    """A dataset photo, decoded safely (raises :class:`celebmodel.data.ImageError`)."""
-    return Image.fromarray(load_image(photo_path(run, path), name=path))
-
-
-def several_faces(run: Run) -> pd.DataFrame:
-    """Photos of the run where several faces were found and the central one was taken."""
-    try:
-        faces = pd.read_csv(run.file("faces.csv"))
-    except FileNotFoundError:
-        return pd.DataFrame(columns=["path", "label", "subset", "n_faces"])
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise RunError(f"{run.file('faces.csv')}: unreadable ({exc})") from exc
-    chosen = faces[faces["route"] == "several"]
-    return chosen[["path", "label", "subset", "n_faces"]].reset_index(drop=True)
-
-
-def elapsed(status: dict[str, Any]) -> float | None:
-    """Seconds since the run started (until it ended, once it did)."""
-    try:
-        started = dt.datetime.fromisoformat(status["started"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    ended = status.get("ended")
-    end = dt.datetime.fromisoformat(ended) if ended else dt.datetime.now(started.tzinfo)
-    return max(0.0, (end - started).total_seconds())
-
-
-def progress(run: Run) -> dict[str, Any]:
-    """Epochs done, the most the run can take (early stopping may end it sooner), the phase."""
-    from .backbones import BACKBONES
-    from .config import RECIPES
-
-    config = run.config_dict()
-    history = run.history()
-    backbone = BACKBONES.get(config.get("backbone", ""))
-    recipe = RECIPES.get(config.get("recipe", ""))
-    phases = 2 if recipe and recipe.two_phase and backbone and backbone.kind == "cnn" else 1
-    max_epochs = int(config.get("max_epochs") or 0) * phases
-    done = len(history)
-    return {
-        "epochs": done,
-        "max_epochs": max_epochs or None,
-        "fraction": min(1.0, done / max_epochs) if max_epochs else 0.0,
-        "phase": str(history["phase"].iloc[-1]) if done and "phase" in history else None,
-    }
-
-
-def identify_photo(
-    recognizer: Any, content: bytes, name: str, threshold: float | None = None
-) -> dict[str, Any]:
-    """Identify the faces of one uploaded photo, timed, with the annotated picture.
-
-    Raises :class:`celebmodel.data.ImageError` naming ``name`` when the bytes are no image.
-    """
-    started = time.perf_counter()
-    pixels = load_image(content, name=name)
-    faces = recognizer.identify(pixels, threshold=threshold)
-    seconds = time.perf_counter() - started
-    faces.sort(key=lambda face: (face["box"][0], face["box"][1]))  # numbered left to right
-    return {
-        "pixels": pixels,
-        "image": Image.fromarray(pixels),
-        "annotated": annotate(pixels, faces),
-        "faces": faces,
-        "seconds": seconds,
-    }
-
-
-TRACE_MARKERS = (
-    "Traceback (most recent call last):",
-    "During handling of the above exception, another exception occurred:",
-    "The above exception was the direct cause of the following exception:",
-    "At:",
-)
-RUN_COLUMNS = [
-    "run",
-    "state",
-    "backbone",
-    "weights",
-    "recipe",
-    "epochs",
-    "best_val_loss",
-    "test_accuracy",
-    "started",
-    "error",
-]
-
-
-def first_line(text: Any, limit: int = 300) -> str:
-    """An error message's first line: stack listings stay in the log file."""
-    lines = str(text or "").strip().splitlines()
-    return lines[0][:limit] if lines else ""
-
-
-def readable_log(text: str, limit: int = 300) -> str:
-    """A training log for the page: records and messages, without traceback frames.
-
-    Frames (indented lines) and traceback headers are dropped, progress bars keep their
-    last state, and the exception line itself stays, so the cause is still named.
-    """
-    kept = []
-    for raw in text.split("\n"):
-        line = raw.rsplit("\r", 1)[-1].rstrip()
-        if not line or line[0].isspace() or line.strip() in TRACE_MARKERS:
-            continue
-        kept.append(line[:limit])
-    return "\n".join(kept)
-
-
-def runs_view(table: pd.DataFrame) -> pd.DataFrame:
-    """The runs table as the Train page shows it (errors cut to their first line)."""
-    view = table.reindex(columns=RUN_COLUMNS)
-    return view.assign(error=view["error"].map(first_line))

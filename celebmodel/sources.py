@@ -1,35 +1,44 @@
-"""Files users hand to the app: a zipped dataset, or a few photos of a new celebrity.
+"""Where datasets come from besides a folder: an uploaded zip, or Labeled Faces in the Wild.
 
 A zip is checked as a whole before a byte is written (entry count, declared sizes, names that
 would escape the target, links, encryption), then extracted into a hidden sibling folder that
-is renamed into place only when complete, so the data folder never holds half a dataset.
+is renamed into place only when complete; an LFW download is written the same way. The data
+folder never holds half a dataset.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import re
 import shutil
 import stat
+import tarfile
 import tempfile
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from .data import IMAGE_EXTENSIONS, DatasetScan, scan_dataset
-from .runs import Run, data_root
+import numpy as np
+from PIL import Image
+
+from .dataset import DatasetScan, scan_dataset
+from .errors import DatasetError, UploadError
+from .images import IMAGE_EXTENSIONS
+from .storage import data_root
 
 MAX_ENTRIES = 20_000
+
 MAX_TOTAL_BYTES = 2 * 1024**3
+
 MAX_FILE_BYTES = 50 * 1024**2
+
 MAX_RATIO = 200  # uncompressed / compressed size of one entry above this looks like a zip bomb
+
 JUNK = ("__MACOSX", ".DS_Store", "Thumbs.db")
-
-
-class UploadError(ValueError):
-    """An upload that cannot be used; the message names the file and the problem."""
 
 
 @dataclass(frozen=True)
@@ -188,25 +197,99 @@ def _write_photos(
             shutil.copyfileobj(src, dst, 1 << 20)
 
 
-def save_photos(files: Iterable[tuple[str, bytes]], folder: Path) -> list[Path]:
-    """Write uploaded photos (name, bytes) under ``folder`` with safe, distinct names."""
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for i, (name, content) in enumerate(files):
-        suffix = Path(name).suffix.lower()
-        path = folder / f"{i:03d}-{safe_name(Path(name).stem, 'photo')}{suffix}"
-        path.write_bytes(content)
-        written.append(path)
-    return written
+def _has_celebrity_folder(folder: Path) -> bool:
+    """Whether a folder already holds a (visible) dataset, i.e. a finished fetch."""
+    if not folder.is_dir():
+        return False
+    return any(not p.name.startswith(".") and p.is_dir() for p in folder.iterdir())
 
 
-def enroll_uploaded(run: Run, name: str, files: Iterable[tuple[str, bytes]]) -> dict[str, Any]:
-    """Add a celebrity to a dlib128 run from uploaded photos (kept on disk only meanwhile)."""
-    from .train import enroll
+def _iter_lfw_jpegs(
+    images: np.ndarray, target: np.ndarray, names: np.ndarray
+) -> Iterator[tuple[str, str, Image.Image]]:
+    """Yield (folder, file name, image) for sklearn's LFW arrays, numbered per person."""
+    scale = 255.0 if float(np.max(images)) <= 1.0 else 1.0
+    counters: dict[str, int] = {}
+    for pixels, index in zip(images, target, strict=True):
+        folder = "_".join(str(names[int(index)]).split())
+        counters[folder] = counters.get(folder, 0) + 1
+        rgb = np.clip(np.rint(np.asarray(pixels, dtype=np.float64) * scale), 0, 255)
+        yield folder, f"{folder}_{counters[folder]:04d}.jpg", Image.fromarray(rgb.astype(np.uint8))
 
-    data_root().mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=data_root(), prefix=".enrol-") as tmp:
-        photos = save_photos(files, Path(tmp))
-        if not photos:
-            raise UploadError("add at least one photo of the new celebrity")
-        return enroll(run, name, [str(p) for p in photos])
+
+def fetch_lfw(dest: str | Path, min_faces: int = 60) -> DatasetScan:
+    """Download Labeled Faces in the Wild (via scikit-learn) into the folder layout.
+
+    Writes ``dest/<Person_Name>/<Person_Name>_0001.jpg ...`` for people with at least
+    ``min_faces`` photos. scikit-learn's cache lives in ``dest/.sklearn`` (a hidden folder, so
+    scans skip it). The photos are written to a temporary sibling folder which is moved into
+    place only when complete: an interrupted fetch never leaves a folder that looks like a
+    finished dataset. A dest that already holds celebrity folders is reused as is.
+
+    Raises
+    ------
+    DatasetError
+        When LFW cannot be downloaded (no internet) or scikit-learn rejects the request.
+    """
+    from sklearn.datasets import fetch_lfw_people
+
+    target = Path(dest).expanduser().resolve()
+    if target.exists() and not target.is_dir():
+        raise DatasetError(f"{target}: not a folder, cannot write LFW there")
+    if _has_celebrity_folder(target):
+        return scan_dataset(target)
+    cache = target / ".sklearn"
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatasetError(f"cannot create {cache}: {exc}") from exc
+    try:
+        lfw = fetch_lfw_people(
+            min_faces_per_person=min_faces,
+            color=True,
+            resize=1.0,
+            slice_=None,
+            download_if_missing=True,
+            data_home=str(cache),
+        )
+    except OSError as exc:
+        _remove_empty(cache, target)
+        raise DatasetError(
+            f"cannot download LFW into {target} ({exc}): there seems to be no internet "
+            "access. Point the tool at a folder of photos instead (one sub-folder per "
+            "celebrity)."
+        ) from exc
+    except tarfile.TarError as exc:
+        raise DatasetError(
+            f"the LFW download in {cache} is corrupt ({exc}): delete that folder and retry"
+        ) from exc
+    except ValueError as exc:
+        _remove_empty(cache, target)
+        raise DatasetError(f"cannot fetch LFW with min_faces={min_faces}: {exc}") from exc
+
+    partial_dir = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
+    try:
+        for folder, filename, img in _iter_lfw_jpegs(lfw.images, lfw.target, lfw.target_names):
+            (partial_dir / folder).mkdir(exist_ok=True)
+            img.save(partial_dir / folder / filename, "JPEG", quality=95)
+        os.replace(cache, partial_dir / ".sklearn")
+        try:
+            target.rmdir()
+            os.replace(partial_dir, target)
+        except OSError:
+            os.replace(partial_dir / ".sklearn", cache)
+            raise
+    except OSError as exc:
+        shutil.rmtree(partial_dir, ignore_errors=True)
+        raise DatasetError(f"cannot write LFW into {target}: {exc}") from exc
+    except BaseException:
+        shutil.rmtree(partial_dir, ignore_errors=True)
+        raise
+    return scan_dataset(target)
+
+
+def _remove_empty(*folders: Path) -> None:
+    """Remove folders created for a fetch that failed, if nothing was written into them."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()

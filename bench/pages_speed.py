@@ -1,0 +1,200 @@
+"""The studio in a real browser, this tree against the old path: a 12-megapixel upload on
+Identify (upload to annotated photo on screen) and Start to first finished epoch on Train.
+
+Each tree (this one, and the old path checked out in a temporary git worktree as in
+``bench/face_network.py``) gets its own ``streamlit run`` on 127.0.0.1, its own empty data
+folder (so the face stage starts cold) and a model it trained itself with its own CLI.
+Headless Debian Chromium drives both, one after the other.
+
+    python bench/pages_speed.py                # about 10 minutes on 2 cores
+    python bench/pages_speed.py --skip-old
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from face_network import ROOT, SHARED, old_tree  # noqa: E402
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def big_photo(path: Path) -> Path:
+    """A 4000x3000 JPEG holding a real LFW face, about 600 px tall, as a phone would take."""
+    person = next(p for p in sorted((SHARED / "lfw").iterdir()) if p.is_dir())
+    face = Image.open(sorted(person.glob("*.jpg"))[0]).convert("RGB").resize((1500, 1500))
+    rng = np.random.default_rng(0)
+    canvas = Image.fromarray(rng.integers(70, 150, (375, 500, 3), dtype=np.uint8))
+    canvas = canvas.resize((4000, 3000), Image.Resampling.BICUBIC)
+    canvas.paste(face, (1250, 750))
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="JPEG", quality=92)
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def serve(tree: Path, env: dict[str, str], log: Path) -> tuple[str, subprocess.Popen]:
+    port = free_port()
+    with open(log, "ab") as output:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "streamlit_app.py",
+                "--server.port",
+                str(port),
+                "--server.fileWatcherType",
+                "none",
+            ],
+            cwd=tree,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.read().strip() == b"ok":
+                    return url, process
+        except OSError:
+            time.sleep(0.5)
+    process.kill()
+    raise TimeoutError(f"{tree}: streamlit did not start (see {log})")
+
+
+def measure(tree: Path, work: Path, photo: Path, data: Path) -> dict[str, float]:
+    from playwright.sync_api import sync_playwright
+
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(tree),
+        "CELEBMODEL_RUNS": str(work / "runs"),
+        "CELEBMODEL_DATA": str(work / "data"),
+    }
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "celebmodel",
+            "train",
+            str(data),
+            "--backbone",
+            "dlib128",
+            "--per-class",
+            "10",
+            "--run-dir",
+            str(work / "runs" / "20200101-000000-dlib128"),
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    shutil.rmtree(work / "data", ignore_errors=True)  # Train starts with an empty face cache
+    url, server = serve(tree, env, work / "streamlit.log")
+    result = {}
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS
+            )
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{url}/identify")
+            page.get_by_text("Upload one or several photos").wait_for(timeout=120_000)
+            page.wait_for_timeout(1000)
+            uploader = page.locator("[data-testid='stFileUploaderDropzoneInput']").first
+            start = time.perf_counter()
+            uploader.set_input_files(str(photo))
+            page.get_by_text("face(s) found in").wait_for(timeout=120_000)
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
+                ".some(img => img.complete && img.naturalWidth > 0)",
+                timeout=120_000,
+            )
+            result["12 MP upload to annotated photo on Identify (s)"] = time.perf_counter() - start
+
+            page.goto(f"{url}/train")
+            folder = page.get_by_role("textbox", name="Dataset folder")
+            folder.wait_for(timeout=120_000)
+            folder.fill(str(data))
+            folder.press("Enter")
+            page.get_by_text("Photos", exact=True).first.wait_for(timeout=120_000)
+            page.wait_for_timeout(2000)
+            start = time.perf_counter()
+            page.get_by_role("button", name="Start training").click()
+            page.get_by_text(re.compile(r"epoch [1-9]\d* of at most")).first.wait_for(
+                timeout=900_000
+            )
+            result["Start to first finished epoch on Train, empty cache (s)"] = (
+                time.perf_counter() - start
+            )
+            page.get_by_role("button", name="Stop training").click()
+            page.wait_for_timeout(3000)
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(SHARED / "lfw"))
+    parser.add_argument("--old", help="git ref of the old path")
+    parser.add_argument("--skip-old", action="store_true")
+    args = parser.parse_args()
+    data = Path(args.data).resolve()
+    base = Path(tempfile.mkdtemp(prefix="celebbench-pages-"))
+    photo = big_photo(base / "phone.jpg")
+    trees = [("new", ROOT)]
+    old = None
+    if not args.skip_old:
+        old, ref = old_tree(args.old)
+        trees.append((f"old ({ref[:12]})", old))
+    rows: dict[str, dict[str, float]] = {}
+    try:
+        for name, tree in trees:
+            (base / name).mkdir()
+            for key, value in measure(tree, base / name, photo, data).items():
+                rows.setdefault(key, {})[name] = value
+    finally:
+        if old is not None:
+            subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT)
+    frame = pd.DataFrame(rows).T
+    print("\n## the pages in headless Chromium (targets: upload <= 2 s, first epoch <= 30 s)\n")
+    print(frame.to_string(float_format=lambda v: f"{v:.2f}"))
+    shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

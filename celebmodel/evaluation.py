@@ -1,0 +1,175 @@
+"""How good a finished run is: metrics files per subset, and strangers it must reject.
+
+``metrics_<subset>.json`` holds :func:`celebmodel.metrics.compute_metrics`'s keys plus the
+skipped photos, the overfitting verdict and, when a folder of people outside the training set
+is given, ``open_set`` (strangers rejected, known faces accepted, ROC AUC).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import DatasetError, RunError
+from .images import photos_under
+from .inference import predict_inputs
+from .metrics import compute_metrics, open_set_metrics, overfitting_verdict
+from .model import takes_embeddings
+from .open_set import centroids_of, unknown_scores
+from .pipeline import Inputs, prepare_inputs
+from .progress import BarFactory, quiet_bar
+from .runs import Run, load_run
+from .storage import atomic_write_json
+
+
+def evaluate_subset(
+    run: Run,
+    subset: str,
+    inputs: Any,
+    embeddings: np.ndarray,
+    probabilities: np.ndarray,
+    labels: list[str],
+    open_set: dict | None = None,
+) -> dict:
+    """Write ``metrics_<subset>.json`` and ``predictions_<subset>.csv`` for one subset."""
+    usable = inputs.usable
+    index = {label: i for i, label in enumerate(labels)}
+    y_true = np.array([index.get(label, -1) for label in usable["label"]])
+    known = y_true >= 0
+    metrics = compute_metrics(y_true[known], probabilities[known], labels)
+    skipped = inputs.records[inputs.records["crop"].isna()]
+    metrics.update(
+        subset=subset,
+        skipped=[
+            {"path": r.path, "reason": r.error or "no face found"} for r in skipped.itertuples()
+        ],
+    )
+    if open_set:
+        metrics["open_set"] = open_set
+    accuracies = {s: (run.metrics(s) or {}).get("accuracy") for s in ("train", "val", "test")}
+    accuracies[subset] = metrics["accuracy"]
+    metrics["overfitting"] = overfitting_verdict(accuracies)
+    atomic_write_json(run.file(f"metrics_{subset}.json"), metrics)
+
+    predictions = pd.DataFrame(
+        {
+            "path": usable["path"].to_numpy(),
+            "true": usable["label"].to_numpy(),
+            "predicted": [labels[i] for i in probabilities.argmax(axis=1)] if len(usable) else [],
+            "probability": probabilities.max(axis=1) if len(usable) else [],
+            "route": usable["route"].to_numpy(),
+        }
+    )
+    for i, label in enumerate(labels):
+        predictions[f"p_{label}"] = probabilities[:, i] if len(usable) else []
+    predictions.to_csv(run.file(f"predictions_{subset}.csv"), index=False)
+    return metrics
+
+
+def unknown_photos(folder: str | Path) -> list[str]:
+    """Every image under ``folder``, any layout, as relative paths (people not in training)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: no such folder of unknown people")
+    return [str(p.relative_to(folder)) for p in photos_under(folder)]
+
+
+@dataclass
+class OpenSetScores:
+    """Unknown scores of a run's known held-out faces and of a folder of strangers."""
+
+    known: np.ndarray
+    strangers: np.ndarray
+    threshold: float
+    n_stranger_photos: int  # photos in the folder (some may hold no usable face)
+
+    def metrics(self, threshold: float | None = None) -> dict:
+        """Strangers rejected, known faces accepted and ROC AUC (``evaluate --unknown``)."""
+        chosen = self.threshold if threshold is None else threshold
+        return open_set_metrics(self.known, self.strangers, chosen)
+
+
+class _Scorer:
+    """A finished run loaded once: its subsets' outputs and unknown scores."""
+
+    def __init__(self, run: Run, bar: BarFactory) -> None:
+        self.run, self.bar = run, bar
+        self.config = run.config()
+        self.labels = run.labels()
+        self.model = run.load_model()
+        self.old = takes_embeddings(self.model)  # a head-only run reads flip-averaged embeddings
+        gallery, gallery_labels = run.gallery()
+        self.centroids = centroids_of(gallery, gallery_labels, len(self.labels))
+        self.threshold = (run.read_json("calibration.json") or {}).get("threshold")
+
+    def inputs(self, rows: pd.DataFrame, root: str | Path | None = None) -> Inputs:
+        old = self.old
+        return prepare_inputs(self.config, rows, self.bar, root=root, embed=old, flip=old)
+
+    def outputs(self, inputs: Inputs) -> tuple[np.ndarray, np.ndarray]:
+        return predict_inputs(self.model, self.config, inputs)
+
+    def subset_rows(self, name: str) -> pd.DataFrame:
+        split = self.config.kept(self.run.split())
+        split = split[split["label"].isin(self.labels)]
+        return split[split["subset"] == name]
+
+    def stranger_scores(self, folder: str | Path) -> tuple[np.ndarray, int]:
+        rows = pd.DataFrame({"path": unknown_photos(folder)})
+        rows["label"] = "unknown"
+        return unknown_scores(*self.outputs(self.inputs(rows, root=folder)), self.centroids), len(
+            rows
+        )
+
+
+def open_set_scores(
+    run: Run, strangers: str | Path, subset: str = "test", bar: BarFactory = quiet_bar
+) -> OpenSetScores:
+    """Unknown scores of ``subset``'s known faces and of every photo under ``strangers`` (people
+    the run never saw), with the run's calibrated threshold: what ``evaluate --unknown`` and
+    the Evaluate page's strangers tab both compute."""
+    scorer = _Scorer(run, bar)
+    if scorer.threshold is None:
+        raise RunError(f"{run.file('calibration.json')}: missing, so no threshold to test")
+    known = unknown_scores(
+        *scorer.outputs(scorer.inputs(scorer.subset_rows(subset))), scorer.centroids
+    )
+    scores, n_photos = scorer.stranger_scores(strangers)
+    return OpenSetScores(known, scores, float(scorer.threshold), n_photos)
+
+
+def evaluate_run(
+    run: Run,
+    subset: str = "test",
+    unknown_dir: str | Path | None = None,
+    bar: BarFactory = quiet_bar,
+) -> dict[str, dict]:
+    """Evaluate a finished run on one subset (or ``all``), optionally against unknown people."""
+    scorer = _Scorer(run, bar)
+    strangers = None
+    if unknown_dir is not None:
+        strangers, _ = scorer.stranger_scores(unknown_dir)
+    results = {}
+    for name in ("train", "val", "test") if subset == "all" else (subset,):
+        inputs = scorer.inputs(scorer.subset_rows(name))
+        embeddings, probabilities = scorer.outputs(inputs)
+        open_set = None
+        if strangers is not None and scorer.threshold is not None:
+            known = unknown_scores(embeddings, probabilities, scorer.centroids)
+            open_set = open_set_metrics(known, strangers, scorer.threshold)
+        results[name] = evaluate_subset(
+            run, name, inputs, embeddings, probabilities, scorer.labels, open_set
+        )
+    return results
+
+
+def evaluate(
+    run: Run | str | Path, subset: str = "test", unknown_dir: str | Path | None = None
+) -> dict[str, dict]:
+    """Metrics of a finished run (or its path) on ``subset`` or ``"all"``, optionally against
+    a folder of strangers."""
+    return evaluate_run(run if isinstance(run, Run) else load_run(run), subset, unknown_dir)

@@ -1,0 +1,121 @@
+"""The face stage's disk cache: one aligned crop per photo and one embedding per crop.
+
+Crops are keyed by the photo's content hash and the stage settings, embeddings by the crop and
+the embedder (network file and flip), so a second training on the same photos detects and
+embeds nothing, and a change of either setting is a new entry, never a mix.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .errors import ImageError
+from .face_network import EMBEDDING_SIZE, FaceEmbedder
+from .faces import FaceStage
+from .images import load_image
+from .progress import BarFactory, quiet_bar
+from .storage import atomic_write_json, data_root, file_sha256
+
+
+def cache_dir() -> Path:
+    """Where crops and embeddings are cached: ``<data>/cache``."""
+    return data_root() / "cache"
+
+
+def _crop_dir(cache_dir: Path, stage: FaceStage, sha: str) -> Path:
+    return cache_dir / "crops" / stage.key() / sha[:2]
+
+
+def prepare(
+    root: str | Path,
+    paths: Sequence[str],
+    stage: FaceStage,
+    cache_dir: str | Path,
+    bar: BarFactory = quiet_bar,
+) -> list[dict[str, Any]]:
+    """The network input of each photo, as a cached PNG crop, with how it was obtained.
+
+    Returns one record per photo: ``path``, ``sha256``, ``route`` (a key of :data:`ROUTES`, or
+    ``"error"``), ``n_faces``, ``crop`` (the cached file, ``None`` when skipped) and ``error``.
+    A photo seen before with the same stage settings is not read or detected again.
+    ``bar`` makes the progress bar (stage ``faces``, one step per photo).
+    """
+    root, cache_dir = Path(root), Path(cache_dir)
+    with bar(desc="faces", total=len(paths), unit="photo") as progress:
+        return [_prepared(root, rel, stage, cache_dir, progress) for rel in paths]
+
+
+def _prepared(root: Path, rel: str, stage: FaceStage, cache_dir: Path, progress: Any) -> dict:
+    """One photo's record for :func:`prepare` (and one step of its bar)."""
+    try:
+        return _record(root, rel, stage, cache_dir)
+    finally:
+        progress.update(1)
+
+
+def _record(root: Path, rel: str, stage: FaceStage, cache_dir: Path) -> dict[str, Any]:
+    source = root / rel
+    record: dict[str, Any] = {"path": rel, "crop": None, "error": None, "n_faces": 0}
+    try:
+        sha = file_sha256(source)
+    except OSError as exc:
+        return {**record, "route": "error", "error": f"{rel}: unreadable ({exc})"}
+    folder = _crop_dir(cache_dir, stage, sha)
+    meta_file, crop_file = folder / f"{sha}.json", folder / f"{sha}.png"
+    record["sha256"] = sha
+    if meta_file.is_file():
+        meta = json.loads(meta_file.read_text())
+        if meta["route"] == "none" or crop_file.is_file():
+            crop = str(crop_file) if meta["route"] != "none" else None
+            return {**record, **meta, "crop": crop}
+    try:
+        image = load_image(source, name=rel)
+    except ImageError as exc:
+        return {**record, "route": "error", "error": str(exc)}
+    crop, meta = stage.extract(image)
+    folder.mkdir(parents=True, exist_ok=True)
+    if crop is not None:
+        tmp = folder / f".{sha}.tmp.png"
+        Image.fromarray(crop).save(tmp)
+        tmp.replace(crop_file)
+    atomic_write_json(meta_file, meta)
+    return {**record, **meta, "crop": str(crop_file) if crop is not None else None}
+
+
+def embed_files(
+    crops: Sequence[str | Path],
+    embedder: FaceEmbedder,
+    bar: BarFactory = quiet_bar,
+    batch: int = 32,
+) -> np.ndarray:
+    """Embeddings of cached chip files, themselves cached beside each chip (stage
+    ``embeddings`` of ``bar``: one step per face not cached yet)."""
+    vectors: list[np.ndarray | None] = []
+    missing: list[int] = []
+    for i, crop in enumerate(crops):
+        cached = Path(crop).with_suffix(f".{embedder.key()}.npy")
+        if cached.is_file():
+            vectors.append(np.load(cached, allow_pickle=False))
+        else:
+            vectors.append(None)
+            missing.append(i)
+    with bar(desc="embeddings", total=len(missing), unit="face") as progress:
+        for start in range(0, len(missing), batch):
+            chunk = missing[start : start + batch]
+            chips = [np.asarray(Image.open(crops[i]).convert("RGB")) for i in chunk]
+            for i, vector in zip(chunk, embedder.embed(chips), strict=True):
+                target = Path(crops[i]).with_suffix(f".{embedder.key()}.npy")
+                tmp = target.with_name(f".{target.name}.tmp.npy")
+                np.save(tmp, vector)
+                tmp.replace(target)
+                vectors[i] = vector
+            progress.update(len(chunk))
+    if not vectors:
+        return np.zeros((0, EMBEDDING_SIZE), dtype=np.float32)
+    return np.stack(vectors).astype(np.float32)

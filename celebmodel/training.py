@@ -1,0 +1,288 @@
+"""A training job, start to finish: the run directory the CLI and the app start.
+
+:func:`train_run` scans and splits the dataset, runs the face stage, fits the estimator,
+computes the gallery, calibration and metrics, then writes the model atomically. The run's
+``status.json`` says how it ended; SIGTERM cancels it cleanly, and a failure leaves no model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Iterable
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from .backbones import get_backbone
+from .config import TrainConfig
+from .dataset import (
+    describe_duplicates,
+    find_duplicates,
+    make_split,
+    read_split,
+    scan_dataset,
+    write_split,
+)
+from .errors import Cancelled, CelebmodelError, DatasetError, RunError
+from .estimator import CelebrityClassifier, _Stop
+from .evaluation import evaluate_subset
+from .inference import predict_inputs
+from .open_set import calibrate, centroids_of, unknown_scores
+from .pipeline import Inputs, prepare_inputs
+from .progress import Stages
+from .runs import Run, new_run_dir, pid_alive
+from .storage import atomic_write_json, now_iso
+
+log = logging.getLogger("celebmodel")
+
+
+PACKAGES = ("celebmodel", "tensorflow-cpu", "keras", "dlib-bin", "mtcnn", "scikit-learn", "numpy")
+
+OPEN_SET_ACCEPT = 0.95  # share of known validation faces the default threshold accepts
+
+SUBSETS = ("train", "val", "test")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": sys.version.split()[0]}
+    for name in PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return versions
+
+
+def _setup_logging(run: Run) -> logging.Handler:
+    handler = logging.FileHandler(run.file("log.txt"), encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    log.addHandler(handler)
+    if not any(isinstance(h, logging.StreamHandler) and h is not handler for h in log.handlers):
+        log.addHandler(logging.StreamHandler(sys.stderr))
+    log.setLevel(logging.INFO)
+    return handler
+
+
+def _lock(run: Run) -> None:
+    """Claim the run directory for this process; a second trainer is refused.
+
+    The lock file appears with the pid already in it (written aside, then hard-linked), so a
+    reader never sees an empty lock and mistakes it for a stale one.
+    """
+    lock = run.file(".lock")
+    mine = run.file(f".lock.{os.getpid()}")
+    mine.write_text(str(os.getpid()))
+    try:
+        for _ in range(2):
+            try:
+                os.link(mine, lock)
+                return
+            except FileExistsError:
+                try:
+                    owner = int(lock.read_text() or 0)
+                except (OSError, ValueError):
+                    owner = 0
+                if owner != os.getpid() and pid_alive(owner):
+                    raise RunError(
+                        f"{run.path}: another training (pid {owner}) is writing it"
+                    ) from None
+                lock.unlink(missing_ok=True)
+        raise RunError(f"{run.path}: cannot lock the run directory")
+    finally:
+        mine.unlink(missing_ok=True)
+
+
+def train_run(config: TrainConfig, run_dir: str | Path, progress: bool = False) -> Run:
+    """Train, evaluate and save one run; the run's ``status.json`` tells how it ended.
+
+    Raises the error that ended it (after recording it), so the command line exits non-zero.
+    """
+    run = Run(Path(run_dir).expanduser().resolve())
+    run.path.mkdir(parents=True, exist_ok=True)
+    if run.has_model():
+        raise RunError(f"{run.path}: already holds a finished model; choose a new run directory")
+    _lock(run)
+    handler = _setup_logging(run)
+    _Stop.requested, _Stop.defer = None, False
+    previous = signal.signal(signal.SIGTERM, _Stop.handle)
+    run.set_status("running", pid=os.getpid(), started=now_iso(), ended=None, error=None)
+    try:
+        _train(config, run, progress)
+    except (Cancelled, KeyboardInterrupt) as exc:
+        log.warning("cancelled: %s", exc or "interrupted")
+        run.set_status("cancelled", ended=now_iso(), error=str(exc) or "interrupted")
+        raise Cancelled(str(exc) or "interrupted") from None
+    except Exception as exc:
+        if _Stop.requested:  # a stop that library code wrapped in another exception
+            log.warning("cancelled: %s", _Stop.requested)
+            run.set_status("cancelled", ended=now_iso(), error=_Stop.requested)
+            raise Cancelled(_Stop.requested) from None
+        if isinstance(exc, (CelebmodelError, OSError)):  # expected: the message says it all
+            message = str(exc)
+            log.error("failed: %s", message)
+        else:
+            message = f"{type(exc).__name__}: {exc}"
+            log.error("failed: %s\n%s", message, traceback.format_exc())
+        run.set_status("failed", ended=now_iso(), error=message)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _cleanup_partial_model(run)
+        run.file(".lock").unlink(missing_ok=True)
+        log.removeHandler(handler)
+        handler.close()
+    return run
+
+
+def _cleanup_partial_model(run: Run) -> None:
+    for partial in run.path.glob(".model*.keras"):
+        partial.unlink(missing_ok=True)
+
+
+def _train(config: TrainConfig, run: Run, progress: bool) -> None:
+    config = config.resolved()
+    stages = Stages(run, console=progress)
+    if config.precision == "mixed_bfloat16":
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    backbone = get_backbone(config.backbone)
+    if config.weights == "none" and backbone.kind == "cnn":
+        log.warning("weights none: %s starts from random initialisation", backbone.name)
+
+    stages.enter("scanning")
+    scan = scan_dataset(config.data_dir)
+    for skipped in scan.skipped:
+        log.warning("skipped %s: %s", skipped.path, skipped.reason)
+    for reason, paths in _grouped((s.reason, s.path) for s in scan.skipped):
+        stages.warn(f"{len(paths)} file(s) left out of the dataset: {reason}", paths)
+    if run.file("split.csv").is_file():
+        split = read_split(run.file("split.csv"))
+        log.info("reusing %s", run.file("split.csv"))
+    else:
+        split, warnings = make_split(
+            scan, per_class=config.per_class, seed=config.seed, drop_small=config.drop_small
+        )
+        for warning in warnings:
+            log.warning(warning)
+            stages.warn(warning)
+        write_split(split, run.file("split.csv"))
+    split = config.kept(split)
+    labels = sorted(split["label"].unique())
+    atomic_write_json(run.file("labels.json"), labels)
+    duplicates = describe_duplicates(find_duplicates(config.data_dir, split))
+    for line in duplicates:
+        log.warning(line)
+    if duplicates:
+        stages.warn(f"{len(duplicates)} group(s) of identical photos", duplicates)
+    config.save(
+        run.file("config.json"),
+        extra={
+            "dataset_fingerprint": scan.fingerprint(),
+            "n_photos": len(split),
+            "n_celebrities": len(labels),
+            "versions": package_versions(),
+            "leaking_duplicates": sum("in different subsets" in line for line in duplicates),
+        },
+    )
+    log.info(
+        "%d celebrities, %d photos, split %s",
+        len(labels),
+        len(split),
+        split["subset"].value_counts().to_dict(),
+    )
+
+    prepared = prepare_inputs(config, split, stages.bar)
+    inputs = {s: prepared.subset(s) for s in SUBSETS}
+    _record_face_stage(run, prepared, stages)
+    index = {label: i for i, label in enumerate(labels)}
+    for subset in ("train", "val"):
+        if len(inputs[subset].usable) == 0:
+            raise DatasetError(f"no usable photo in the {subset} subset (see faces.csv)")
+
+    log.info("training %s (%s recipe, weights %s)", backbone.name, config.recipe, config.weights)
+    classifier = CelebrityClassifier(
+        config, history_file=run.file("history.csv"), progress=stages.epochs
+    )
+    classifier.fit(inputs["train"], inputs["val"], labels)
+    phases = {
+        k: v if not isinstance(v, float) or np.isfinite(v) else None
+        for k, v in classifier.phases_.items()
+    }
+    if "fine-tune" in phases and backbone.kind == "embedding":
+        verdict = "kept" if phases["kept"] == "fine-tune" else "discarded: phase 1 kept"
+        log.info(
+            "phase 2 (fine-tune) %s: best val loss %.4f, against %.4f after phase 1",
+            verdict,
+            phases["fine-tune"],
+            phases["head"],
+        )
+    run.set_status("running", phases=phases)
+
+    outputs = {}
+    for done, subset in enumerate(SUBSETS):
+        stages.enter("evaluating", done, len(SUBSETS), unit="subset")
+        outputs[subset] = predict_inputs(classifier.model_, config, inputs[subset])
+    train_labels = np.array([index[x] for x in inputs["train"].usable["label"]], dtype=np.int64)
+    save_gallery(run, outputs["train"][0], train_labels)
+    centroids = centroids_of(outputs["train"][0], train_labels, len(labels))
+    calibration = calibrate(unknown_scores(*outputs["val"], centroids), OPEN_SET_ACCEPT)
+    atomic_write_json(run.file("calibration.json"), calibration)
+    for subset in SUBSETS:
+        evaluate_subset(run, subset, inputs[subset], *outputs[subset], labels=labels)
+
+    _Stop.check()
+    _Stop.defer = True  # from here the run is finished: a late stop must not split model and status
+    stages.enter("saving")
+    partial = run.file(".model.tmp.keras")
+    classifier.model_.save(partial)
+    os.replace(partial, run.file("model.keras"))
+    run.set_status("finished", ended=now_iso(), epochs=len(classifier.history_), phases=phases)
+    log.info("finished: %s", run.file("model.keras"))
+
+
+def _grouped(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, list[str]]]:
+    """(reason, files) groups from (reason, file) pairs, largest group first."""
+    groups: dict[str, list[str]] = {}
+    for reason, path in pairs:
+        groups.setdefault(reason, []).append(path)
+    return sorted(groups.items(), key=lambda item: -len(item[1]))
+
+
+def _record_face_stage(run: Run, prepared: Inputs, stages: Stages) -> None:
+    """``faces.csv`` per photo, the routes photos took, and the photos left out, grouped."""
+    records = prepared.records
+    columns = ["path", "label", "subset", "route", "n_faces", "error"]
+    records[columns].to_csv(run.file("faces.csv"), index=False)
+    counts = records["route"].value_counts().to_dict()
+    log.info("face stage: %s", counts)
+    skipped = records[records["route"].isin(["none", "error"])]
+    for row in skipped.itertuples():
+        log.warning("skipped %s", row.error or f"{row.path}: no face found")  # errors name it
+    missing = list(skipped[skipped["route"] == "none"]["path"])
+    if missing:
+        stages.warn(f"{len(missing)} photo(s) with no face found: left out", missing)
+    broken = list(skipped[skipped["route"] == "error"]["error"])
+    if broken:
+        stages.warn(f"{len(broken)} photo(s) that cannot be read: left out", broken)
+    run.set_status("running", face_routes=counts)
+
+
+def save_gallery(run: Run, embeddings: np.ndarray, labels: np.ndarray) -> None:
+    """Training-face embeddings (for centroids and enrolment), plain arrays, no pickle."""
+    os.replace(run.write_gallery(embeddings, labels), run.file("gallery.npz"))
+
+
+def train(data_dir: str | Path, run_dir: str | Path | None = None, **settings: Any) -> Run:
+    """Train on a dataset folder (one sub-folder per celebrity) and return the finished run.
+
+    ``settings`` are :class:`~celebmodel.config.TrainConfig` fields (``backbone="dlib128"``,
+    ``per_class=60``, ...); the run goes to ``run_dir`` or a new folder under the runs folder.
+    """
+    config = TrainConfig(data_dir=str(data_dir), **settings).validate()
+    return train_run(config, run_dir or new_run_dir(config.backbone))
