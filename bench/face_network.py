@@ -268,6 +268,13 @@ def old_tree(ref: str | None) -> tuple[Path, str]:
             check=True,
         ).stdout.split()
         ref = f"{added[-1]}^" if added else "HEAD"
+    ref = subprocess.run(
+        ["git", "rev-parse", "--short=12", ref],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     folder = Path(tempfile.mkdtemp(prefix="celebmodel-old-"))
     subprocess.run(
         ["git", "worktree", "add", "--detach", str(folder), ref],

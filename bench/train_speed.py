@@ -232,9 +232,7 @@ def bench_backbone(name: str, args: argparse.Namespace, crops, labels, val_crops
             faces=False,
             precision=args.precision,
         ).resolved()
-        train = Inputs(
-            pd.DataFrame({"crop": crops, "label": [classes[i] for i in labels]}), None
-        )
+        train = Inputs(pd.DataFrame({"crop": crops, "label": [classes[i] for i in labels]}), None)
         val = Inputs(
             pd.DataFrame({"crop": val_crops, "label": [classes[i] for i in val_labels]}), None
         )

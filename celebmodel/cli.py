@@ -54,7 +54,7 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .runs import new_run_dir
+    from .runs import Run, new_run_dir
     from .training import train_run
 
     if args.config:
@@ -69,6 +69,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = _config_from(args)
     run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(config.backbone)
     print(f"run directory: {run_dir}", file=sys.stderr)
+    if args.name or args.notes:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        Run(Path(run_dir).resolve()).set_meta(args.name, args.notes)
     run = train_run(config, run_dir, progress=True)
     _print_metrics(run)
     return 0
@@ -211,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="train with the settings of this config.json (what the app hands its trainer)",
     )
     train.add_argument("--run-dir", help="run directory (default runs/<timestamp>-<backbone>)")
+    train.add_argument("--name", help="what to call the run (default: its folder name)")
+    train.add_argument("--notes", help="a few words about the run")
     train.add_argument("--backbone", default="vgg16", choices=list(BACKBONES))
     train.add_argument("--weights", default="imagenet", help="imagenet, none (random) or a file")
     train.add_argument("--recipe", default="improved", choices=list(RECIPES))

@@ -235,3 +235,22 @@ def _check_type(name: str, value: Any, annotation: str, source: str) -> Any:
         if isinstance(value, types):
             return float(value) if option == "float" else value
     raise ConfigError(f"{source}: {name} must be {annotation}, got {value!r}")
+
+
+def hidden_settings(backbone: str, recipe: str, fine_tune: bool) -> dict[str, str]:
+    """The Train form's settings that do not apply to this backbone and recipe, each with the
+    reason the form gives for hiding it."""
+    from .backbones import BACKBONES
+
+    spec, steps = BACKBONES[backbone], RECIPES[recipe]
+    hidden = {}
+    if spec.kind == "embedding":
+        hidden["weights"] = f"{backbone} uses its own pretrained face weights (works offline)"
+        hidden["image size"] = f"{backbone} reads {spec.input_size}×{spec.input_size} face chips"
+        hidden["face stage"] = f"{backbone} always finds and aligns the face first"
+    if not steps.two_phase:
+        hidden["phase 2"] = f"the {recipe} recipe trains the whole network in one phase"
+        hidden["augmentation"] = f"the {recipe} recipe trains on the photos as they are"
+    elif spec.kind == "embedding" and not fine_tune:
+        hidden["augmentation"] = "phase 1 trains on cached embeddings; only phase 2 sees photos"
+    return hidden

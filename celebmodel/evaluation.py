@@ -17,7 +17,7 @@ import pandas as pd
 from .errors import DatasetError, RunError
 from .images import photos_under
 from .inference import predict_inputs
-from .metrics import compute_metrics, open_set_metrics, overfitting_verdict
+from .metrics import chance, compute_metrics, open_set_metrics, overfitting_verdict
 from .model import takes_embeddings
 from .open_set import centroids_of, unknown_scores
 from .pipeline import Inputs, prepare_inputs
@@ -52,7 +52,7 @@ def evaluate_subset(
         metrics["open_set"] = open_set
     accuracies = {s: (run.metrics(s) or {}).get("accuracy") for s in ("train", "val", "test")}
     accuracies[subset] = metrics["accuracy"]
-    metrics["overfitting"] = overfitting_verdict(accuracies)
+    metrics["overfitting"] = overfitting_verdict(accuracies, chance(metrics))
     atomic_write_json(run.file(f"metrics_{subset}.json"), metrics)
 
     predictions = pd.DataFrame(
@@ -173,3 +173,69 @@ def evaluate(
     """Metrics of a finished run (or its path) on ``subset`` or ``"all"``, optionally against
     a folder of strangers."""
     return evaluate_run(run if isinstance(run, Run) else load_run(run), subset, unknown_dir)
+
+
+POOLED = ("val+test",)  # subsets pooled from their parts' predictions
+
+
+def subset_metrics(run: Run, subset: str) -> dict | None:
+    """A subset's metrics: ``metrics_<subset>.json``, or, for ``val+test``, both subsets'
+    predictions pooled (twice the photos, narrower intervals), computed from the files."""
+    if subset not in POOLED:
+        return run.metrics(subset)
+    pooled = run.predictions(subset)
+    return predictions_metrics(pooled, subset) if not pooled.empty else None
+
+
+def predictions_metrics(predictions: pd.DataFrame, subset: str) -> dict:
+    """The metrics of a ``predictions_<subset>.csv`` frame, over its ``p_<label>`` columns
+    (the celebrities the run knew when it was evaluated)."""
+    labels = [column[2:] for column in predictions.columns if column.startswith("p_")]
+    index = {label: i for i, label in enumerate(labels)}
+    known = predictions[predictions["true"].isin(index)]
+    probabilities = known[[f"p_{label}" for label in labels]].to_numpy(dtype=np.float64)
+    y_true = known["true"].map(index).to_numpy()
+    return {**compute_metrics(y_true, probabilities, labels), "subset": subset}
+
+
+@dataclass
+class Comparison:
+    """Two or more runs on the photos they all held out, one order everywhere."""
+
+    runs: list[Run]
+    subset: str
+    common: int  # photos every run has in ``subset``
+    sizes: list[int]  # each run's own number of photos in ``subset``
+    metrics: list[dict]  # per run, computed on the common photos only
+
+    @property
+    def same_photos(self) -> bool:
+        return all(size == self.common for size in self.sizes)
+
+    def note(self) -> str:
+        if self.same_photos:
+            return f"Tested on the same {self.common} {self.subset} photos."
+        own = " and ".join(
+            f"{n} ({run.title})" for run, n in zip(self.runs, self.sizes, strict=True)
+        )
+        return (
+            f"Tested on different photos: {own}, {self.common} in common. The figures below "
+            f"are on the {self.common} photos every run held out."
+        )
+
+
+def compare(runs: list[Run], subset: str = "test") -> Comparison:
+    """Metrics of ``runs`` on the ``subset`` photos they all have (same dataset file, same
+    subset): a photo one run trained on is never counted as held out for it."""
+    frames = []
+    for run in runs:
+        frame = run.predictions(subset).copy()
+        root = Path(run.config_dict().get("data_dir", ""))
+        frame["key"] = [str(root / path) for path in frame.get("path", [])]
+        frames.append(frame)
+    common = set.intersection(*(set(frame["key"]) for frame in frames)) if frames else set()
+    metrics = []
+    for frame in frames:
+        shared = frame[frame["key"].isin(common)]
+        metrics.append(predictions_metrics(shared, subset) if len(shared) else {})
+    return Comparison(runs, subset, len(common), [len(f) for f in frames], metrics)

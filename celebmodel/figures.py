@@ -6,7 +6,7 @@ views can be made outside Streamlit (a notebook, a report).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -14,8 +14,11 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 from .dataset import DatasetScan, display_name
-from .metrics import ORIGINAL
+from .metrics import ORIGINAL, chance, intervals
 from .runs import Run
+
+if TYPE_CHECKING:
+    from .evaluation import Comparison
 
 HEADLINE = (  # metrics key, card title
     ("accuracy", "Accuracy"),
@@ -27,6 +30,12 @@ HEADLINE = (  # metrics key, card title
 )
 
 PER_CLASS = ("precision", "recall", "f1")
+# Colour-blind-safe (Okabe-Ito), and no metric drawn in red: none of them is "bad".
+METRIC_COLOURS = {"precision": "#0072B2", "recall": "#009E73", "f1": "#CC79A7"}
+SUBSET_COLOURS = {"train": "#0072B2", "validation": "#E69F00"}
+RUN_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9")
+ORIGINAL_COLOUR = "#999999"
+ORIGINAL_NAME = "original recipe"
 
 SORTS = ("f1", "precision", "recall", "support", "name")
 
@@ -103,6 +112,8 @@ def learning_curves(history: pd.DataFrame) -> go.Figure:
         markers=True,
         hover_data=["phase"],
         category_orders={"quantity": ["loss", "accuracy"], "subset": ["train", "validation"]},
+        color_discrete_map=SUBSET_COLOURS,
+        labels={"subset": "photos", "value": "value", "phase": "phase"},
     )
     figure.update_yaxes(matches=None, showticklabels=True, title=None)
     figure.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
@@ -120,46 +131,96 @@ def learning_curves(history: pd.DataFrame) -> go.Figure:
     return figure
 
 
+def percent_interval(interval: tuple[float, float] | None) -> str:
+    """``95% CI 91–99%`` (empty when there is no interval)."""
+    if not interval:
+        return ""
+    return f"95% CI {interval[0]:.0%}–{interval[1]:.0%}"
+
+
 def headline(metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    """The cards: title, value and the original recipe's number when it reported one."""
+    """The cards: title, value, its 95% interval when it is a share of photos (accuracy), and
+    the original recipe's number when it reported one."""
+    accuracy_interval = intervals(metrics)["accuracy"]
     return [
-        {"key": key, "title": title, "value": metrics.get(key), "original": ORIGINAL.get(key)}
+        {
+            "key": key,
+            "title": title,
+            "value": metrics.get(key),
+            "original": ORIGINAL.get(key),
+            "interval": accuracy_interval if key == "accuracy" else None,
+        }
         for key, title in HEADLINE
     ]
 
 
 def per_class_frame(metrics: dict[str, Any]) -> pd.DataFrame:
-    """Precision, recall, F1 and support per celebrity."""
-    rows = [
-        {"label": label, "celebrity": display_name(label), **values}
-        for label, values in (metrics.get("per_class") or {}).items()
-    ]
-    return pd.DataFrame(rows, columns=["label", "celebrity", *PER_CLASS, "support"])
+    """Precision, recall (with its 95% interval), F1 and photos per celebrity."""
+    recall_intervals = intervals(metrics)["recall"]
+    rows = []
+    for label, values in (metrics.get("per_class") or {}).items():
+        low, high = recall_intervals.get(label, (np.nan, np.nan))
+        rows.append(
+            {
+                "label": label,
+                "celebrity": display_name(label),
+                **values,
+                "recall_low": low,
+                "recall_high": high,
+            }
+        )
+    columns = ["label", "celebrity", *PER_CLASS, "support", "recall_low", "recall_high"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def per_class_figure(metrics: dict[str, Any], sort_by: str = "f1") -> go.Figure:
-    """Grouped bars per celebrity, ordered by ``sort_by``; hovering shows the support."""
+    """Grouped bars per celebrity ordered by ``sort_by``, recall with its 95% interval, and a
+    line at chance (one over the number of celebrities)."""
     frame = per_class_frame(metrics)
     if sort_by == "name":
         order = sorted(frame["celebrity"])
     else:
         order = frame.sort_values([sort_by, "celebrity"], ascending=[False, True])["celebrity"]
     long = frame.melt(
-        id_vars=["label", "celebrity", "support"],
+        id_vars=["label", "celebrity", "support", "recall_low", "recall_high"],
         value_vars=list(PER_CLASS),
         var_name="metric",
         value_name="value",
     )
+    is_recall = long["metric"] == "recall"
+    long["above"] = np.where(is_recall, long["recall_high"] - long["value"], np.nan)
+    long["below"] = np.where(is_recall, long["value"] - long["recall_low"], np.nan)
     figure = px.bar(
         long,
         x="celebrity",
         y="value",
         color="metric",
         barmode="group",
-        hover_data={"support": True, "label": True, "value": ":.3f"},
+        error_y="above",
+        error_y_minus="below",
+        color_discrete_map=METRIC_COLOURS,
+        hover_data={
+            "celebrity": True,
+            "metric": True,
+            "value": ":.1%",
+            "support": True,
+            "above": False,
+            "below": False,
+        },
+        labels={"support": "photos", "value": "value", "celebrity": "celebrity"},
         category_orders={"celebrity": list(order), "metric": list(PER_CLASS)},
-        range_y=[0, 1.05],
+        range_y=[0, 1.08],
     )
+    level = chance(metrics)
+    if level is not None:
+        figure.add_hline(
+            y=level,
+            line_dash="dot",
+            line_color=ORIGINAL_COLOUR,
+            annotation_text=f"chance {level:.0%}",
+            annotation_position="top left",
+        )
+    figure.update_yaxes(tickformat=".0%")
     figure.update_layout(height=380, margin=dict(l=0, r=0, t=10, b=0), xaxis_title=None)
     return figure
 
@@ -183,6 +244,11 @@ def confusion_figure(metrics: dict[str, Any], normalise: bool = False) -> go.Fig
         labels={"x": "predicted", "y": "true", "color": "share of row" if normalise else "photos"},
         zmin=0,
     )
+    if not normalise:  # photos are whole numbers: no half photos on the colour bar
+        top = int(counts.max()) if counts.size else 0
+        figure.update_coloraxes(
+            colorbar_tickformat="d", colorbar_dtick=max(1, int(np.ceil(top / 6)))
+        )
     # Heatmap cells cannot be selected in plotly: an invisible marker on every cell carries
     # the hover text and makes a click select that cell (hoverdistance -1: nearest marker).
     true_names = [name for name in names for _ in names]
@@ -226,42 +292,93 @@ def largest_confusion(metrics: dict[str, Any]) -> tuple[str, str] | None:
 
 
 def accuracy_figure(run: Run) -> go.Figure:
-    """Train, validation and test accuracy against the original recipe's 53% on test."""
-    frame = pd.DataFrame(
-        [{"subset": s, "accuracy": a} for s, a in run.accuracies().items() if a is not None],
-        columns=["subset", "accuracy"],
+    """Train, validation and test accuracy with their 95% intervals, beside the original
+    recipe's 53% on test (its own grey bar, so no label lies across another bar)."""
+    rows = []
+    for subset in ("train", "val", "test"):
+        metrics = run.metrics(subset) or {}
+        if metrics.get("accuracy") is None:
+            continue
+        interval = intervals(metrics)["accuracy"] or (metrics["accuracy"],) * 2
+        rows.append(
+            {
+                "photos": {"val": "validation"}.get(subset, subset),
+                "accuracy": metrics["accuracy"],
+                "above": interval[1] - metrics["accuracy"],
+                "below": metrics["accuracy"] - interval[0],
+                "n": metrics.get("n"),
+                "kind": "this run",
+            }
+        )
+    original = ORIGINAL["accuracy"]
+    rows.append(
+        {
+            "photos": f"{ORIGINAL_NAME} (test)",
+            "accuracy": original,
+            "above": 0.0,
+            "below": 0.0,
+            "n": None,
+            "kind": ORIGINAL_NAME,
+        }
     )
+    frame = pd.DataFrame(rows)
     figure = px.bar(
-        frame, x="subset", y="accuracy", text=frame["accuracy"].map("{:.1%}".format), range_y=[0, 1]
-    )
-    figure.add_hline(
-        y=ORIGINAL["accuracy"],
-        line_dash="dash",
-        annotation_text=f"original recipe (test) {ORIGINAL['accuracy']:.0%}",
+        frame,
+        x="photos",
+        y="accuracy",
+        color="kind",
+        error_y="above",
+        error_y_minus="below",
+        text=frame["accuracy"].map("{:.1%}".format),
+        color_discrete_map={"this run": RUN_COLOURS[0], ORIGINAL_NAME: ORIGINAL_COLOUR},
+        hover_data={
+            "photos": True,
+            "accuracy": ":.1%",
+            "n": True,
+            "kind": False,
+            "above": False,
+            "below": False,
+        },
+        labels={"n": "photos evaluated"},
+        range_y=[0, 1.08],
     )
     figure.update_yaxes(tickformat=".0%")
-    figure.update_layout(height=300, margin=dict(l=0, r=0, t=10, b=0), xaxis_title=None)
+    figure.update_layout(
+        height=300, margin=dict(l=0, r=0, t=10, b=0), xaxis_title=None, showlegend=False
+    )
     return figure
 
 
-def compare_frame(runs: list[Run], subset: str = "test") -> pd.DataFrame:
-    """Headline metrics of several runs side by side, with the original recipe as a row."""
+def compare_frame(comparison: Comparison) -> pd.DataFrame:
+    """Headline metrics of the compared runs on their common photos, in the runs' order,
+    with the original recipe last."""
     rows = []
-    for run in runs:
-        metrics = run.metrics(subset) or {}
+    for run, metrics in zip(comparison.runs, comparison.metrics, strict=True):
         rows += [
-            {"run": run.name, "metric": title, "value": metrics.get(key)} for key, title in HEADLINE
+            {"run": run.title, "metric": title, "value": metrics.get(key)}
+            for key, title in HEADLINE
         ]
     rows += [
-        {"run": "original recipe", "metric": title, "value": ORIGINAL[key]}
+        {"run": ORIGINAL_NAME, "metric": title, "value": ORIGINAL[key]}
         for key, title in HEADLINE
         if key in ORIGINAL
     ]
     return pd.DataFrame(rows, columns=["run", "metric", "value"])
 
 
-def compare_figure(runs: list[Run], subset: str = "test") -> go.Figure:
-    frame = compare_frame(runs, subset).dropna(subset=["value"])
+def compare_table(comparison: Comparison) -> pd.DataFrame:
+    """:func:`compare_frame` as a table: one row per metric, one column per run, same order."""
+    frame = compare_frame(comparison)
+    order = list(dict.fromkeys(frame["run"]))
+    table = frame.pivot(index="metric", columns="run", values="value")
+    return table.reindex(index=[title for _, title in HEADLINE], columns=order)
+
+
+def compare_figure(comparison: Comparison) -> go.Figure:
+    frame = compare_frame(comparison).dropna(subset=["value"])
+    order = list(dict.fromkeys(frame["run"]))
+    colours = {name: RUN_COLOURS[i % len(RUN_COLOURS)] for i, name in enumerate(order)}
+    colours[ORIGINAL_NAME] = ORIGINAL_COLOUR
     figure = px.bar(
         frame,
         x="metric",
@@ -269,11 +386,80 @@ def compare_figure(runs: list[Run], subset: str = "test") -> go.Figure:
         color="run",
         barmode="group",
         text=frame["value"].map("{:.1%}".format),
+        category_orders={"run": order, "metric": [title for _, title in HEADLINE]},
+        color_discrete_map=colours,
+        hover_data={"run": True, "metric": True, "value": ":.1%"},
         range_y=[0, 1.05],
     )
     figure.update_yaxes(tickformat=".0%")
     figure.update_layout(height=360, margin=dict(l=0, r=0, t=10, b=0), xaxis_title=None)
     return figure
+
+
+def threshold_tradeoff(known: np.ndarray, strangers: np.ndarray, threshold: float) -> pd.DataFrame:
+    """For every threshold worth trying: share of strangers accepted (false accepts) and of
+    known faces rejected (false rejects); a face is accepted when its score is at most the
+    threshold."""
+    candidates = np.unique(np.r_[known, strangers, threshold])
+    return pd.DataFrame(
+        {
+            "threshold": candidates,
+            "strangers accepted": [
+                (strangers <= t).mean() if len(strangers) else np.nan for t in candidates
+            ],
+            "known rejected": [(known > t).mean() if len(known) else np.nan for t in candidates],
+        }
+    )
+
+
+def threshold_figure(
+    known: np.ndarray, strangers: np.ndarray, threshold: float, chosen: float | None = None
+) -> go.Figure:
+    """False accepts against false rejects over thresholds; the model's threshold marked (and
+    the one being considered, when another)."""
+    frame = threshold_tradeoff(known, strangers, threshold)
+    figure = px.line(
+        frame,
+        x="strangers accepted",
+        y="known rejected",
+        hover_data={"threshold": ":.3f", "strangers accepted": ":.1%", "known rejected": ":.1%"},
+        markers=True,
+        color_discrete_sequence=[RUN_COLOURS[0]],
+    )
+    marks = [("current threshold", threshold, RUN_COLOURS[1])]
+    if chosen is not None and chosen != threshold:
+        marks.append(("chosen threshold", chosen, RUN_COLOURS[2]))
+    for name, value, colour in marks:
+        point = frame.iloc[(frame["threshold"] - value).abs().argmin()]
+        figure.add_trace(
+            go.Scatter(
+                x=[point["strangers accepted"]],
+                y=[point["known rejected"]],
+                mode="markers+text",
+                marker={"size": 14, "color": colour, "symbol": "diamond"},
+                text=[f"{name} {value:.3f}"],
+                textposition="top right",
+                name=name,
+                hovertemplate=f"{name} {value:.3f}<br>strangers accepted %{{x:.1%}}"
+                "<br>known rejected %{y:.1%}<extra></extra>",
+            )
+        )
+    figure.update_xaxes(tickformat=".0%", title="strangers accepted (false accepts)")
+    figure.update_yaxes(tickformat=".0%", title="known faces rejected (false rejects)")
+    figure.update_layout(height=380, margin=dict(l=0, r=0, t=10, b=0))
+    return figure
+
+
+def human_size(size: float) -> str:
+    """``32 KB``, ``4.6 MB``: a file size in the unit that reads best."""
+    unit = "bytes"
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            break
+        size /= 1000
+    if unit == "bytes":
+        return f"{int(size)} bytes"
+    return f"{size:.1f} {unit}" if size < 10 else f"{size:.0f} {unit}"
 
 
 def metrics_csv(metrics: dict[str, Any]) -> str:

@@ -84,8 +84,11 @@ def active(root: str | Path | None = None) -> Run | None:
     return next((run for run in list_runs(root) if run.state in ACTIVE), None)
 
 
-def start(config: TrainConfig, root: str | Path | None = None) -> Run:
-    """Queue ``config`` as a new run and launch its training process; refuse a second one."""
+def start(
+    config: TrainConfig, root: str | Path | None = None, name: str = "", notes: str = ""
+) -> Run:
+    """Queue ``config`` as a new run (named ``name``, with ``notes``) and launch its training
+    process; refuse a second one."""
     data_dir = Path(config.data_dir).expanduser().resolve()
     config = dataclasses.replace(config, data_dir=str(data_dir)).validate()
     if not data_dir.is_dir():
@@ -105,6 +108,8 @@ def start(config: TrainConfig, root: str | Path | None = None) -> Run:
         fd = os.open(root / LOCK_NAME, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         try:
             run = Run(new_run_dir(config.backbone, root))
+            if name.strip() or notes.strip():
+                run.set_meta(name, notes)
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 json.dump({"run": run.name, "by": os.getpid(), "at": now_iso()}, handle)
             _launch(config, run)

@@ -92,6 +92,15 @@ class Recognizer:
         batch = np.stack(crops).astype(np.float32)
         return np.asarray(self.backbone.preprocess(batch))
 
+    def warm_up(self) -> Recognizer:
+        """Trace the model's graph and load the detectors now, not on the first photo."""
+        from .faces import warm_up
+
+        warm_up()
+        size = self.model.inputs[0].shape[1:]
+        self._predict(np.zeros((1, *size), np.float32))
+        return self
+
     def _predict(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings and probabilities through the model's traced graph (traced once)."""
         if self._graph is None:

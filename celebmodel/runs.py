@@ -9,6 +9,7 @@ atomically, so a reader never sees half of one, and nothing in a run is unpickle
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import json
 import os
 import re
@@ -29,6 +30,7 @@ from .images import load_image
 from .storage import atomic_write_json, now_iso, runs_root
 
 STATES = ("queued", "running", "finished", "failed", "cancelled")
+ACTIVE_FILE = "active.json"  # the model the user chose, beside the runs
 ACTIVE = ("queued", "running")
 
 
@@ -150,10 +152,14 @@ class Run:
             return None
 
     def predictions(self, subset: str = "test") -> pd.DataFrame:
-        try:
-            return pd.read_csv(self.file(f"predictions_{subset}.csv"))
-        except FileNotFoundError:
-            return pd.DataFrame()
+        """``predictions_<subset>.csv``; ``val+test`` pools both files."""
+        frames = []
+        for part in subset.split("+"):
+            try:
+                frames.append(pd.read_csv(self.file(f"predictions_{part}.csv")))
+            except FileNotFoundError:
+                return pd.DataFrame()
+        return pd.concat(frames, ignore_index=True)
 
     def split(self) -> pd.DataFrame:
         return read_split(self.file("split.csv"))
@@ -266,6 +272,33 @@ class Run:
             "phase": str(history["phase"].iloc[-1]) if done and "phase" in history else None,
         }
 
+    def stage_view(self) -> dict[str, Any] | None:
+        """What a queued or running training is doing, as the Train page shows it: the bar's
+        ``fraction``, its ``text`` (stage, counts, time left) and the stage ``key``; ``None``
+        once the run has ended."""
+        status = self.status()
+        if status["state"] not in ACTIVE:
+            return None
+        stage = status.get("stage")
+        if not stage:
+            return {"key": "starting", "fraction": 0.0, "text": "Starting the training process…"}
+        done, total, unit = stage.get("done") or 0, stage.get("total"), stage.get("unit")
+        words = [stage.get("name", "")]
+        if total:
+            most = "at most " if unit == "epoch" else ""
+            words.append(f"{done:,} of {most}{total:,} {unit or 'step'}s")
+        if stage.get("batches"):
+            words.append(f"batch {stage.get('batch', 0)} of {stage['batches']}")
+        left = stage.get("seconds_left")
+        if left is not None and total and done < total:
+            words.append(f"{'at most' if unit == 'epoch' else 'about'} {duration(left)} left")
+        fraction = min(1.0, done / total) if total else 0.0
+        return {
+            "key": stage.get("key"),
+            "fraction": fraction,
+            "text": " · ".join(w for w in words if w),
+        }
+
     def phase_summary(self) -> str | None:
         """Which phase of a two-phase training was kept, in words (None for one phase)."""
         phases = self.status().get("phases") or {}
@@ -282,25 +315,82 @@ class Run:
             f"phase 1, {after:.3f} at best after phase 2): the phase 1 model was kept."
         )
 
+    # What the user calls the run --------------------------------------------------------
+
+    def meta(self) -> dict[str, Any]:
+        """``meta.json``: the run's name and notes (editable at any time) and their history."""
+        try:
+            meta = self.read_json("meta.json", default={}) or {}
+        except RunError:
+            meta = {}
+        return meta if isinstance(meta, dict) else {}
+
+    @property
+    def title(self) -> str:
+        """The name the user gave the run, else its folder name."""
+        return str(self.meta().get("name") or "").strip() or self.name
+
+    def set_meta(self, name: str | None = None, notes: str | None = None) -> None:
+        """Rename the run or change its notes (atomically, with who and when in its history)."""
+        meta = self.meta()
+        change = {k: v.strip() for k, v in (("name", name), ("notes", notes)) if v is not None}
+        history = [*meta.get("history", []), {**change, "by": _user(), "when": now_iso()}]
+        atomic_write_json(self.file("meta.json"), {**meta, **change, "history": history})
+
+    def set_threshold(self, threshold: float, source: str) -> None:
+        """Set the unknown threshold identification uses, keeping who, when and why in the
+        calibration's history (``calibration.json``, written atomically)."""
+        calibration = self.read_json("calibration.json", default={}) or {}
+        entry = {
+            "threshold": float(threshold),
+            "previous": calibration.get("threshold"),
+            "source": source,
+            "by": _user(),
+            "when": now_iso(),
+        }
+        history = [*calibration.get("history", []), entry]
+        update = {"threshold": float(threshold), "history": history}
+        atomic_write_json(self.file("calibration.json"), {**calibration, **update})
+
+    def people(self) -> int | None:
+        try:
+            return len(self.labels())
+        except RunError:
+            return None
+
+    def warnings(self) -> list[dict[str, Any]]:
+        """What the training noticed about the dataset, grouped (``warnings.json``)."""
+        try:
+            groups = self.read_json("warnings.json", default=[]) or []
+        except RunError:
+            return []
+        return [g for g in groups if isinstance(g, dict) and "title" in g]
+
     def summary(self) -> dict[str, Any]:
-        """One row of the runs table."""
+        """One row of the runs table, raw values (``None`` where the run does not say)."""
         config = self.config_dict()
         status = self.status()
         history = self.history()
         test = self.metrics("test") or {}
+        facts = config.get("run") or {}
         return {
             "run": self.name,
+            "name": self.title,
             "state": status.get("state"),
+            "dataset": config.get("data_dir"),
+            "people": facts.get("n_celebrities") or self.people(),
+            "photos": facts.get("n_photos"),
             "backbone": config.get("backbone"),
             "weights": config.get("weights"),
             "recipe": config.get("recipe"),
-            "faces": config.get("faces"),
             "epochs": len(history),
+            "seconds": self.elapsed(),
             "best_val_loss": float(history["val_loss"].min())
             if "val_loss" in history and len(history)
             else None,
             "test_accuracy": test.get("accuracy"),
             "started": status.get("started"),
+            "ended": status.get("ended"),
             "error": status.get("error"),
         }
 
@@ -319,11 +409,64 @@ def runs_table(root: str | Path | None = None) -> pd.DataFrame:
 
 
 def best_run(root: str | Path | None = None) -> Run | None:
-    """The newest finished run with the best test accuracy: the app's preselected model."""
-    finished = [run for run in list_runs(root) if run.state == "finished" and run.has_model()]
+    """The newest finished run with the best test accuracy."""
+    finished = finished_runs(root)
     if not finished:
         return None
     return max(finished, key=lambda run: (run.metrics("test") or {}).get("accuracy") or 0.0)
+
+
+def finished_runs(root: str | Path | None = None) -> list[Run]:
+    """Runs with a saved model, newest first: what can identify faces."""
+    return [run for run in list_runs(root) if run.state == "finished" and run.has_model()]
+
+
+def active_run(root: str | Path | None = None) -> Run | None:
+    """The model the user chose (``active.json`` beside the runs), if it still exists.
+
+    It changes only when the user picks another (:func:`choose_run`). When no model was ever
+    chosen, the best finished run is chosen once and written down, so the first model ever
+    trained becomes the active one and later trainings never replace it by themselves.
+    """
+    root = Path(root) if root else runs_root()
+    try:
+        chosen = json.loads((root / ACTIVE_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        best = best_run(root)
+        if best is not None:
+            choose_run(best, root)
+        return best
+    except (OSError, ValueError):
+        return None
+    run = Run(root / str(chosen.get("run", ""))) if isinstance(chosen, dict) else None
+    if run is None or not run.path.is_dir() or run.state != "finished" or not run.has_model():
+        return None
+    return run
+
+
+def chosen_name(root: str | Path | None = None) -> str | None:
+    """The run folder named in ``active.json`` (it may have been deleted since)."""
+    root = Path(root) if root else runs_root()
+    try:
+        chosen = json.loads((root / ACTIVE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return str(chosen.get("run")) if isinstance(chosen, dict) and chosen.get("run") else None
+
+
+def choose_run(run: Run, root: str | Path | None = None) -> None:
+    """Make ``run`` the active model for every page and session, until another is chosen."""
+    if run.state != "finished" or not run.has_model():
+        raise RunError(f"{run.name}: no finished model to use")
+    root = Path(root) if root else run.path.parent
+    atomic_write_json(root / ACTIVE_FILE, {"run": run.name, "by": _user(), "when": now_iso()})
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 def delete_run(run: Run) -> None:
@@ -353,18 +496,20 @@ TRACE_MARKERS = (
     "At:",
 )
 
-RUN_COLUMNS = [
-    "run",
-    "state",
-    "backbone",
-    "weights",
-    "recipe",
-    "epochs",
-    "best_val_loss",
-    "test_accuracy",
-    "started",
-    "error",
-]
+RUN_COLUMNS = {  # summary key -> column title on the Train page
+    "name": "name",
+    "dataset": "dataset folder",
+    "people": "people",
+    "photos": "photos",
+    "backbone": "backbone",
+    "recipe": "recipe",
+    "seconds": "duration",
+    "ended": "finished",
+    "best_val_loss": "val loss",
+    "test_accuracy": "test accuracy",
+    "state": "state",
+    "error": "error",
+}
 
 
 def first_line(text: Any, limit: int = 300) -> str:
@@ -389,6 +534,60 @@ def readable_log(text: str, limit: int = 300) -> str:
 
 
 def runs_view(table: pd.DataFrame) -> pd.DataFrame:
-    """The runs table as the Train page shows it (errors cut to their first line)."""
-    view = table.reindex(columns=RUN_COLUMNS)
-    return view.assign(error=view["error"].map(first_line))
+    """The runs table as the Train page shows it: words and local times, empty cells empty."""
+    rows = []
+    for row in table.to_dict("records"):
+        rows.append(
+            {
+                "name": row.get("name") or row.get("run") or "",
+                "dataset": _text(row.get("dataset")),
+                "people": _count(row.get("people")),
+                "photos": _count(row.get("photos")),
+                "backbone": _text(row.get("backbone")),
+                "recipe": _text(row.get("recipe")),
+                "seconds": duration(row.get("seconds")) if _text(row.get("ended")) else "",
+                "ended": local_time(row.get("ended")),
+                "best_val_loss": _number(row.get("best_val_loss"), "{:.3f}"),
+                "test_accuracy": _number(row.get("test_accuracy"), "{:.1%}"),
+                "state": _text(row.get("state")),
+                "error": first_line(_text(row.get("error"))),
+            }
+        )
+    return pd.DataFrame(rows, columns=list(RUN_COLUMNS)).rename(columns=RUN_COLUMNS)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def _text(value: Any) -> str:
+    return "" if _missing(value) else str(value)
+
+
+def _count(value: Any) -> str:
+    return "" if _missing(value) else f"{int(value):,}"
+
+
+def _number(value: Any, form: str) -> str:
+    return "" if _missing(value) else form.format(float(value))
+
+
+def duration(seconds: float | None) -> str:
+    """``3 min 05 s``, ``1 h 02 min``, ``42 s``; empty when unknown."""
+    if _missing(seconds):
+        return ""
+    seconds = int(round(float(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def local_time(stamp: Any) -> str:
+    """An ISO time stamp as this machine's local time, ``2026-11-28 07:12``."""
+    try:
+        when = dt.datetime.fromisoformat(str(stamp))
+    except (TypeError, ValueError):
+        return ""
+    return when.astimezone().strftime("%Y-%m-%d %H:%M")

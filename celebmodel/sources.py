@@ -17,7 +17,7 @@ import stat
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -79,17 +79,29 @@ def _is_link(info: zipfile.ZipInfo) -> bool:
     return stat.S_ISLNK(info.external_attr >> 16)
 
 
-def plan_zip(archive: zipfile.ZipFile, label: str, limits: Limits) -> list[tuple[Any, tuple]]:
-    """Check every entry and return ``(info, target parts)`` of the photos to extract.
+def is_photo(parts: tuple[str, ...]) -> bool:
+    return Path(parts[-1]).suffix.lower() in IMAGE_EXTENSIONS
 
-    Raises :class:`UploadError` before anything is written when the archive breaks a rule.
+
+def plan_zip(
+    archive: zipfile.ZipFile,
+    label: str,
+    limits: Limits,
+    keep: Callable[[tuple[str, ...]], bool] = is_photo,
+    noun: str = "photo",
+) -> list[tuple[Any, tuple]]:
+    """Check every entry and return ``(info, target parts)`` of the files ``keep`` accepts.
+
+    Every entry is checked, kept or not (count, names escaping the target, links,
+    encryption); kept files also for their size and compression ratio. Raises
+    :class:`UploadError` before anything is written when the archive breaks a rule.
     """
     infos = archive.infolist()
     if len(infos) > limits.entries:
         raise UploadError(
             f"{label}: {len(infos):,} entries, more than the {limits.entries:,} allowed"
         )
-    photos, total = [], 0
+    kept, total = [], 0
     for info in infos:
         parts = _entry_parts(info.filename, label)
         if info.flag_bits & 0x1:
@@ -100,25 +112,30 @@ def plan_zip(archive: zipfile.ZipFile, label: str, limits: Limits) -> list[tuple
             raise UploadError(f"{label}: {info.filename} is a symbolic link, which is not allowed")
         if info.is_dir() or not parts or any(p in JUNK or p.startswith(".") for p in parts):
             continue
-        if Path(parts[-1]).suffix.lower() not in IMAGE_EXTENSIONS:
+        if not keep(parts):
             continue
         if info.file_size > limits.file_bytes:
             raise UploadError(
                 f"{label}: {info.filename} is {info.file_size:,} bytes, more than the "
-                f"{limits.file_bytes:,} allowed per photo"
+                f"{limits.file_bytes:,} allowed per {noun}"
             )
         if info.file_size > limits.ratio * max(info.compress_size, 1) and info.file_size > 1 << 20:
             raise UploadError(
                 f"{label}: {info.filename} is compressed suspiciously well (zip bomb?)"
             )
         total += info.file_size
-        photos.append((info, parts))
+        kept.append((info, parts))
     if total > limits.total_bytes:
         raise UploadError(
-            f"{label}: the photos unpack to {total:,} bytes, more than the "
+            f"{label}: the {noun}s unpack to {total:,} bytes, more than the "
             f"{limits.total_bytes:,} allowed"
         )
-    return _strip_common_folder(photos, label)
+    return kept
+
+
+def plan_dataset(archive: zipfile.ZipFile, label: str, limits: Limits) -> list[tuple[Any, tuple]]:
+    """The photos of a zipped dataset, one folder per celebrity (a shared top folder dropped)."""
+    return _strip_common_folder(plan_zip(archive, label, limits), label)
 
 
 def _strip_common_folder(photos: list[tuple[Any, tuple]], label: str) -> list[tuple[Any, tuple]]:
@@ -137,6 +154,45 @@ def _strip_common_folder(photos: list[tuple[Any, tuple]], label: str) -> list[tu
     return photos
 
 
+def unpack(
+    source: bytes | str | Path | IO[bytes],
+    filename: str,
+    root: Path,
+    plan: Callable[[zipfile.ZipFile, str, Limits], list[tuple[Any, tuple]]],
+    limits: Limits | None = None,
+    check: Callable[[Path], None] | None = None,
+) -> Path:
+    """Check a zip with ``plan``, then unpack the planned files into a new folder of ``root``
+    named after ``filename``: first into a hidden folder, renamed into place when complete
+    (and, with ``check``, only once ``check(hidden folder)`` returned without raising)."""
+    limits = limits or Limits()
+    label = Path(filename).name or "upload.zip"
+    stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+    try:
+        with zipfile.ZipFile(stream) as archive:
+            files = plan(archive, label, limits)
+            root.mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(root).free
+            needed = sum(info.file_size for info, _ in files)
+            if needed > free:
+                raise UploadError(f"{label}: needs {needed:,} bytes but {root} has {free:,} free")
+            target = _free_target(root, safe_name(label))
+            partial = Path(tempfile.mkdtemp(dir=root, prefix=f".{target.name}.partial-"))
+            try:
+                _write_photos(archive, files, partial, label)
+                if check is not None:
+                    check(partial)
+                partial.rename(target)
+            except BaseException:
+                shutil.rmtree(partial, ignore_errors=True)
+                raise
+    except zipfile.BadZipFile as exc:
+        raise UploadError(f"{label}: not a zip archive, or a damaged one ({exc})") from exc
+    except (OSError, EOFError, RuntimeError, NotImplementedError) as exc:
+        raise UploadError(f"{label}: cannot extract ({exc})") from exc
+    return target
+
+
 def extract_dataset(
     source: bytes | str | Path | IO[bytes],
     filename: str,
@@ -148,31 +204,24 @@ def extract_dataset(
     ``filename`` is the upload's name, used for the folder and in messages. An existing
     dataset of that name is kept; the new one gets a numbered name beside it.
     """
-    limits = limits or Limits()
-    label = Path(filename).name or "upload.zip"
     root = Path(dest_root) if dest_root else datasets_dir()
-    stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
-    try:
-        with zipfile.ZipFile(stream) as archive:
-            photos = plan_zip(archive, label, limits)
-            root.mkdir(parents=True, exist_ok=True)
-            free = shutil.disk_usage(root).free
-            needed = sum(info.file_size for info, _ in photos)
-            if needed > free:
-                raise UploadError(f"{label}: needs {needed:,} bytes but {root} has {free:,} free")
-            target = _free_target(root, safe_name(label))
-            partial = Path(tempfile.mkdtemp(dir=root, prefix=f".{target.name}.partial-"))
-            try:
-                _write_photos(archive, photos, partial, label)
-                partial.rename(target)
-            except BaseException:
-                shutil.rmtree(partial, ignore_errors=True)
-                raise
-    except zipfile.BadZipFile as exc:
-        raise UploadError(f"{label}: not a zip archive, or a damaged one ({exc})") from exc
-    except (OSError, EOFError, RuntimeError, NotImplementedError) as exc:
-        raise UploadError(f"{label}: cannot extract ({exc})") from exc
-    return scan_dataset(target)
+    return scan_dataset(unpack(source, filename, root, plan_dataset, limits))
+
+
+def extract_photos(
+    source: bytes | str | Path | IO[bytes], filename: str, dest_root: str | Path | None = None
+) -> Path:
+    """Safely unpack a zip of photos in any layout (people the model does not know) into
+    ``<data>/strangers/<name>``; the folder is returned."""
+    root = Path(dest_root) if dest_root else data_root() / "strangers"
+
+    def photos(archive: zipfile.ZipFile, label: str, limits: Limits) -> list:
+        found = plan_zip(archive, label, limits)
+        if not found:
+            raise UploadError(f"{label}: no photos inside ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+        return found
+
+    return unpack(source, filename, root, photos)
 
 
 def _free_target(root: Path, name: str) -> Path:

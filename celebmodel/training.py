@@ -170,6 +170,14 @@ def _train(config: TrainConfig, run: Run, progress: bool) -> None:
         )
         for warning in warnings:
             log.warning(warning)
+        short = [w for w in warnings if "(fewer than per_class=" in w]
+        if short:
+            stages.warn(
+                f"{len(short)} celebrit{'ies have' if len(short) > 1 else 'y has'} fewer than "
+                f"{config.per_class} photos: all their photos are used",
+                short,
+            )
+        for warning in (w for w in warnings if w not in short):
             stages.warn(warning)
         write_split(split, run.file("split.csv"))
     split = config.kept(split)

@@ -1,21 +1,35 @@
-"""Evaluate: how good a run is, where it errs, whether it overfits; compare two runs."""
+"""Evaluate: how good a run is and how sure we can be, where it errs, whether it overfits,
+how it treats strangers; compare runs on the photos they both held out."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 from PIL import Image
 
 from celebmodel import display, figures
+from celebmodel.archives import run_zip
 from celebmodel.dataset import display_name
-from celebmodel.metrics import overfitting_verdict
-from celebmodel.runs import Run
+from celebmodel.evaluation import compare, open_set_scores, subset_metrics
+from celebmodel.images import photos_under
+from celebmodel.metrics import (
+    chance,
+    learning_verdict,
+    one_error_note,
+    open_set_metrics,
+    overfitting_verdict,
+)
+from celebmodel.runs import Run, active_run, finished_runs
+from celebmodel.sources import extract_photos
 from pages import ui
 
 ui.through_app()
 
-SUBSETS = {"test": "test", "val": "validation", "train": "train"}
+EVALUATE_KEY = "evaluate_run"
+SUBSETS = {"test": "test", "val": "validation", "val+test": "validation + test", "train": "train"}
 GALLERY_COLUMNS = 4
 
 
@@ -25,9 +39,17 @@ def crop(run_path: str, path: str) -> Image.Image | None:
     return display.crop_for(Run(Path(run_path)), path)
 
 
+@st.cache_data(max_entries=4, show_spinner="Finding and scoring the strangers' faces…")
+def stranger_test(run_path: str, model_time: float, folder: str, photos: tuple[str, ...]):
+    """Known test faces' and strangers' unknown scores (the same code as ``evaluate
+    --unknown``), recomputed when the model or the folder's photos change."""
+    scores = open_set_scores(Run(Path(run_path)), folder)
+    return scores.known, scores.strangers, scores.n_stranger_photos
+
+
 st.title("Evaluate")
 
-runs = ui.finished_runs()
+runs = finished_runs()
 if not runs:
     st.info("No finished run to evaluate yet: train one first.")
     st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
@@ -36,19 +58,19 @@ if not runs:
 by_name = {run.name: run for run in runs}
 asked = st.query_params.get("run")
 if asked in by_name:
-    st.session_state[ui.EVALUATE_KEY] = asked
+    st.session_state[EVALUATE_KEY] = asked
     del st.query_params["run"]
-if st.session_state.get(ui.EVALUATE_KEY) not in by_name:
-    st.session_state.pop(ui.EVALUATE_KEY, None)
-active = ui.active_run()
+if st.session_state.get(EVALUATE_KEY) not in by_name:
+    st.session_state.pop(EVALUATE_KEY, None)
+active = active_run()
 names = list(by_name)
-pick, other_pick, subset_pick = st.columns(3)
+pick, other_pick, subset_pick = st.columns([2, 2, 3])
 name = pick.selectbox(
     "Run",
     names,
     index=names.index(active.name) if active and active.name in by_name else 0,
     format_func=lambda n: ui.run_label(by_name[n]),
-    key=ui.EVALUATE_KEY,
+    key=EVALUATE_KEY,
 )
 other_name = other_pick.selectbox(
     "Compare with",
@@ -62,48 +84,70 @@ subset = subset_pick.radio(
     "Photos", list(SUBSETS), format_func=SUBSETS.get, key="subset", horizontal=True
 )
 run = by_name[name]
-metrics = run.metrics(subset)
+metrics = subset_metrics(run, subset)
 if not metrics or metrics.get("accuracy") is None:
     st.warning(
-        f"{run.name} has no {SUBSETS[subset]} metrics ({run.file(f'metrics_{subset}.json')}). "
-        f"Compute them with `python -m celebmodel evaluate {run.path} --subset {subset}`."
+        f"{run.title} has no {SUBSETS[subset]} metrics. Compute them with "
+        f"`python -m celebmodel evaluate {run.path} --subset all`."
     )
     st.stop()
 
 # Headline -----------------------------------------------------------------------------------
 config = run.config_dict()
+notes = run.meta().get("notes")
 st.caption(
-    f"{config.get('backbone')} · {config.get('recipe')} recipe · {metrics['n']} "
+    f"{run.title} · {config.get('backbone')} · {config.get('recipe')} recipe · {metrics['n']} "
     f"{SUBSETS[subset]} photos · {len(metrics.get('skipped') or [])} skipped (no usable face)"
+    + (f" · {notes}" if notes else "")
 )
+ui.use_model_button(run, key="use-evaluated")
+verdict = learning_verdict(metrics)
+if verdict:
+    st.error(verdict, icon=":material/report:")
 cards = figures.headline(metrics)
 for row in range(0, len(cards), 3):
     for column, card in zip(st.columns(3), cards[row : row + 3], strict=True):
         value, original = card["value"], card["original"]
+        interval = figures.percent_interval(card["interval"])
         column.metric(
             card["title"],
             f"{value:.1%}" if value is not None else "n/a",
             delta=f"{value - original:+.1%} vs original {original:.1%}"
             if value is not None and original is not None
             else None,
-            help=f"The original recipe reached {original:.1%} on its test set."
-            if original is not None
-            else "The original recipe did not report this.",
+            help=(f"{interval} (Wilson) over {metrics['n']} photos. " if interval else "")
+            + (
+                f"The original recipe reached {original:.1%} on its test set."
+                if original is not None
+                else "The original recipe did not report this."
+            ),
             border=True,
         )
+        if interval:
+            column.caption(interval)
+note = one_error_note(metrics)
+if note:
+    st.info(note, icon=":material/info:")
 
 if other_name:
-    other = by_name[other_name]
-    st.subheader(f"{run.name} against {other.name}")
-    st.plotly_chart(figures.compare_figure([run, other], subset), key="compare-chart")
-    table = figures.compare_frame([run, other], subset)
-    st.dataframe(
-        table.pivot(index="metric", columns="run", values="value"),
-        column_config={c: st.column_config.NumberColumn(format="percent") for c in table["run"]},
-    )
+    comparison = compare([run, by_name[other_name]], "test" if subset == "val+test" else subset)
+    st.subheader(f"{run.title} against {by_name[other_name].title}")
+    if comparison.same_photos:
+        st.caption(comparison.note())
+    else:
+        st.warning(comparison.note())
+    if comparison.common:
+        st.plotly_chart(figures.compare_figure(comparison), key="compare-chart")
+        st.dataframe(
+            figures.compare_table(comparison),
+            column_config={
+                column: st.column_config.NumberColumn(format="percent")
+                for column in figures.compare_table(comparison).columns
+            },
+        )
 
-per_class, confusion, overfitting, mistakes, downloads = st.tabs(
-    ["Per celebrity", "Confusion matrix", "Overfitting", "Mistakes", "Downloads"]
+per_class, confusion, overfitting, mistakes, strangers, downloads = st.tabs(
+    ["Per celebrity", "Confusion matrix", "Overfitting", "Mistakes", "Strangers", "Downloads"]
 )
 
 # Per celebrity ------------------------------------------------------------------------------
@@ -112,7 +156,15 @@ with per_class:
         "Sort by", figures.SORTS, key="sort-by", help="Bars are ordered by this, best first."
     )
     st.plotly_chart(figures.per_class_figure(metrics, sort_by), key="per-class-chart")
-    st.dataframe(figures.per_class_frame(metrics), hide_index=True)
+    st.caption("Recall bars carry their 95% interval; the dotted line is chance (a blind guess).")
+    st.dataframe(
+        figures.per_class_frame(metrics),
+        hide_index=True,
+        column_config={
+            column: st.column_config.NumberColumn(format="percent")
+            for column in ("precision", "recall", "f1", "recall_low", "recall_high")
+        },
+    )
 
 # Confusion matrix ---------------------------------------------------------------------------
 with confusion:
@@ -160,7 +212,7 @@ with confusion:
 
 # Overfitting --------------------------------------------------------------------------------
 with overfitting:
-    st.info(overfitting_verdict(run.accuracies()))
+    st.info(overfitting_verdict(run.accuracies(), chance(metrics)))
     left, right = st.columns([2, 3])
     left.plotly_chart(figures.accuracy_figure(run), key="accuracy-chart")
     history = run.history()
@@ -193,6 +245,90 @@ with mistakes:
                     f"({row.probability:.0%}) · {row.path}"
                 )
 
+# Strangers ----------------------------------------------------------------------------------
+with strangers:
+    st.caption(
+        "People the model was never trained on must come back as unknown. Point at photos of "
+        "such people (any layout) to see how many it rejects, how many known test faces it "
+        "still accepts, and to choose the threshold from that trade-off."
+    )
+    where = st.radio(
+        "Strangers' photos",
+        ["folder", "zip"],
+        format_func={"folder": "A folder on this server", "zip": "Upload a .zip"}.get,
+        horizontal=True,
+        key="strangers-source",
+    )
+    folder = None
+    if where == "folder":
+        folder = st.text_input("Folder of strangers", key="strangers-folder").strip() or None
+    else:
+        archive = st.file_uploader("Zip of strangers' photos", type=["zip"], key="strangers-zip")
+        if archive is not None and st.button("Extract", key="strangers-extract"):
+            with ui.shown_errors(f"Extracting {archive.name}"):
+                st.session_state["strangers-extracted"] = str(
+                    extract_photos(archive.getvalue(), archive.name)
+                )
+        folder = st.session_state.get("strangers-extracted")
+    if folder:
+        with ui.shown_errors(f"Testing {folder}"):
+            listed = tuple(str(p) for p in photos_under(folder)) if Path(folder).is_dir() else ()
+            known, unknown, n_photos = stranger_test(
+                str(run.path), run.file("model.keras").stat().st_mtime, folder, listed
+            )
+            threshold = float((run.read_json("calibration.json") or {})["threshold"])
+            current = open_set_metrics(known, unknown, threshold)
+            a, b, c = st.columns(3)
+            a.metric(
+                "Strangers rejected",
+                f"{current['unknown_rejected']:.1%}"
+                if current["unknown_rejected"] is not None
+                else "n/a",
+                help=f"{current['n_unknown']} stranger faces from {n_photos} photos",
+                border=True,
+            )
+            b.metric(
+                "Known faces accepted",
+                f"{current['known_accepted']:.1%}"
+                if current["known_accepted"] is not None
+                else "n/a",
+                help=f"{current['n_known']} known test faces",
+                border=True,
+            )
+            c.metric(
+                "ROC AUC",
+                f"{current['auc']:.3f}" if current["auc"] is not None else "n/a",
+                help="1.0: every stranger scores above every known face",
+                border=True,
+            )
+            tradeoff = figures.threshold_tradeoff(known, unknown, threshold)
+            options = list(tradeoff["threshold"])
+            chosen_threshold = st.select_slider(
+                "Threshold to consider",
+                options=options,
+                value=min(options, key=lambda t: abs(t - threshold)),
+                format_func=lambda t: f"{t:.3f}",
+                key=f"strangers-threshold-{run.name}",
+            )
+            row = tradeoff.iloc[int(np.argmin(np.abs(tradeoff["threshold"] - chosen_threshold)))]
+            st.caption(
+                f"At {chosen_threshold:.3f}: {row['strangers accepted']:.1%} of strangers "
+                f"accepted, {row['known rejected']:.1%} of known faces rejected "
+                f"(current threshold {threshold:.3f})."
+            )
+            st.plotly_chart(
+                figures.threshold_figure(known, unknown, threshold, chosen_threshold),
+                key="threshold-chart",
+            )
+            if chosen_threshold != threshold and st.button(
+                f"Use {chosen_threshold:.3f} as this model's threshold", key="set-threshold"
+            ):
+                run.set_threshold(chosen_threshold, f"strangers test on {folder}")
+                st.success(
+                    f"{run.title} now calls a face unknown above {chosen_threshold:.3f} "
+                    "(recorded in its calibration history)."
+                )
+
 # Downloads ----------------------------------------------------------------------------------
 with downloads:
     st.download_button(
@@ -204,7 +340,7 @@ with downloads:
     )
     st.download_button(
         "Metrics (JSON)",
-        run.file(f"metrics_{subset}.json").read_bytes(),
+        json.dumps(metrics, indent=2),
         file_name=f"{run.name}-metrics-{subset}.json",
         mime="application/json",
         key="download-json",
@@ -218,13 +354,20 @@ with downloads:
     )
     model = run.file("model.keras")
     st.download_button(
-        f"Model file ({model.stat().st_size / 1e6:.1f} MB)",
+        f"Model file ({figures.human_size(model.stat().st_size)})",
         model.read_bytes,
         file_name=f"{run.name}-model.keras",
         mime="application/octet-stream",
         key="download-model",
     )
+    st.download_button(
+        "The whole run (.zip)",
+        lambda: run_zip(run),
+        file_name=f"{run.name}.zip",
+        mime="application/zip",
+        key="download-run",
+    )
     st.caption(
-        "The model file alone is not enough to identify faces: copy the whole run folder "
-        f"({run.path}) to use it elsewhere."
+        "The model file alone is not enough to identify faces: the run zip holds everything "
+        "(labels, gallery, threshold) and imports back on the Train page of any studio."
     )

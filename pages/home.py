@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from celebmodel.metrics import ORIGINAL
+from celebmodel.runs import active_run
 from pages import ui
 
 ui.through_app()
@@ -16,7 +17,7 @@ st.markdown(
     "of celebrity photos and see exactly how good it is, next to the original recipe's 53%."
 )
 
-run = ui.active_run()
+run = active_run()
 if run is None:
     st.subheader("Get started")
     st.markdown(
@@ -33,12 +34,12 @@ else:
     config = run.config_dict()
     test = run.metrics("test") or {}
     facts = config.get("run") or {}
-    st.subheader(f"Active model: {run.name}")
+    st.subheader(f"Active model: {run.title}")
     left, middle, right = st.columns(3)
     left.metric("Backbone", str(config.get("backbone", "?")), help=f"recipe {config.get('recipe')}")
     middle.metric(
         "Celebrities",
-        facts.get("n_celebrities", len(run.read_json("labels.json", []) or [])),
+        run.people(),
         help=f"dataset {config.get('data_dir')}",
     )
     accuracy = test.get("accuracy")

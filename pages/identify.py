@@ -8,6 +8,7 @@ from celebmodel import display, figures
 from celebmodel.backbones import BACKBONES
 from celebmodel.enrol import enroll_uploaded
 from celebmodel.errors import CelebmodelError
+from celebmodel.runs import active_run
 from pages import ui
 
 ui.through_app()
@@ -16,7 +17,7 @@ FACES_PER_ROW = 3
 
 st.title("Identify")
 
-run = ui.active_run()
+run = active_run()
 if run is None:
     st.warning(
         "No trained model yet, so there is no one to recognise. Train one first (a few "

@@ -1,14 +1,24 @@
-"""Train: choose a dataset, set the recipe, start a training process and watch it live."""
+"""Train: choose a dataset and the settings that apply, start a training, watch every stage."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from celebmodel import figures, jobs
+from celebmodel.archives import import_run, run_zip
 from celebmodel.backbones import BACKBONES, keras_cache
-from celebmodel.config import DETECTORS, RECIPES, TrainConfig
+from celebmodel.config import DETECTORS, RECIPES, TrainConfig, hidden_settings
 from celebmodel.dataset import scan_dataset
-from celebmodel.runs import Run, delete_run, first_line, list_runs, runs_root, runs_table, runs_view
+from celebmodel.runs import (
+    Run,
+    active_run,
+    delete_run,
+    first_line,
+    list_runs,
+    runs_root,
+    runs_table,
+    runs_view,
+)
 from celebmodel.sources import datasets_dir, extract_dataset, fetch_lfw
 from pages import ui
 
@@ -21,6 +31,10 @@ SOURCES = {
     "folder": "A folder on this server",
     "zip": "Upload a .zip",
     "lfw": "Labeled Faces in the Wild (online)",
+}
+RECIPE_TITLES = {
+    "improved": "improved: frozen base, then fine-tune",
+    "classic": "classic: the original, whole network at once",
 }
 
 
@@ -111,8 +125,27 @@ backbone = left.selectbox(
     "download and trains in minutes on a CPU.",
 )
 spec = BACKBONES[backbone]
+recipe = left.radio(
+    "Recipe",
+    list(RECIPES),
+    index=list(RECIPES).index("improved"),
+    format_func=RECIPE_TITLES.get,
+    key="recipe",
+    horizontal=True,
+)
+fine_tune = False
+if RECIPES[recipe].two_phase:
+    fine_tune = left.checkbox(
+        "Phase 2: fine-tune the top of the network",
+        value=spec.fine_tune,
+        key=f"fine-tune-{backbone}",
+        help="After the head is trained, unfreeze the network's last stage and train it at a "
+        "low learning rate. A face network keeps phase 2 only if it lowers the validation "
+        "loss; measured on LFW it did not help dlib128, so it is off by default there.",
+    )
+hidden = hidden_settings(backbone, recipe, fine_tune)
 weights = "imagenet"
-if spec.kind == "cnn":
+if "weights" not in hidden:
     cached = spec.imagenet_cached()
     if not cached:
         left.warning(
@@ -128,17 +161,6 @@ if spec.kind == "cnn":
         key=f"weights-{backbone}",
         horizontal=True,
     )
-recipe = left.radio(
-    "Recipe",
-    list(RECIPES),
-    index=list(RECIPES).index("improved"),
-    format_func={
-        "improved": "improved: frozen base, then fine-tune",
-        "classic": "classic: the original, whole network at once",
-    }.get,
-    key="recipe",
-    horizontal=True,
-)
 per_class = left.number_input(
     "Photos per celebrity (0 = all)",
     min_value=0,
@@ -153,44 +175,46 @@ patience = right.number_input(
 )
 max_epochs = right.number_input("Most epochs per phase", 1, 1000, 100, key="max-epochs")
 image_size = None
-if spec.kind == "cnn":
+if "image size" not in hidden:
     image_size = right.number_input(
         "Image size (px)", 32, 1024, spec.input_size, step=16, key=f"image-size-{backbone}"
     )
-faces = right.checkbox(
-    "Find and align the face first",
-    value=True,
-    disabled=spec.kind == "embedding",
-    key="faces",
-    help="Off: the whole photo is resized, as the original recipe did. dlib128 always needs it.",
-)
-faces = faces or spec.kind == "embedding"
-fine_tune = None
-if RECIPES[recipe].two_phase:
-    fine_tune = right.checkbox(
-        "Phase 2: fine-tune the top of the network",
-        value=spec.fine_tune,
-        key=f"fine-tune-{backbone}",
-        help="After the head is trained, unfreeze the network's last stage and train it at a "
-        "low learning rate. A face network keeps phase 2 only if it lowers the validation loss.",
+faces = True
+if "face stage" not in hidden:
+    faces = right.checkbox(
+        "Find and align the face first",
+        value=True,
+        key="faces",
+        help="Off: the whole photo is resized, as the original recipe did.",
     )
-augment = right.checkbox(
-    "Augment the training photos",
-    value=RECIPES[recipe].augment,
-    disabled=spec.kind == "embedding" and not fine_tune,
-    key=f"augment-{recipe}-{spec.kind}",
-    help="Random flips, small rotations and brightness (and zoom and contrast for CNNs); "
-    "for a face network only phase 2 sees the photos themselves.",
-)
+augment = None
+if "augmentation" not in hidden:
+    augment = right.checkbox(
+        "Augment the training photos",
+        value=RECIPES[recipe].augment,
+        key=f"augment-{recipe}-{spec.kind}",
+        help="Random flips, small rotations and brightness (and zoom and contrast for CNNs).",
+    )
 detector = right.selectbox("Face detector", DETECTORS, key="detector", disabled=not faces)
+if hidden:
+    st.caption(
+        "Not shown, because they do not apply here: "
+        + "; ".join(f"{setting} ({why})" for setting, why in hidden.items())
+        + "."
+    )
+name_column, notes_column = st.columns([1, 2])
+run_name = name_column.text_input(
+    "Name of this run", key="run-name", placeholder="e.g. LFW, 8 people, dlib128"
+)
+run_notes = notes_column.text_input("Notes", key="run-notes", placeholder="optional")
 
-run = ui.active_run()
+run = active_run()
 exclude: list[str] = []
 if run is not None and dataset_ok and run.config_dict().get("data_dir") == root:
     with ui.shown_errors(f"Reading {run.file('faces.csv')}"):
         several = run.several_faces()
         if len(several):
-            with st.expander(f"{len(several)} photo(s) with several faces in {run.name}"):
+            with st.expander(f"{len(several)} photo(s) with several faces in {run.title}"):
                 st.caption(
                     "The central face was taken as the celebrity. Leave out the photos where "
                     "that guess is wrong."
@@ -229,13 +253,23 @@ if st.button(
             image_size=int(image_size) if image_size else None,
             faces=faces,
             detector=detector,
-            augment=augment if spec.kind == "cnn" or fine_tune else None,
-            fine_tune=fine_tune,
+            augment=augment,
+            fine_tune=fine_tune if RECIPES[recipe].two_phase else None,
             exclude=tuple(exclude),
         )
-        started = jobs.start(config)
+        started = jobs.start(config, name=run_name, notes=run_notes)
         st.session_state[WATCH_KEY] = started.name
         st.rerun()
+
+
+def show_warnings(run: Run) -> None:
+    """What the training noticed about the dataset, one alert per group naming the files."""
+    for group in run.warnings():
+        files = group.get("files") or []
+        st.warning(group["title"], icon=":material/warning:")
+        if files:
+            with st.expander(f"The {len(files)} file(s)"):
+                st.code("\n".join(files[:200]) + ("\n…" if len(files) > 200 else ""), None)
 
 
 @st.fragment(run_every=2)
@@ -264,16 +298,22 @@ def live() -> None:
 def show_run(run: Run) -> None:
     status = run.status()
     state = status["state"]
+    st.subheader(f"{run.title}: {state}")
+    if run.title != run.name:
+        st.caption(f"Run folder {run.name}")
+    stage = run.stage_view()
+    if stage is not None:
+        st.progress(stage["fraction"], text=stage["text"])
     progress = run.progress()
     seconds = run.elapsed()
-    st.subheader(f"{run.name}: {state}")
-    most = f" of at most {progress['max_epochs']}" if progress["max_epochs"] else ""
-    phase = f" ({progress['phase']})" if progress["phase"] else ""
-    st.progress(
-        1.0 if state == "finished" else progress["fraction"],
-        text=f"epoch {progress['epochs']}{most}{phase}"
-        + (f" · {seconds:.0f} s elapsed" if seconds is not None else ""),
-    )
+    if progress["epochs"] or state not in ("queued", "running"):
+        most = f" of at most {progress['max_epochs']}" if progress["max_epochs"] else ""
+        phase = f" ({progress['phase']})" if progress["phase"] else ""
+        st.caption(
+            f"epoch {progress['epochs']}{most}{phase}"
+            + (f" · {seconds:.0f} s elapsed" if seconds is not None else "")
+        )
+    show_warnings(run)
     history = run.history()
     if len(history):
         st.plotly_chart(figures.learning_curves(history), key="live-curves")
@@ -286,9 +326,12 @@ def show_run(run: Run) -> None:
         summary = run.phase_summary()
         if summary:
             st.caption(summary)
-        st.page_link(
+        use, evaluate = st.columns(2)
+        with use:
+            ui.use_model_button(run, key=f"use-{run.name}")
+        evaluate.page_link(
             "pages/evaluate.py",
-            label=f"Evaluate {run.name}",
+            label=f"Evaluate {run.title}",
             icon=":material/analytics:",
             query_params={"run": run.name},
         )
@@ -312,21 +355,40 @@ with ui.shown_errors("Listing runs"):
     if table.empty:
         st.caption("No runs yet.")
     else:
-        st.dataframe(
-            runs_view(table),
-            hide_index=True,
-            column_config={
-                "test_accuracy": st.column_config.NumberColumn("test accuracy", format="percent"),
-                "best_val_loss": st.column_config.NumberColumn("best val loss", format="%.3f"),
-            },
+        st.dataframe(runs_view(table), hide_index=True)
+        runs = {run.name: run for run in list_runs()}
+        pick = st.selectbox(
+            "Run",
+            list(runs),
+            index=None,
+            format_func=lambda name: ui.run_label(runs[name]),
+            key="past-pick",
+            placeholder="Choose a run to rename, download or delete",
         )
-        removable = [
-            row.run for row in table.itertuples() if row.state not in ("queued", "running")
-        ]
-        pick, button = st.columns([3, 1], vertical_alignment="bottom")
-        doomed = pick.selectbox("Run to delete", removable, index=None, key="delete-pick")
-        if button.button("Delete…", disabled=doomed is None, key="delete"):
-            st.session_state["delete-confirm"] = doomed
+        if pick:
+            chosen = runs[pick]
+            meta = chosen.meta()
+            with st.form(f"meta-{pick}"):
+                new_name = st.text_input("Name", value=meta.get("name") or "", key="meta-name")
+                new_notes = st.text_area("Notes", value=meta.get("notes") or "", key="meta-notes")
+                if st.form_submit_button("Save name and notes"):
+                    with ui.shown_errors(f"Saving {pick}"):
+                        chosen.set_meta(new_name, new_notes)
+                        st.toast(f"Saved {new_name or pick}.")
+                        st.rerun()
+            download, use, delete = st.columns(3)
+            if chosen.state == "finished" and chosen.has_model():
+                download.download_button(
+                    "Download the run (.zip)",
+                    lambda: run_zip(chosen),
+                    file_name=f"{chosen.name}.zip",
+                    mime="application/zip",
+                    key="download-run",
+                )
+                with use:
+                    ui.use_model_button(chosen, key="use-past")
+            if chosen.state not in ("queued", "running") and delete.button("Delete…", key="delete"):
+                st.session_state["delete-confirm"] = pick
         confirm = st.session_state.get("delete-confirm")
         if confirm:
             st.warning(f"Delete {confirm} with its model and results? This cannot be undone.")
@@ -339,3 +401,10 @@ with ui.shown_errors("Listing runs"):
             if no.button("Cancel", key="delete-no"):
                 st.session_state.pop("delete-confirm")
                 st.rerun()
+
+with st.expander("Import a run (.zip downloaded from a studio)"):
+    uploaded = st.file_uploader("Run .zip", type=["zip"], key="import-zip")
+    if uploaded is not None and st.button("Import", key="import"):
+        with ui.shown_errors(f"Importing {uploaded.name}"), st.spinner("Checking the run…"):
+            imported = import_run(uploaded.getvalue(), uploaded.name)
+            st.success(f"Imported {imported.title} as {imported.name}.")

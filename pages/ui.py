@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import streamlit as st
 
@@ -18,10 +17,9 @@ from celebmodel.dataset import display_name
 from celebmodel.errors import CelebmodelError
 from celebmodel.images import IMAGE_EXTENSIONS
 from celebmodel.recognize import Recognizer
-from celebmodel.runs import Run, best_run, list_runs
+from celebmodel.runs import Run, active_run, choose_run, chosen_name, finished_runs
 
 PHOTO_TYPES = sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)  # what datasets may hold
-ACTIVE_KEY = "active_run"
 EVALUATE_KEY = "evaluate_run"
 PAGES = (  # file, title, icon; the first is the default page
     ("pages/home.py", "Home", ":material/home:"),
@@ -67,59 +65,72 @@ def through_app() -> None:
     st.stop()
 
 
-def finished_runs() -> list[Run]:
-    """Runs with a saved model, newest first: what can identify faces."""
-    return [run for run in list_runs() if run.state == "finished" and run.has_model()]
-
-
 def run_label(run: Run) -> str:
-    """``20250101-120000-dlib128 · dlib128 · test 97%`` for selectors."""
-    config = run.config_dict()
-    accuracy = (run.metrics("test") or {}).get("accuracy")
-    score = f" · test {accuracy:.0%}" if accuracy is not None else ""
-    return f"{run.name} · {config.get('backbone', '?')}{score}"
+    """``LFW faces · dlib128 · 8 people`` for selectors: the run's name, backbone, people."""
+    people = run.people()
+    count = f" · {people} people" if people is not None else ""
+    return f"{run.title} · {run.config_dict().get('backbone', '?')}{count}"
+
+
+def _choose(key: str, runs: dict[str, Run]) -> None:
+    name = st.session_state.get(key)
+    if name in runs:
+        choose_run(runs[name])
 
 
 def model_selector() -> Run | None:
-    """The sidebar's active-model choice, shared by every page through the session state."""
-    runs = finished_runs()
+    """The sidebar's active model: the user's choice, kept beside the runs for every session,
+    changed only here or by a "Use this model" button."""
+    runs = {run.name: run for run in finished_runs()}
     if not runs:
-        st.session_state.pop(ACTIVE_KEY, None)
         st.sidebar.info("No trained model yet.")
         return None
-    options = [str(run.path) for run in runs]
-    if st.session_state.get(ACTIVE_KEY) not in options:
-        st.session_state.pop(ACTIVE_KEY, None)
-    best = best_run()
-    default = options.index(str(best.path)) if best and str(best.path) in options else 0
-    labels = {str(run.path): run_label(run) for run in runs}
-    chosen = st.sidebar.selectbox(
+    active = active_run()
+    gone = chosen_name() if active is None else None
+    key = f"active-model-{active.name if active else ''}"  # a new choice elsewhere resets it
+    st.sidebar.selectbox(
         "Active model",
-        options,
-        index=default,
-        format_func=labels.get,
-        key=ACTIVE_KEY,
-        help="Used by Identify, preselected on Evaluate. The best finished run comes first.",
+        list(runs),
+        index=list(runs).index(active.name) if active else None,
+        format_func=lambda name: run_label(runs[name]),
+        placeholder="Choose the model to use",
+        key=key,
+        on_change=_choose,
+        args=(key, runs),
+        help="Identify uses it; Evaluate opens on it. It changes only when you choose another.",
     )
-    return Run(Path(chosen))
+    if active is not None:  # the whole name, which the box may cut off
+        st.sidebar.caption(f"{active.title} ({active.name})")
+    if gone:
+        st.sidebar.warning(f"The model chosen before ({gone}) is gone: choose another.")
+    return active
 
 
-def active_run() -> Run | None:
-    """The model chosen in the sidebar, else the best finished run."""
-    path = st.session_state.get(ACTIVE_KEY)
-    chosen = next((run for run in finished_runs() if str(run.path) == path), None)
-    return chosen or best_run()
+def use_model_button(run: Run, key: str) -> None:
+    """ "Use this model" for a finished run (or a note that it is the active one)."""
+    if not run.has_model() or run.state != "finished":
+        return
+    active = active_run()
+    if active is not None and active.path == run.path:
+        st.caption(f":material/check_circle: {run.title} is the active model.")
+    elif st.button("Use this model", key=key, icon=":material/task_alt:"):
+        choose_run(run)
+        st.toast(f"{run.title} is now the active model.")
+        st.rerun()
 
 
 @st.cache_resource(max_entries=3, show_spinner="Loading the model…")
-def _load_recognizer(path: str, model_mtime: float) -> Recognizer:
-    """One loaded model per run and model file version (enrolment rewrites the file)."""
-    return Recognizer.from_run(path)
+def _load_recognizer(path: str, versions: tuple[float, ...]) -> Recognizer:
+    """One loaded model per run and version of its files (enrolment rewrites the model,
+    a new threshold the calibration)."""
+    return Recognizer.from_run(path).warm_up()
 
 
 def recognizer(run: Run) -> Recognizer:
     """The run's recognizer, loaded once and shared by all sessions."""
-    return _load_recognizer(str(run.path), run.file("model.keras").stat().st_mtime)
+    files = ("model.keras", "calibration.json", "labels.json")
+    versions = tuple(run.file(name).stat().st_mtime for name in files if run.file(name).is_file())
+    return _load_recognizer(str(run.path), versions)
 
 
 def names(labels: list[str]) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import struct
 import zlib
 from pathlib import Path
@@ -14,6 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from celebmodel.runs import Run
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -152,3 +156,46 @@ def cnn_run(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path):
 def dlib_run(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path):
     """A finished dlib128 run: the tiny photos have no detectable face, so they go whole."""
     return _train(tmp_path_factory, tiny_dataset, "dlib", backbone="dlib128", max_epochs=20)
+
+
+# Pages under AppTest -------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """An empty runs folder and data folder of this test only."""
+    runs, data = tmp_path / "runs", tmp_path / "data"
+    runs.mkdir()
+    monkeypatch.setenv("CELEBMODEL_RUNS", str(runs))
+    monkeypatch.setenv("CELEBMODEL_DATA", str(data))
+    return runs, data
+
+
+def add_run(runs: Path, source: Run, name: str) -> Run:
+    shutil.copytree(source.path, runs / name, ignore=shutil.ignore_patterns(".lock"))
+    return Run(runs / name)
+
+
+def app() -> AppTest:
+    return AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
+
+
+def open_page(at: AppTest, page: str | None = None) -> AppTest:
+    """Run the app (on ``page``) and fail on any exception element: users see no traceback."""
+    if page is None:
+        at.run()
+    else:
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at: AppTest) -> str:
+    """All visible text of the current page, for phrase checks."""
+    parts = []
+    for kind in ("title", "header", "subheader", "markdown", "caption", "info", "warning"):
+        parts += [str(e.value) for e in getattr(at, kind)]
+    parts += [str(e.value) for e in at.error] + [str(e.value) for e in at.success]
+    return "\n".join(parts)

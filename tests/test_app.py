@@ -19,7 +19,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import COLOURS, awkward_photos, broken_photos, make_dataset
+from conftest import (
+    COLOURS,
+    add_run,
+    app,
+    awkward_photos,
+    broken_photos,
+    make_dataset,
+    open_page,
+    texts,
+)
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -38,21 +47,6 @@ PAGES = ("pages/identify.py", "pages/train.py", "pages/evaluate.py")
 # Helpers -------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
-    """An empty runs folder and data folder of this test only."""
-    runs, data = tmp_path / "runs", tmp_path / "data"
-    runs.mkdir()
-    monkeypatch.setenv("CELEBMODEL_RUNS", str(runs))
-    monkeypatch.setenv("CELEBMODEL_DATA", str(data))
-    return runs, data
-
-
-def add_run(runs: Path, source: Run, name: str) -> Run:
-    shutil.copytree(source.path, runs / name, ignore=shutil.ignore_patterns(".lock"))
-    return Run(runs / name)
-
-
 def add_failed_run(runs: Path, name: str = "20240101-000000-vgg16") -> Run:
     folder = runs / name
     folder.mkdir()
@@ -62,29 +56,6 @@ def add_failed_run(runs: Path, name: str = "20240101-000000-vgg16") -> Run:
     )
     atomic_write_json(folder / "config.json", {"data_dir": "/nowhere", "backbone": "vgg16"})
     return Run(folder)
-
-
-def app() -> AppTest:
-    return AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
-
-
-def open_page(at: AppTest, page: str | None = None) -> AppTest:
-    """Run the app (on ``page``) and fail on any exception element: users see no traceback."""
-    if page is None:
-        at.run()
-    else:
-        at.switch_page(page).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def texts(at: AppTest) -> str:
-    """All visible text of the current page, for phrase checks."""
-    parts = []
-    for kind in ("title", "header", "subheader", "markdown", "caption", "info", "warning"):
-        parts += [str(e.value) for e in getattr(at, kind)]
-    parts += [str(e.value) for e in at.error] + [str(e.value) for e in at.success]
-    return "\n".join(parts)
 
 
 def decode(value):
@@ -145,7 +116,7 @@ def test_pages_render_with_finished_runs(folders, cnn_run, dlib_run):
     best = best_run()
     accuracy = best.metrics("test")["accuracy"]
     at = open_page(app())
-    assert at.sidebar.selectbox(key="active_run").value == str(best.path)
+    assert at.sidebar.selectbox[0].value == best.name  # none chosen yet: the best, once
     card = next(m for m in at.metric if m.label == "Test accuracy")
     assert card.value == f"{accuracy:.1%}"
     assert "original 53%" in card.delta
@@ -153,13 +124,13 @@ def test_pages_render_with_finished_runs(folders, cnn_run, dlib_run):
     assert at.slider[0].value == pytest.approx(round(calibrated(best), 2))
     open_page(at, "pages/train.py")
     table = at.dataframe[0].value
-    assert set(table["run"]) == {"20240102-000000-vgg16", "20240103-000000-dlib128"}
+    assert set(table["name"]) == {"20240102-000000-vgg16", "20240103-000000-dlib128"}
     open_page(at, "pages/evaluate.py")
     assert at.selectbox(key="evaluate_run").value == best.name
     assert len(at.get("plotly_chart")) >= 4
 
     other = next(r for r in ("20240102-000000-vgg16", "20240103-000000-dlib128") if r != best.name)
-    at.sidebar.selectbox(key="active_run").set_value(str(runs / other))
+    at.sidebar.selectbox[0].set_value(other)
     open_page(at, "pages/identify.py")  # the sidebar's choice is every page's model
     assert at.caption[0].value.startswith(f"Model {other} ")
 
@@ -179,7 +150,7 @@ def test_pages_render_with_failed_runs(folders, cnn_run):
     for page in PAGES:
         open_page(at, page)
     open_page(at, "pages/train.py")
-    table = at.dataframe[0].value.set_index("run")
+    table = at.dataframe[0].value.set_index("name")
     assert table.loc[failed.name, "state"] == "failed"
     assert table.loc[dead.name, "state"] == "failed"
     assert "dataset folder does not exist" in table.loc[failed.name, "error"]
@@ -441,7 +412,7 @@ def test_delete_a_run_after_confirmation(folders, cnn_run):
     runs, _ = folders
     run = add_run(runs, cnn_run, "20240102-000000-vgg16")
     at = open_page(app(), "pages/train.py")
-    at.selectbox(key="delete-pick").set_value(run.name)
+    at.selectbox(key="past-pick").set_value(run.name)
     open_page(at)
     at.button(key="delete").click()
     open_page(at)
@@ -468,7 +439,7 @@ def test_photos_with_several_faces_can_be_left_out(folders, cnn_run, monkeypatch
     open_page(at)
     assert at.multiselect(key="exclude").value == [first[0]]
     asked: list[TrainConfig] = []
-    monkeypatch.setattr(jobs, "start", lambda config: asked.append(config) or run)
+    monkeypatch.setattr(jobs, "start", lambda config, **about: asked.append(config) or run)
     at.button(key="start").click()
     open_page(at)
     assert [config.exclude for config in asked] == [(first[0],)]
@@ -496,15 +467,16 @@ def test_evaluate_charts_carry_the_run_numbers(folders, cnn_run, dlib_run):
         by_name = dict(zip(trace["x"], decode(trace["y"]), strict=True))
         for label, values in test["per_class"].items():
             assert by_name[label.replace("_", " ")] == pytest.approx(values[metric])
-        assert "support" in trace["hovertemplate"]
+        assert "photos=%{customdata" in trace["hovertemplate"]  # each bar's photo count
     heat, cells = confusion["data"]
     assert decode(heat["z"]) == test["confusion_matrix"]
     assert "true: %{y}" in cells["hovertemplate"]  # the clickable layer over the cells
     assert np.array(decode(cells["customdata"]))[:, 0].tolist() == sum(test["confusion_matrix"], [])
     bars = dict(zip(accuracy["data"][0]["x"], decode(accuracy["data"][0]["y"]), strict=True))
     assert bars["test"] == pytest.approx(test["accuracy"])
+    assert bars["validation"] == pytest.approx(run.metrics("val")["accuracy"])
     assert bars["train"] == pytest.approx(run.metrics("train")["accuracy"])
-    assert len(at.download_button) == 4
+    assert len(at.download_button) == 5
 
     true, predicted = largest_confusion(test)
     cell = run.cell_photos("test", true, predicted)
@@ -519,7 +491,7 @@ def test_evaluate_charts_carry_the_run_numbers(folders, cnn_run, dlib_run):
     val = run.metrics("val")
     assert {m.label: m.value for m in at.metric}["Accuracy"] == f"{val['accuracy']:.1%}"
     compare, per_class, confusion, *_ = figures(at)
-    assert {t["name"] for t in compare["data"]} == {run.name, other.name, "original recipe"}
+    assert [t["name"] for t in compare["data"]] == [run.name, other.name, "original recipe"]
     shares = np.array(decode(confusion["data"][0]["z"]))
     assert shares.sum(axis=1) == pytest.approx(np.ones(len(val["labels"])))
 

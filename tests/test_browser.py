@@ -225,12 +225,13 @@ def test_pages_load_and_an_upload_is_identified(server, tmp_path):
             assert nav.locator("a").count() == 4  # not the folder's files (ui.py, ...)
             for name in ("Home", "Identify", "Train", "Evaluate"):
                 assert nav.get_by_text(name, exact=True).count() == 1
-            assert page.get_by_text("Active model").count() == 1
+            assert page.get_by_text("Active model", exact=True).count() == 1
             assert page.locator("[data-testid='stMetric']").count() >= 6
 
             page.get_by_role("tab", name="Confusion matrix").click()
             page.wait_for_timeout(1000)
             heatmap = page.locator(".js-plotly-plot").nth(1).locator(".nsewdrag").first
+            heatmap.scroll_into_view_if_needed()
             box = heatmap.bounding_box()
             captions = []
             for x, y in ((5, 5), (box["width"] - 5, box["height"] - 5)):  # two diagonal cells
@@ -297,27 +298,55 @@ def start_small_training(page, url: str, dataset: Path, epochs: int, patience: i
     page.get_by_role("button", name="Start training").click()
 
 
-def test_training_started_in_the_browser_updates_live_and_stops(server, tmp_path):
-    """The fragment refreshes by itself (``run_every``), which only a real browser does."""
-    url, _ = server
-    dataset = make_dataset(tmp_path / "dataset", per_class=6, size=32)
+def test_a_training_shows_its_stages_live_and_then_becomes_the_model_in_use(server, tmp_path):
+    """Start a dlib128 training: the Train page shows the face stage counting photos before any
+    epoch (the fragment refreshes by itself, ``run_every``, which only a real browser does),
+    then "Use this model" makes it the model every page uses (the server's first run stays
+    active until then); a second training is started and stopped from the page."""
+    url, runs = server
+    dataset = make_dataset(tmp_path / "dataset", per_class=40, size=96)
+    stage = re.compile(r"Finding faces · (\d+) of 120 photos")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+            executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS, headless=True
         )
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            start_small_training(page, url, dataset, epochs=2)
-            # From here on nobody touches the page: only the fragment's timer updates it.
-            page.get_by_text(": running").first.wait_for(timeout=TIMEOUT_MS)
-            page.locator(".js-plotly-plot").nth(1).wait_for(timeout=TIMEOUT_MS)  # live curves
+            page.goto(f"{url}/train")
+            settle(page, "Past runs")
+            page.get_by_role("textbox", name="Dataset folder").fill(str(dataset))
+            page.keyboard.press("Enter")
+            settle(page, "Skipped files")
+            if page.get_by_role("combobox", name="Backbone").inner_text().find("dlib") < 0:
+                choose(page, "Backbone", "dlib face ResNet (128-d, offline)")
+                settle(page, "Past runs")
+            page.get_by_role("textbox", name="Name of this run").fill("Browser colours")
+            page.keyboard.press("Enter")
+            page.get_by_role("button", name="Start training").click()
+            bar = page.locator("[data-testid='stProgress']").filter(has_text=stage)
+            bar.first.wait_for(timeout=TIMEOUT_MS)
+            first = int(stage.search(bar.first.inner_text()).group(1))
+            deadline = time.monotonic() + 120
+            while True:  # the count moves while no epoch has been shown yet
+                counts = [int(m.group(1)) for m in stage.finditer(page.content())]
+                assert page.get_by_text(re.compile(r"^epoch \d")).count() == 0
+                if counts and counts[-1] > first:
+                    break
+                assert time.monotonic() < deadline, f"the face count stayed at {first}"
+                page.wait_for_timeout(300)
             settle(page, "Training finished")
             no_traceback(page)
-            assert page.get_by_text("epoch 4 of at most 4").count() == 1
-            assert page.get_by_role("link", name="Evaluate 20").count() == 1
-            shoot(page, "train_finished")
+            assert page.get_by_text("Browser colours: finished").count() == 1
+            page.get_by_role("button", name="Use this model").click()
+            page.get_by_text("Browser colours is the active model").wait_for(timeout=TIMEOUT_MS)
+            sidebar = page.locator("[data-testid='stSidebar']")  # every page's model now
+            sidebar.get_by_text(re.compile(r"^Browser colours \(\d{8}-")).wait_for(
+                timeout=TIMEOUT_MS
+            )
+            assert page.get_by_role("link", name="Evaluate Browser colours").count() == 1
+            shoot(page, "train_use_model")
 
-            page.get_by_role("button", name="Start training").click()
+            page.get_by_role("button", name="Start training").click()  # again, then stop it
             page.get_by_text(": running").first.wait_for(timeout=TIMEOUT_MS)
             page.get_by_role("button", name="Stop training").click()
             page.get_by_text("Training stopped").first.wait_for(timeout=TIMEOUT_MS)
