@@ -24,7 +24,7 @@ _LAZY = {  # public name -> (module, name in it)
     "train": ("training", "train"),
     "evaluate": ("evaluation", "evaluate"),
     "Recognizer": ("recognize", "Recognizer"),
-    "enroll": ("enrol", "enroll"),
+    "enroll": ("people", "enroll"),
     "TrainConfig": ("config", "TrainConfig"),
     "Run": ("runs", "Run"),
     "list_runs": ("runs", "list_runs"),

@@ -138,32 +138,55 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from .albums import identify_album, photo_files
+    from .open_set import score_for
+    from .progress import console_bar, quiet_bar
     from .recognize import Recognizer
 
     recognizer = Recognizer.from_run(args.run, top_k=args.top_k)
-    results, readable = [], 0
-    for image in args.images:
-        try:
-            faces = recognizer.identify(image, threshold=args.threshold)
-            error = None if faces else "no face found"
-            readable += 1
-        except (CelebmodelError, OSError) as exc:
-            faces, error = [], str(exc)
-        results.append({"image": image, "faces": faces, "error": error})
+    threshold = args.threshold
+    if args.min_similarity is not None:
+        threshold = score_for(args.min_similarity)
+    photos = [(str(path), path) for path in photo_files(args.images)]
+    album = identify_album(
+        recognizer, photos, threshold, bar=console_bar if args.csv else quiet_bar
+    )
+    if args.group:
+        album.group(recognizer.gallery, recognizer.gallery_labels)
+    if args.csv:
+        album.write_csv(args.csv)
+        print(
+            f"wrote {args.csv}: {len(album.rows)} face(s) in {len(photos)} photo(s)",
+            file=sys.stderr,
+        )
+    errors = {error["photo"]: error["error"] for error in album.errors}
+    results = []
+    for name in album.photos:
+        faces = [
+            face for face, row in zip(album.faces, album.rows["photo"], strict=True) if row == name
+        ]
+        error = errors.get(name) or (None if faces else "no face found")
+        results.append({"image": name, "faces": faces, "error": error})
     if args.json:
         print(json.dumps(results, indent=2))
-    else:
+    elif not args.csv:
         for result in results:
             if result["error"]:
                 print(f"{result['image']}: {result['error']}")
             for face in result["faces"]:
                 tops = ", ".join(f"{t['label']} {t['probability']:.2f}" for t in face["top_k"])
-                print(f"{result['image']}: {face['label']} at {face['box']} ({tops})")
-    return 0 if readable else 1
+                group = f" group {face['group']}" if face.get("group") else ""
+                print(
+                    f"{result['image']}: {face['label']} at {face['box']} similarity "
+                    f"{face['similarity']:.2f}{group} ({tops})"
+                )
+    for error in album.errors:
+        print(f"error: {error['error']}", file=sys.stderr)  # it names the photo
+    return 0 if len(album.errors) < len(photos) else 1
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
-    from .enrol import enroll
+    from .people import enroll
     from .runs import load_run
 
     report = enroll(load_run(args.run), args.name, args.photos)
@@ -173,6 +196,34 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         f"enrolled {args.name} from {report['n_photos']} photo(s) into {args.run} "
         f"in {report['seconds']:.1f} s"
     )
+    return 0
+
+
+def cmd_people(args: argparse.Namespace) -> int:
+    from . import people
+    from .runs import load_run
+
+    run = load_run(args.run)
+    if args.action == "list":
+        roster = people.roster(run)
+        roster["removed"] = roster["removed"].map({True: "removed", False: ""})
+        print(roster.drop(columns="face").to_string(index=False))
+    elif args.action == "add":
+        report = people.enroll(run, args.name, args.photos, keep_faces=args.keep_faces)
+        for problem in report["skipped"]:
+            print(f"skipped {problem['path']}: {problem['reason']}", file=sys.stderr)
+        print(
+            f"added {report['n_photos']} photo(s) of {report['name']} in {report['seconds']:.1f} s"
+        )
+    elif args.action == "rename":
+        people.rename(run, args.label, args.name)
+        print(f"{args.label} is now shown as {args.name}")
+    elif args.action == "remove":
+        people.remove(run, args.label)
+        print(f"removed {args.label} from {run.title}")
+    else:
+        people.restore(run, args.label)
+        print(f"restored {args.label} in {run.title}")
     return 0
 
 
@@ -264,10 +315,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="identify the faces in photos")
     predict.add_argument("run", help="run directory")
-    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.add_argument(
+        "images", nargs="+", metavar="PATH", help="photos, or folders of them (searched deeply)"
+    )
     predict.add_argument("--top-k", type=_positive, default=5)
-    predict.add_argument("--threshold", type=float, help="unknown threshold (default: calibrated)")
+    unknown = predict.add_mutually_exclusive_group()
+    unknown.add_argument(
+        "--threshold", type=float, help="unknown above this open-set score (default: calibrated)"
+    )
+    unknown.add_argument(
+        "--min-similarity", type=float, help="unknown below this similarity (0..1)"
+    )
     predict.add_argument("--json", action="store_true", help="one JSON object per image")
+    predict.add_argument(
+        "--csv",
+        metavar="FILE",
+        help="write one row per face: photo, face, box, label, nearest, similarity, known, group",
+    )
+    predict.add_argument(
+        "--group", action="store_true", help="number the groups of unknown faces by person"
+    )
     predict.set_defaults(func=cmd_predict)
 
     enroll = commands.add_parser(
@@ -277,6 +344,26 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("name", help="the celebrity's label, e.g. Ada_Lovelace")
     enroll.add_argument("photos", nargs="+", metavar="PHOTO", help="photos or a folder of them")
     enroll.set_defaults(func=cmd_enroll)
+
+    roster = commands.add_parser(
+        "people", help="who a dlib128 run knows: list, add, rename, remove"
+    )
+    roster.add_argument("run", help="run directory")
+    actions = roster.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("list", help="every person, their photos, trained or added later")
+    add = actions.add_parser("add", help="add a person, or photos of one the run knows")
+    add.add_argument("name", help="a new person's name, or the label or name of a known one")
+    add.add_argument("photos", nargs="+", metavar="PHOTO", help="photos or a folder of them")
+    add.add_argument(
+        "--keep-faces", action="store_true", help="keep the aligned faces in the run (thumbnails)"
+    )
+    rename = actions.add_parser("rename", help="change the name shown for a person")
+    rename.add_argument("label")
+    rename.add_argument("name")
+    for action, text in (("remove", "take a person out"), ("restore", "put a removed one back")):
+        sub = actions.add_parser(action, help=text)
+        sub.add_argument("label")
+    roster.set_defaults(func=cmd_people)
 
     fetch = commands.add_parser("fetch-lfw", help="download Labeled Faces in the Wild (online)")
     fetch.add_argument("dest", help="folder to write the dataset into")

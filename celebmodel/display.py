@@ -13,34 +13,45 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .dataset import display_name
 from .face_cache import cache_dir, prepare
 from .images import load_image
+from .people import ADDED, face_thumbnail
 from .pipeline import face_stage
 from .runs import Run
 
 KNOWN_COLOUR = (46, 160, 67)
-
 UNKNOWN_COLOUR = (230, 126, 34)
-
+SELECTED_COLOUR = (0, 114, 178)
 DISPLAY_MAX_SIDE = 1460  # Streamlit's widest image: anything larger it decodes and re-encodes
+DISPLAY_MIN_SIDE = 640  # smaller photos are enlarged for display, so faces and labels read
 
 
 def face_title(face: dict[str, Any]) -> str:
-    """``George W Bush (87%)`` or ``unknown (nearest: George W Bush, 41%)``."""
-    nearest = display_name(face["nearest"])
+    """The headline of a face: the person's name, or ``Unknown``."""
+    return face["name"] if face["known"] else "Unknown"
+
+
+def face_details(face: dict[str, Any], threshold_similarity: float) -> str:
+    """The line under the headline: how close the face is, and to whom when unknown."""
     if face["known"]:
-        return f"{nearest} ({face['probability']:.0%})"
-    return f"unknown (nearest: {nearest}, {face['probability']:.0%})"
+        return f"similarity {face['similarity']:.0%} (needs {threshold_similarity:.0%})"
+    return (
+        f"closest: {face['name']}, similarity {face['similarity']:.0%} "
+        f"(needs {threshold_similarity:.0%})"
+    )
 
 
 def display_copy(pixels: np.ndarray) -> tuple[Image.Image, float]:
-    """The photo at most :data:`DISPLAY_MAX_SIDE` long, and the scale from the original."""
+    """The photo sized for the page: at most :data:`DISPLAY_MAX_SIDE` long, small ones
+    enlarged to :data:`DISPLAY_MIN_SIDE`; and the scale from the original."""
     image = Image.fromarray(pixels)
-    scale = min(1.0, DISPLAY_MAX_SIDE / max(image.size))
-    if scale < 1:
+    longest = max(image.size)
+    scale = min(1.0, DISPLAY_MAX_SIDE / longest)
+    if longest < DISPLAY_MIN_SIDE:
+        scale = DISPLAY_MIN_SIDE / longest
+    if scale != 1:
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        factor = int(1 / scale)  # box-average by a whole factor first: much cheaper
+        factor = int(1 / scale) if scale < 1 else 1  # shrink by a whole factor first: cheap
         small = image.reduce(factor) if factor > 1 else image
         image = small.resize(size, Image.Resampling.BILINEAR)
     return image.convert("RGB"), scale
@@ -53,27 +64,42 @@ def jpeg(image: Image.Image, quality: int = 85) -> bytes:
     return buffer.getvalue()
 
 
-def annotate(pixels: np.ndarray, faces: list[dict[str, Any]]) -> Image.Image:
-    """A display-sized copy of the photo with a box and a name on every face (orange for
-    unknown faces)."""
-    image, scale = display_copy(pixels)
+def draw_faces(
+    image: Image.Image, faces: list[dict[str, Any]], scale: float = 1.0, selected: int | None = None
+) -> Image.Image:
+    """Numbered boxes with the name inside each (green known, orange unknown, blue and thicker
+    the selected one), drawn on ``image`` in place; ``scale`` maps boxes to its pixels."""
     draw = ImageDraw.Draw(image)
-    width = max(2, round(max(image.size) / 250))
+    width = max(2, round(max(image.size) / 300))
     for number, face in enumerate(faces, start=1):
         x, y, w, h = (round(v * scale) for v in face["box"])
-        font = ImageFont.load_default(size=max(12, min(round(w / 6), round(max(image.size) / 30))))
         colour = KNOWN_COLOUR if face["known"] else UNKNOWN_COLOUR
-        draw.rectangle([x, y, x + w - 1, y + h - 1], outline=colour, width=width)
-        name = display_name(face["nearest"]) if face["known"] else "unknown"
-        text = f"{number}. {name}"
+        thick = width
+        if selected == number:
+            colour, thick = SELECTED_COLOUR, 2 * width
+        draw.rectangle([x, y, x + w - 1, y + h - 1], outline=colour, width=thick)
+        text = f"{number}. {face_title(face)}"
+        size = max(11, min(round(w / 7), round(max(image.size) / 40)))
+        font = ImageFont.load_default(size=size)
+        while size > 9 and draw.textlength(text, font=font) > max(w - 2 * thick, 40):
+            size -= 1  # the label fits inside the box (or at least 40 px of it)
+            font = ImageFont.load_default(size=size)
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        label_y = y - (bottom - top) - 2 * width if y - (bottom - top) - 2 * width >= 0 else y
+        inside_y = y + thick
         draw.rectangle(
-            [x, label_y, x + (right - left) + 2 * width, label_y + (bottom - top) + 2 * width],
+            [x, inside_y, x + min(w, right - left + 2 * thick), inside_y + bottom - top + thick],
             fill=colour,
         )
-        draw.text((x + width, label_y + width - top), text, fill=(255, 255, 255), font=font)
+        draw.text((x + thick, inside_y + thick // 2 - top), text, fill=(255, 255, 255), font=font)
     return image
+
+
+def annotate(
+    pixels: np.ndarray, faces: list[dict[str, Any]], selected: int | None = None
+) -> Image.Image:
+    """A display-sized copy of the photo with every face boxed, numbered and named."""
+    image, scale = display_copy(pixels)
+    return draw_faces(image, faces, scale, selected)
 
 
 def face_crop(pixels: np.ndarray, box: list[int]) -> Image.Image:
@@ -88,7 +114,7 @@ def identify_photo(
     """Identify the faces of one uploaded photo, timed, with the annotated picture as JPEG.
 
     The upload is decoded once; the picture sent to the browser is a display-sized copy.
-    Raises :class:`celebmodel.data.ImageError` naming ``name`` when the bytes are no image.
+    Raises :class:`celebmodel.errors.ImageError` naming ``name`` when the bytes are no image.
     """
     started = time.perf_counter()
     pixels = load_image(content, name=name)
@@ -102,6 +128,40 @@ def identify_photo(
         "faces": faces,
         "seconds": seconds,
     }
+
+
+def photo_size(content: bytes) -> str:
+    """``4000×3000, 3.9 MB`` from the header alone (for the spinner while it works)."""
+    megabytes = f"{len(content) / 1e6:.1f} MB"
+    try:
+        with Image.open(io.BytesIO(content)) as image:
+            return f"{image.width}×{image.height}, {megabytes}"
+    except Exception:  # noqa: BLE001 (only a label: the real decode names the problem)
+        return megabytes
+
+
+def thumbnail(image: Image.Image, side: int = 96) -> Image.Image:
+    """A square-ish small copy for tables and strips."""
+    small = image.copy()
+    small.thumbnail((side, side))
+    return small
+
+
+def data_uri(image: Image.Image) -> str:
+    """A small image inlined for a table cell (``st.column_config.ImageColumn``)."""
+    import base64
+
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg(image, 80)).decode()
+
+
+def evidence_image(run: Run, path: str) -> Image.Image | None:
+    """The face behind a piece of evidence: the aligned crop of a training photo, or the kept
+    face of a person added later; ``None`` when the photo was not kept."""
+    if not path:
+        return None
+    if path.startswith(ADDED):
+        return face_thumbnail(run, path)
+    return crop_for(run, path)
 
 
 def crop_for(run: Run, path: str) -> Image.Image | None:

@@ -54,14 +54,20 @@ def _head(x: Any, config: TrainConfig, n_classes: int) -> Any:
     )
 
 
-def with_new_head(model: keras.Model, config: TrainConfig, n_classes: int) -> keras.Model:
-    """The same network up to ``embedding`` with a new softmax for ``n_classes``; the old
-    classes keep their weights (enrolment adds a class without touching the network)."""
+def with_new_head(
+    model: keras.Model, config: TrainConfig, n_classes: int, keep: list[int] | None = None
+) -> keras.Model:
+    """The same network up to ``embedding`` with a new softmax for ``n_classes``.
+
+    ``keep`` lists the old classes that stay, in their new order (default: all, first); they
+    keep their weights, so adding or removing a person never touches the network.
+    """
     outputs = _head(model.get_layer("embedding").output, config, n_classes)
     new = keras.Model(model.inputs, outputs, name=model.name)
     kernel, bias = new.get_layer("classifier").get_weights()
     old_kernel, old_bias = model.get_layer("classifier").get_weights()
-    kernel[:, : old_kernel.shape[1]], bias[: old_bias.shape[0]] = old_kernel, old_bias
+    keep = list(range(old_kernel.shape[1])) if keep is None else keep
+    kernel[:, : len(keep)], bias[: len(keep)] = old_kernel[:, keep], old_bias[keep]
     new.get_layer("classifier").set_weights([kernel, bias])
     return new
 

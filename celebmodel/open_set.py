@@ -53,4 +53,57 @@ def calibrate(scores: np.ndarray, accept: float) -> dict:
         "calibrated_on": "val",
         "n": int(len(scores)),
         "score": "distance to the predicted class's centroid x (2 - top probability)",
+        "val_scores": [float(score) for score in np.sort(scores)],
     }
+
+
+# The similarity scale the pages and the API show ------------------------------------------
+#
+# similarity = max(0, 1 - score**2 / 2). For a confident prediction (p near 1) the score is
+# the distance d between the unit-length face and its person's mean face, and 1 - d**2 / 2 is
+# their cosine similarity; the classifier's doubt (2 - p) lowers it. It falls as the score
+# rises, so a threshold on either scale is the same decision.
+
+
+def similarity(scores: np.ndarray | float) -> np.ndarray | float:
+    """Unknown scores (0 = the person's mean face) on the 0..1 similarity scale."""
+    values = np.clip(1.0 - np.square(scores) / 2.0, 0.0, 1.0)
+    return float(values) if np.ndim(values) == 0 else values
+
+
+def score_for(similarity_value: float) -> float:
+    """The unknown score a similarity corresponds to (the inverse of :func:`similarity`)."""
+    return float(np.sqrt(2.0 * (1.0 - float(np.clip(similarity_value, 0.0, 1.0)))))
+
+
+def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of every row of ``a`` with every row of ``b`` (unit-length rows)."""
+    return np.clip(l2_normalize(a) @ l2_normalize(b).T, -1.0, 1.0)
+
+
+PRESETS = {  # name -> share of known validation faces it accepts (Balanced: the calibration's)
+    "Strict": 0.90,
+    "Balanced": None,
+    "Lenient": 0.99,
+}
+
+
+def presets(calibration: dict) -> dict[str, dict]:
+    """Strict / Balanced / Lenient thresholds, each with the share of the model's known
+    validation faces it accepts. Balanced is the calibrated threshold; the others need the
+    validation scores the calibration keeps (runs before them get Balanced alone)."""
+    threshold = float(calibration["threshold"])
+    scores = np.asarray(calibration.get("val_scores") or [], dtype=np.float64)
+    found = {}
+    for name, accept in PRESETS.items():
+        if accept is None:
+            value = threshold
+        elif len(scores):
+            value = float(np.quantile(scores, accept, method="higher"))
+        else:
+            continue
+        accepted = (
+            float(np.mean(scores <= value)) if len(scores) else calibration.get("target_accept")
+        )
+        found[name] = {"threshold": value, "similarity": similarity(value), "accepts": accepted}
+    return found

@@ -195,11 +195,32 @@ class Run:
         except (OSError, ValueError, KeyError) as exc:
             raise RunError(f"{self.file('gallery.npz')}: unreadable ({exc})") from exc
 
-    def write_gallery(self, embeddings: np.ndarray, labels: np.ndarray) -> Path:
-        """Write training-face embeddings beside ``gallery.npz`` (plain arrays, no pickle) and
-        return that partial file, for the caller to rename into place with what goes with it."""
+    def gallery_paths(self) -> list[str]:
+        """Where each gallery face came from: a dataset photo (relative to the run's dataset),
+        ``added:<file>`` for a photo given later, or ``""`` (runs from before paths were kept)."""
+        embeddings, _ = self.gallery()
+        try:
+            with np.load(self.file("gallery.npz"), allow_pickle=False) as data:
+                if "paths" in data:
+                    return [str(path) for path in data["paths"]]
+        except (OSError, ValueError) as exc:
+            raise RunError(f"{self.file('gallery.npz')}: unreadable ({exc})") from exc
+        return [""] * len(embeddings)
+
+    def write_gallery(
+        self, embeddings: np.ndarray, labels: np.ndarray, paths: list[str] | None = None
+    ) -> Path:
+        """Write gallery faces beside ``gallery.npz`` (plain arrays, strings as unicode, no
+        pickle) and return that partial file, for the caller to rename into place with what
+        goes with it."""
         partial = self.file(".gallery.tmp.npz")
-        np.savez(partial, embeddings=embeddings.astype(np.float32), labels=labels.astype(np.int64))
+        paths = [""] * len(embeddings) if paths is None else paths
+        np.savez(
+            partial,
+            embeddings=embeddings.astype(np.float32),
+            labels=labels.astype(np.int64),
+            paths=np.asarray(paths, dtype=str),
+        )
         return partial
 
     # Queries the pages ask ------------------------------------------------------------------

@@ -65,6 +65,8 @@ def replace_together(pairs: list[tuple[Path, Path]]) -> None:
         for target in reversed(replaced):
             if target in backups:
                 os.replace(backups[target], target)
+            else:  # it did not exist before: the set had no such file
+                target.unlink(missing_ok=True)
         raise
     finally:
         for backup in backups.values():

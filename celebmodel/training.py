@@ -237,7 +237,8 @@ def _train(config: TrainConfig, run: Run, progress: bool) -> None:
         stages.enter("evaluating", done, len(SUBSETS), unit="subset")
         outputs[subset] = predict_inputs(classifier.model_, config, inputs[subset])
     train_labels = np.array([index[x] for x in inputs["train"].usable["label"]], dtype=np.int64)
-    save_gallery(run, outputs["train"][0], train_labels)
+    paths = list(inputs["train"].usable["path"])
+    save_gallery(run, outputs["train"][0], train_labels, paths)
     centroids = centroids_of(outputs["train"][0], train_labels, len(labels))
     calibration = calibrate(unknown_scores(*outputs["val"], centroids), OPEN_SET_ACCEPT)
     atomic_write_json(run.file("calibration.json"), calibration)
@@ -281,9 +282,12 @@ def _record_face_stage(run: Run, prepared: Inputs, stages: Stages) -> None:
     run.set_status("running", face_routes=counts)
 
 
-def save_gallery(run: Run, embeddings: np.ndarray, labels: np.ndarray) -> None:
-    """Training-face embeddings (for centroids and enrolment), plain arrays, no pickle."""
-    os.replace(run.write_gallery(embeddings, labels), run.file("gallery.npz"))
+def save_gallery(
+    run: Run, embeddings: np.ndarray, labels: np.ndarray, paths: list[str] | None = None
+) -> None:
+    """Training-face embeddings and the photos they came from (for centroids, evidence and
+    enrolment), plain arrays, no pickle."""
+    os.replace(run.write_gallery(embeddings, labels, paths), run.file("gallery.npz"))
 
 
 def train(data_dir: str | Path, run_dir: str | Path | None = None, **settings: Any) -> Run:

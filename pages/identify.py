@@ -1,27 +1,51 @@
-"""Identify: name every face in uploaded or webcam photos with the active model."""
+"""Identify: every face named or called unknown, with the evidence; whole albums grouped;
+the live webcam."""
 
 from __future__ import annotations
 
-import streamlit as st
+from pathlib import Path
 
-from celebmodel import display, figures
-from celebmodel.backbones import BACKBONES
-from celebmodel.enrol import enroll_uploaded
+import numpy as np
+import pandas as pd
+import streamlit as st
+from PIL import Image
+
+from celebmodel import display, people
+from celebmodel.albums import identify_album, photo_files
 from celebmodel.errors import CelebmodelError
-from celebmodel.runs import active_run
+from celebmodel.images import load_image
+from celebmodel.open_set import presets, score_for, similarity
+from celebmodel.runs import Run, active_run
+from celebmodel.sources import extract_photos
 from pages import ui
 
 ui.through_app()
 
-FACES_PER_ROW = 3
+DETAILED = 6  # more photos than this are shown as an album: a table and groups
+SOURCES = {
+    "photos": "Upload photos",
+    "zip": "A .zip of photos",
+    "folder": "A folder on this server",
+    "camera": "Webcam snapshot",
+    "live": "Live webcam",
+}
+
+
+@st.cache_data(max_entries=2048, show_spinner=False)
+def evidence_face(run_path: str, path: str) -> Image.Image | None:
+    """A gallery face for the evidence strip (cached: a dataset photo's crop is looked up by
+    its content hash)."""
+    image = display.evidence_image(Run(Path(run_path)), path)
+    return display.thumbnail(image) if image is not None else None
+
 
 st.title("Identify")
 
 run = active_run()
 if run is None:
     st.warning(
-        "No trained model yet, so there is no one to recognise. Train one first (a few "
-        "minutes with the offline dlib128 backbone)."
+        "No model in use yet, so there is no one to recognise. Train one first (a few "
+        "minutes with the offline dlib128 backbone), or choose one in the sidebar."
     )
     st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
     st.stop()
@@ -32,95 +56,250 @@ except (CelebmodelError, OSError) as exc:
     st.error(f"Cannot load the model of {run.name}: {exc}")
     st.stop()
 
+shown = [recognizer.names[label] for label in recognizer.people]
 st.caption(
-    f"Model {run.name} ({recognizer.config.backbone}) knows {len(recognizer.labels)} "
-    f"celebrities: {ui.names(recognizer.labels)}."
+    f"Model {run.name} ({recognizer.config.backbone}) knows {len(shown)} people: "
+    f"{', '.join(shown)}."
 )
-threshold = st.slider(
-    "Unknown threshold",
-    min_value=0.0,
-    max_value=max(4.0, round(recognizer.threshold * 2, 2)),
-    value=round(recognizer.threshold, 2),
-    step=0.01,
-    key=f"threshold-{run.name}",
-    help="A face scoring above this is too unlike every known celebrity and is called "
-    f"unknown. Lower is stricter. Calibrated default: {recognizer.threshold:.2f}.",
+st.page_link("pages/people.py", label="Manage the people it knows", icon=":material/group:")
+
+# How sure a match must be --------------------------------------------------------------------
+options = presets(run.read_json("calibration.json") or {"threshold": recognizer.threshold})
+balanced = options["Balanced"]
+
+
+def preset_words(name: str) -> str:
+    option = options[name]
+    accepts = f", accepts {option['accepts']:.0%} of known faces" if option["accepts"] else ""
+    return f"{name}: similarity at least {option['similarity']:.0%}{accepts}"
+
+
+preset = st.radio(
+    "How sure must a match be?",
+    list(options),
+    index=list(options).index("Balanced"),
+    format_func=preset_words,
+    key=f"preset-{run.name}",
+    help="Measured on the model's own validation faces. Balanced is the calibrated value.",
 )
-
-uploads = st.file_uploader(
-    "Photos",
-    type=ui.PHOTO_TYPES,
-    accept_multiple_files=True,
-    key="photos",
-    help="Photos stay in memory; nothing is written to disk.",
+needed = options[preset]["similarity"]
+with st.expander("Advanced"):
+    if st.toggle("Set the similarity myself", key="custom-threshold"):
+        needed = st.slider(
+            "Smallest similarity that names a face",
+            0.0,
+            1.0,
+            value=round(float(needed), 2),
+            step=0.01,
+            key=f"similarity-{run.name}",
+            help="Similarity = 1 − score²/2, where the score is the face's distance to the "
+            "person's mean face times (2 − top probability): for a confident prediction, the "
+            "cosine similarity to that mean face.",
+        )
+threshold = (
+    score_for(needed) if needed != options[preset]["similarity"] else options[preset]["threshold"]
 )
-photos = [(upload.name, upload.getvalue()) for upload in uploads or []]
-if st.toggle("Use the webcam", key="use-camera"):
-    shot = st.camera_input("Take a photo", key="camera")
-    if shot is not None:
-        photos.append(("webcam photo", shot.getvalue()))
+if threshold > balanced["threshold"] + 1e-9:
+    st.warning(
+        f"Looser than Balanced (similarity {balanced['similarity']:.0%}): more strangers will "
+        "be named as someone they are not.",
+        icon=":material/warning:",
+    )
+needed = float(similarity(threshold))
 
-if not photos:
-    st.info("Upload one or several photos, or take one with the webcam.")
+# Photos --------------------------------------------------------------------------------------
+source = st.radio("Photos", list(SOURCES), format_func=SOURCES.get, horizontal=True, key="source")
 
-for name, content in photos:
+
+def show_face(number: int, face: dict, pixels: np.ndarray) -> None:
+    with st.container(border=True):
+        thumb, text = st.columns([1, 4])
+        thumb.image(display.face_crop(pixels, face["box"]), width=72)
+        text.markdown(f"**{number}. {display.face_title(face)}**")
+        text.caption(display.face_details(face, needed))
+        if face["known"]:
+            top = pd.DataFrame(face["top_k"])[["name", "probability"]]
+            text.dataframe(
+                top,
+                hide_index=True,
+                column_config={
+                    "probability": st.column_config.ProgressColumn(
+                        "probability", format="percent", min_value=0.0, max_value=1.0
+                    )
+                },
+                key=f"top-{id(face)}",
+            )
+        same = [e for e in face["evidence"] if not e["runner_up"]]
+        other = [e for e in face["evidence"] if e["runner_up"]]
+        if same:
+            words = " / ".join(f"{e['similarity']:.2f}" for e in same)
+            line = f"Looks most like these {len(same)} photos of {same[0]['name']}: {words}"
+            if other:
+                line += f"; next: {other[0]['name']} {other[0]['similarity']:.2f}"
+            st.caption(line)
+            strip = st.columns(len(same) + len(other))
+            for column, item in zip(strip, same + other, strict=True):
+                face_image = evidence_face(str(run.path), item["path"])
+                if face_image is not None:
+                    column.image(face_image, caption=f"{item['name']} {item['similarity']:.2f}")
+                else:
+                    column.caption(f"{item['name']} {item['similarity']:.2f} (photo not kept)")
+
+
+def show_photo(name: str, content: bytes) -> None:
     st.divider()
     st.subheader(name)
     try:
-        with st.spinner(f"Identifying the faces in {name}…"):
+        with st.spinner(f"Identifying the faces in {name} ({display.photo_size(content)})…"):
             result = display.identify_photo(recognizer, content, name, threshold)
     except (CelebmodelError, OSError) as exc:
         st.error(str(exc))
-        continue
+        return
     faces = result["faces"]
-    st.caption(f"{len(faces)} face(s) found in {result['seconds']:.2f} s")
+    width, height = result["size"]
+    st.caption(f"{len(faces)} face(s) found in {result['seconds']:.2f} s · {width}×{height} photo")
     if not faces:
         st.warning(
             f"{name}: no face found. Try a photo where the face is larger, turned to the "
             "camera and well lit."
         )
         st.image(result["annotated"], width=480)
-        continue
-    st.image(result["annotated"], width="content")
-    columns = st.columns(FACES_PER_ROW)
-    for number, face in enumerate(faces, start=1):
-        with columns[(number - 1) % FACES_PER_ROW].container(border=True):
-            thumb, text = st.columns([1, 3])
-            thumb.image(display.face_crop(result["pixels"], face["box"]), width=72)
-            text.markdown(f"**{number}. {display.face_title(face)}**")
-            text.caption(
-                f"score {face['score']:.2f} (unknown above {threshold:.2f}) · detector "
-                f"confidence {face['confidence']:.0%}"
-            )
-            if not face["known"]:
-                text.caption("Marked unknown: this face is not close enough to anyone known.")
-            st.plotly_chart(
-                figures.top_k_figure(face),
-                key=f"topk-{name}-{number}",
-                config={"displayModeBar": False},
-            )
-
-if BACKBONES[recognizer.config.backbone].kind == "embedding":
-    with st.expander("Add a celebrity to this model"):
-        st.caption(
-            "A few clear photos (one face each) are enough: the dlib128 model learns the new "
-            "face in seconds, without retraining. The photos are deleted afterwards."
+        return
+    selected = None
+    if len(faces) > 1:
+        selected = st.segmented_control(
+            "Highlight face", list(range(1, len(faces) + 1)), key=f"highlight-{name}"
         )
-        with st.form("enrol", clear_on_submit=True):
-            new_name = st.text_input("Name", placeholder="Ada Lovelace")
-            new_photos = st.file_uploader(
-                "Photos of this person",
-                type=ui.PHOTO_TYPES,
-                accept_multiple_files=True,
+    picture = result["annotated"]
+    if selected:
+        picture = display.jpeg(display.annotate(result["pixels"], faces, selected))
+    st.image(picture, width="content")
+    columns = st.columns(2)
+    for number, face in enumerate(faces, start=1):
+        with columns[(number - 1) % 2]:
+            show_face(number, face, result["pixels"])
+
+
+def album_photos() -> list[tuple[str, object]]:
+    """The (name, source) pairs of the album chosen: a zip's photos or a folder's."""
+    if source == "zip":
+        archive = st.file_uploader("Zip of photos", type=["zip"], key="album-zip")
+        if archive is not None and st.session_state.get("album-zip-name") != archive.name:
+            with ui.shown_errors(f"Extracting {archive.name}"):
+                folder = extract_photos(archive.getvalue(), archive.name)
+                st.session_state["album-folder-extracted"] = str(folder)
+                st.session_state["album-zip-name"] = archive.name
+        folder = st.session_state.get("album-folder-extracted") if archive is not None else None
+    else:
+        folder = st.text_input("Folder of photos (searched deeply)", key="album-folder").strip()
+    if not folder:
+        return []
+    root = Path(folder)
+    if not root.is_dir():
+        st.error(f"{folder}: no such folder")
+        return []
+    return [(str(path.relative_to(root)), path) for path in photo_files([root])]
+
+
+def show_album(photos: list[tuple[str, object]]) -> None:
+    """Every face of many photos in a table, unknown faces grouped, groups nameable."""
+    group = st.toggle("Group the unknown faces by person", value=True, key="group")
+    key = (run.name, ui.versions(run), threshold, group, tuple(name for name, _ in photos))
+    if st.session_state.get("album-key") != key:
+        bar = st.progress(0.0, text=f"Identifying {len(photos)} photos…")
+        album = identify_album(recognizer, photos, threshold, bar=ui.streamlit_bar(bar))
+        if group:
+            album.group(recognizer.gallery, recognizer.gallery_labels)
+        thumbs = []
+        for name, source_photo in photos:
+            rows = album.rows[album.rows["photo"] == name]
+            if len(rows):
+                pixels = load_image(source_photo, name=name)
+                thumbs += [display.thumbnail(display.face_crop(pixels, b), 64) for b in rows["box"]]
+        album_thumbs = thumbs
+        st.session_state["album"] = (album, album_thumbs)
+        st.session_state["album-key"] = key
+        bar.empty()
+    album, thumbs = st.session_state["album"]
+    rows = album.rows
+    a, b, c, d = st.columns(4)
+    a.metric("Photos", len(photos))
+    b.metric("Faces", len(rows))
+    c.metric("Known", int(rows["known"].sum()) if len(rows) else 0)
+    d.metric("Groups of unknown faces", len(album.groups()))
+    for error in album.errors:
+        st.error(error["error"])  # it names the photo
+    if len(rows):
+        table = rows[["photo", "face", "name", "similarity", "known", "group"]].copy()
+        table.insert(0, "thumbnail", [display.data_uri(t) for t in thumbs])
+        table.insert(4, "closest", rows["name"])
+        table["name"] = [
+            n if k else "Unknown" for n, k in zip(rows["name"], rows["known"], strict=True)
+        ]
+        st.dataframe(
+            table,
+            hide_index=True,
+            column_config={
+                "thumbnail": st.column_config.ImageColumn("thumbnail"),
+                "similarity": st.column_config.NumberColumn(format="percent"),
+            },
+            key="album-table",
+        )
+        st.download_button(
+            "Download the table (CSV)", album.csv(), file_name="faces.csv", mime="text/csv"
+        )
+    for number, members in album.groups().items():
+        with st.container(border=True):
+            st.markdown(
+                f"**Group {number}**: {len(members)} faces of someone the model does not know"
             )
-            if st.form_submit_button("Add celebrity"):
-                with ui.shown_errors(f"Adding {new_name or 'a celebrity'}"), st.spinner("Adding…"):
-                    report = enroll_uploaded(
-                        run, new_name, [(f.name, f.getvalue()) for f in new_photos or []]
+            st.image([thumbs[i] for i in members.index], width=64)
+            name_column, button_column = st.columns([3, 1], vertical_alignment="bottom")
+            name = name_column.text_input(
+                "Name this person", key=f"group-name-{number}", placeholder="e.g. Ada Lovelace"
+            )
+            if button_column.button("Add to the model", key=f"group-add-{number}"):
+                with ui.shown_errors(f"Adding {name or 'this person'}"):
+                    if not name.strip():
+                        raise CelebmodelError("Name this person: the name is empty")
+                    label = people.add_faces(
+                        run,
+                        name,
+                        [np.asarray(thumbs[i]) for i in members.index],
+                        list(members["photo"]),
+                        vectors=album.embeddings[members.index],
                     )
-                    st.success(
-                        f"Added {report['name']} from {report['n_photos']} photo(s) in "
-                        f"{report['seconds']:.1f} s."
+                    st.session_state.pop("album-key", None)
+                    st.toast(
+                        f"Added {recognizer.names.get(label, name)} from {len(members)} faces."
                     )
-                    for problem in report["skipped"]:
-                        st.warning(f"Skipped {problem['path']}: {problem['reason']}")
+                    st.rerun()
+
+
+if source == "photos":
+    uploads = st.file_uploader(
+        "Photos",
+        type=ui.PHOTO_TYPES,
+        accept_multiple_files=True,
+        key="photos",
+        help="Photos stay in memory; nothing is written to disk.",
+    )
+    photos = [(upload.name, upload.getvalue()) for upload in uploads or []]
+    if not photos:
+        st.info("Upload one or several photos (many at once make an album, with groups).")
+    elif len(photos) <= DETAILED:
+        for name, content in photos:
+            show_photo(name, content)
+    else:
+        show_album(photos)
+elif source in ("zip", "folder"):
+    with ui.shown_errors("The album"):
+        photos = album_photos()
+        if photos:
+            show_album(photos)
+elif source == "camera":
+    shot = st.camera_input("Take a photo", key="camera")
+    if shot is not None:
+        show_photo("webcam photo", shot.getvalue())
+else:
+    ui.live_webcam(recognizer, threshold)

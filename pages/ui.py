@@ -8,8 +8,11 @@ pages and shows errors. Public Streamlit APIs only.
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import streamlit as st
 
@@ -24,6 +27,7 @@ EVALUATE_KEY = "evaluate_run"
 PAGES = (  # file, title, icon; the first is the default page
     ("pages/home.py", "Home", ":material/home:"),
     ("pages/identify.py", "Identify", ":material/search:"),
+    ("pages/people.py", "People", ":material/group:"),
     ("pages/train.py", "Train", ":material/model_training:"),
     ("pages/evaluate.py", "Evaluate", ":material/analytics:"),
 )
@@ -87,12 +91,14 @@ def model_selector() -> Run | None:
         return None
     active = active_run()
     gone = chosen_name() if active is None else None
-    key = f"active-model-{active.name if active else ''}"  # a new choice elsewhere resets it
+    labels = {name: run_label(run) for name, run in runs.items()}
+    # A new choice elsewhere, or new labels (a person added), make it a new widget.
+    key = f"active-model-{active.name if active else ''}-{abs(hash(tuple(labels.values())))}"
     st.sidebar.selectbox(
         "Active model",
         list(runs),
         index=list(runs).index(active.name) if active else None,
-        format_func=lambda name: run_label(runs[name]),
+        format_func=labels.get,
         placeholder="Choose the model to use",
         key=key,
         on_change=_choose,
@@ -128,9 +134,7 @@ def _load_recognizer(path: str, versions: tuple[float, ...]) -> Recognizer:
 
 def recognizer(run: Run) -> Recognizer:
     """The run's recognizer, loaded once and shared by all sessions."""
-    files = ("model.keras", "calibration.json", "labels.json")
-    versions = tuple(run.file(name).stat().st_mtime for name in files if run.file(name).is_file())
-    return _load_recognizer(str(run.path), versions)
+    return _load_recognizer(str(run.path), versions(run))
 
 
 def names(labels: list[str]) -> str:
@@ -146,3 +150,77 @@ def shown_errors(what: str) -> Iterator[None]:
         st.error(f"{what}: {exc}")
     except Exception as exc:  # last resort: a user must never see a traceback
         st.error(f"{what}: unexpected {type(exc).__name__}: {exc}")
+
+
+def versions(run: Run) -> tuple[float, ...]:
+    """When the files a recognizer reads last changed (enrolment, a new threshold, people)."""
+    files = ("model.keras", "calibration.json", "labels.json", "gallery.npz", "people.json")
+    return tuple(run.file(name).stat().st_mtime for name in files if run.file(name).is_file())
+
+
+def streamlit_bar(bar: Any) -> Callable[..., Any]:
+    """A bar factory (as :mod:`celebmodel.progress` uses) drawing on an ``st.progress``."""
+
+    class Bar:
+        def __init__(self, desc: str, total: int, unit: str = "photo", **_: Any) -> None:
+            self.desc, self.total, self.unit, self.n = desc, max(total, 1), unit, 0
+
+        def __enter__(self) -> Bar:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def update(self, steps: int = 1) -> None:
+            self.n += steps
+            text = f"{self.n} of {self.total} {self.unit}s"
+            bar.progress(min(1.0, self.n / self.total), text=text)
+
+    return Bar
+
+
+def _load_srtp() -> None:
+    """Load aiortc's SRTP library binding its own symbols first: it bundles an OpenSSL whose
+    symbols clash with TensorFlow's, and loaded after TensorFlow it crashes the process."""
+    if "pylibsrtp" in sys.modules:
+        return
+    flags = sys.getdlopenflags()
+    sys.setdlopenflags(flags | os.RTLD_DEEPBIND)
+    try:
+        import pylibsrtp  # noqa: F401 (loaded for its side effect)
+    finally:
+        sys.setdlopenflags(flags)
+
+
+def live_webcam(recognizer: Recognizer, threshold: float) -> None:
+    """The webcam as live video with boxes and names drawn on it (``streamlit-webrtc``).
+
+    No STUN server: the browser and this server are on the same machine (localhost), so
+    their own addresses are enough and nothing is asked of the internet.
+    """
+    _load_srtp()
+    import av
+    from streamlit_webrtc import WebRtcMode, webrtc_streamer
+
+    from celebmodel.live import LiveAnnotator
+
+    annotator = LiveAnnotator(recognizer, threshold)
+
+    def frame(video: av.VideoFrame) -> av.VideoFrame:
+        return av.VideoFrame.from_ndarray(annotator(video.to_ndarray(format="rgb24")), "rgb24")
+
+    st.caption(
+        "Press START and allow the camera. If the browser refuses it (a camera icon in the "
+        "address bar, or no camera at all), the box below says so: allow the camera for this "
+        "site and press START again. Live video needs the studio opened as localhost or "
+        "over HTTPS. Frames that arrive while one is being identified are skipped, so the "
+        "picture never lags; the rate achieved is drawn in its corner."
+    )
+    webrtc_streamer(
+        key=f"live-{recognizer.run.name}",
+        mode=WebRtcMode.SENDRECV,
+        rtc_configuration={"iceServers": []},
+        media_stream_constraints={"video": {"width": 640, "height": 480}, "audio": False},
+        video_frame_callback=frame,
+        async_processing=True,
+    )

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageEnhance
+from skimage import data as skdata
 from streamlit.testing.v1 import AppTest
 
 from celebmodel.runs import Run
@@ -199,3 +200,52 @@ def texts(at: AppTest) -> str:
         parts += [str(e.value) for e in getattr(at, kind)]
     parts += [str(e.value) for e in at.error] + [str(e.value) for e in at.success]
     return "\n".join(parts)
+
+
+# Real faces (scikit-image's photos) --------------------------------------------------------
+
+
+def astronauts(n: int, seed: int, mirrored: bool = False) -> list[Image.Image]:
+    rng = np.random.default_rng(seed)
+    base = Image.fromarray(skdata.astronaut())
+    if mirrored:
+        base = base.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    photos = []
+    for _ in range(n):
+        photo = base.rotate(rng.uniform(-10, 10))
+        photo = ImageEnhance.Brightness(photo).enhance(rng.uniform(0.8, 1.2))
+        x, y = rng.integers(0, 50, 2)
+        photos.append(photo.crop((x, y, x + 430, y + 430)))
+    return photos
+
+
+def cameramen(n: int, seed: int) -> list[Image.Image]:
+    rng = np.random.default_rng(seed)
+    base = Image.fromarray(np.stack([skdata.camera()] * 3, axis=-1))
+    return [
+        ImageEnhance.Brightness(base.rotate(rng.uniform(-6, 6))).enhance(rng.uniform(0.85, 1.15))
+        for _ in range(n)
+    ]
+
+
+@pytest.fixture(scope="session")
+def astro(tmp_path_factory):
+    """A dlib128 run that knows the astronaut (and a cat, as small tight crops): the
+    cameraman is a stranger to it."""
+    from celebmodel.config import TrainConfig
+    from celebmodel.training import train_run
+
+    base = tmp_path_factory.mktemp("astro")
+    os.environ["CELEBMODEL_DATA"] = str(base / "appdata")
+    dataset = base / "dataset"
+    (dataset / "Astronaut").mkdir(parents=True)
+    (dataset / "Cat").mkdir()
+    for i, photo in enumerate(astronauts(10, seed=1)):
+        photo.save(dataset / "Astronaut" / f"{i}.jpg")
+    cat = Image.fromarray(skdata.chelsea())
+    for i in range(10):
+        cat.crop((100 + 5 * i, 20, 300 + 5 * i, 220)).resize((112, 112)).save(
+            dataset / "Cat" / f"{i}.jpg"
+        )
+    config = TrainConfig(data_dir=str(dataset), backbone="dlib128", max_epochs=60)
+    return train_run(config, base / "run")

@@ -16,9 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_public_names_resolve_to_the_package_objects():
-    from celebmodel.enrol import enroll
     from celebmodel.errors import CelebmodelError, ImageError, RunError
     from celebmodel.evaluation import evaluate
+    from celebmodel.people import enroll
     from celebmodel.recognize import Recognizer
     from celebmodel.training import train
 

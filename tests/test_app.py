@@ -36,6 +36,7 @@ from celebmodel import jobs
 from celebmodel.config import TrainConfig
 from celebmodel.errors import UploadError
 from celebmodel.figures import largest_confusion
+from celebmodel.open_set import similarity
 from celebmodel.runs import Run, best_run, first_line, readable_log
 from celebmodel.sources import Limits, extract_dataset
 from celebmodel.storage import atomic_write_json
@@ -121,7 +122,10 @@ def test_pages_render_with_finished_runs(folders, cnn_run, dlib_run):
     assert card.value == f"{accuracy:.1%}"
     assert "original 53%" in card.delta
     open_page(at, "pages/identify.py")
-    assert at.slider[0].value == pytest.approx(round(calibrated(best), 2))
+    preset = at.radio(key=f"preset-{best.name}")
+    assert preset.value == "Balanced"  # the calibrated threshold, on the similarity scale
+    expected = f"Balanced: similarity at least {similarity(calibrated(best)):.0%}"
+    assert any(option.startswith(expected) for option in preset.options)
     open_page(at, "pages/train.py")
     table = at.dataframe[0].value
     assert set(table["name"]) == {"20240102-000000-vgg16", "20240103-000000-dlib128"}
@@ -168,6 +172,9 @@ def test_identify_upload_camera_and_unreadable_file(folders, cnn_run):
     run = add_run(runs, cnn_run, "20240102-000000-vgg16")
     labels = run.labels()
     at = open_page(app(), "pages/identify.py")
+    at.toggle(key="custom-threshold").set_value(True)
+    open_page(at)
+    at.slider(key=f"similarity-{run.name}").set_value(0.0)  # everyone is close enough
     at.file_uploader(key="photos").set_value(
         [
             ("red.png", photo_bytes(COLOURS[0]), "image/png"),
@@ -175,25 +182,29 @@ def test_identify_upload_camera_and_unreadable_file(folders, cnn_run):
         ]
     )
     open_page(at)
+    assert any("Looser than Balanced" in w.value for w in at.warning)
     assert "red.png" in [s.value for s in at.subheader]
     caption = next(c.value for c in at.caption if "face(s) found in" in c.value)
     seconds = float(caption.split(" in ")[1].split(" s")[0])
     assert caption.startswith("1 face(s)") and seconds < 30
     errors = [e.value for e in at.error]
     assert any(e.startswith("broken.jpg:") for e in errors), errors
-    top = figures(at)[0]["data"][0]
-    probabilities = decode(top["x"])
-    assert len(probabilities) == len(labels) and sum(probabilities) == pytest.approx(1, abs=1e-3)
-    assert set(top["y"]) == {label.replace("_", " ") for label in labels}
+    top = next(d.value for d in at.dataframe if list(d.value.columns) == ["name", "probability"])
+    assert len(top) == len(labels) and top["probability"].sum() == pytest.approx(1, abs=1e-3)
+    assert set(top["name"]) == {label.replace("_", " ") for label in labels}
     names = [m.value for m in at.markdown if m.value.startswith("**1. ")]
     assert names and any(label.replace("_", " ") in names[0] for label in labels)
+    assert any(c.value.startswith("similarity ") for c in at.caption)
 
-    at.slider[0].set_value(0.0)  # nobody is that close: the face becomes unknown
+    at.slider(key=f"similarity-{run.name}").set_value(1.0)  # nobody is that close
     open_page(at)
-    assert any("unknown" in m.value for m in at.markdown if m.value.startswith("**1. "))
+    assert [m.value for m in at.markdown if m.value.startswith("**1. ")] == ["**1. Unknown**"]
+    closest = next(c.value for c in at.caption if c.value.startswith("closest: "))
+    assert "(needs 100%)" in closest
+    assert not [d for d in at.dataframe if list(d.value.columns) == ["name", "probability"]]
 
     at.file_uploader(key="photos").set_value(None)
-    at.toggle(key="use-camera").set_value(True)
+    at.radio(key="source").set_value("camera")
     open_page(at)
     at.camera_input(key="camera").upload("shot.jpg", photo_bytes(COLOURS[1], "JPEG"))
     open_page(at)
@@ -203,7 +214,8 @@ def test_identify_upload_camera_and_unreadable_file(folders, cnn_run):
 
 def test_identify_reads_awkward_photos_and_names_each_broken_one(folders, cnn_run, tmp_path):
     """Every awkward encoding is identified; every broken file, uploaded or as a webcam shot,
-    gets one error naming it and its problem, and the other photos are still identified."""
+    gets one error naming it and its problem, and the other photos are still identified.
+    Eleven photos make an album: one table row per face."""
     runs, _ = folders
     add_run(runs, cnn_run, "20240102-000000-vgg16")
     awkward, broken = awkward_photos(), broken_photos(tmp_path)
@@ -212,16 +224,15 @@ def test_identify_reads_awkward_photos_and_names_each_broken_one(folders, cnn_ru
     at = open_page(app(), "pages/identify.py")
     at.file_uploader(key="photos").set_value(uploads)
     open_page(at)
-    assert [s.value for s in at.subheader] == [name for name, _, _ in uploads]
-    found = [c.value for c in at.caption if "face(s) found in" in c.value]
-    assert len(found) == len(awkward) and all(c.startswith("1 face(s)") for c in found)
+    table = next(d.value for d in at.dataframe if "thumbnail" in d.value.columns)
+    assert list(table["photo"]) == list(awkward) and set(table["face"]) == {1}
     errors = [e.value for e in at.error]
     assert len(errors) == len(broken), errors
     for (name, (_, problem)), error in zip(broken.items(), errors, strict=True):
         assert error.startswith(f"{name}: ") and problem in error, (name, error)
 
     at.file_uploader(key="photos").set_value(None)
-    at.toggle(key="use-camera").set_value(True)
+    at.radio(key="source").set_value("camera")
     open_page(at)
     at.camera_input(key="camera").upload("shot.jpg", broken["truncated.jpg"][0])
     open_page(at)
@@ -229,7 +240,7 @@ def test_identify_reads_awkward_photos_and_names_each_broken_one(folders, cnn_ru
     assert len(errors) == 1 and errors[0].startswith("webcam photo: cannot decode"), errors
 
 
-def test_add_a_celebrity_to_a_dlib_run(folders, dlib_run):
+def test_a_photo_without_a_face_and_a_new_person_on_the_people_page(folders, dlib_run):
     runs, data = folders
     run = add_run(runs, dlib_run, "20240103-000000-dlib128")
     at = open_page(app(), "pages/identify.py")
@@ -238,15 +249,19 @@ def test_add_a_celebrity_to_a_dlib_run(folders, dlib_run):
     )
     open_page(at)  # a large photo without a face: a message, not an exception
     assert any(w.value.startswith("wall.png: no face found") for w in at.warning)
-    at.text_input[0].set_value("Ada Lovelace")
+    at = open_page(app(), "pages/people.py")
+    at.text_input(key="new-name").set_value("Ada Lovelace")
     photos = [(f"ada{i}.png", photo_bytes((200, 200, 40 * i)), "image/png") for i in range(3)]
     enrol = next(u for u in at.file_uploader if u.label == "Photos of this person")
     enrol.set_value(photos)
-    at.form_submit_button[0].click()
+    at.form_submit_button[-1].click()
     open_page(at)
-    assert any("Added Ada_Lovelace" in s.value for s in at.success), texts(at)
+    assert any("Added Ada Lovelace from 3 photo(s)" in s.value for s in at.success), texts(at)
     assert "Ada_Lovelace" in run.labels()
     assert not list(data.glob(".enrol-*")), "uploaded photos must be deleted"
+    assert "**Ada Lovelace**" in [m.value for m in open_page(at).markdown]  # at once, no reload
+    identify = open_page(app(), "pages/identify.py")
+    assert "Ada Lovelace" in next(c.value for c in identify.caption if "knows 4 people" in c.value)
 
 
 # Train ---------------------------------------------------------------------------------------

@@ -22,12 +22,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import COLOURS, make_dataset
+from conftest import COLOURS, astronauts, cameramen, make_dataset
 from PIL import Image
+from skimage import data as skdata
 
 pytestmark = pytest.mark.browser
 
@@ -352,6 +354,133 @@ def test_a_training_shows_its_stages_live_and_then_becomes_the_model_in_use(serv
             page.get_by_text("Training stopped").first.wait_for(timeout=TIMEOUT_MS)
             no_traceback(page)
             shoot(page, "train_stopped")
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def astro_server(tmp_path_factory: pytest.TempPathFactory, astro):
+    """A studio whose active model knows the astronaut (the cameraman is a stranger)."""
+    base = tmp_path_factory.mktemp("astro-browser")
+    runs = base / "runs"
+    shutil.copytree(astro.path, runs / "20250101-000000-dlib128")
+    url, process = launch(runs, base / "data", base / "streamlit.log")
+    try:
+        yield url, runs / "20250101-000000-dlib128"
+    finally:
+        shut_down(process)
+
+
+def test_an_album_zip_is_grouped_and_a_group_named_in_the_browser(astro_server, tmp_path):
+    """Upload a zip on Identify: a table of every face, the strangers grouped; naming the
+    group adds the person to the model, and the faces are then shown as that person."""
+    url, run_path = astro_server
+    archive = tmp_path / "trip.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for i, photo in enumerate([*cameramen(3, seed=6), *astronauts(1, seed=8)]):
+            buffer = io.BytesIO()
+            photo.save(buffer, format="JPEG")
+            zf.writestr(f"trip/photo{i}.jpg", buffer.getvalue())
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{url}/identify")
+            settle(page, "How sure must a match be?")
+            page.get_by_text("A .zip of photos", exact=True).click()
+            settle(page, "Zip of photos")
+            page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(
+                str(archive)
+            )
+            group = page.get_by_text(re.compile(r"^Group 1: 3 faces"))
+            group.wait_for(timeout=TIMEOUT_MS)
+            no_traceback(page)
+            shoot(page, "identify_album")
+            page.get_by_role("textbox", name="Name this person").first.fill("Ada Lovelace")
+            page.get_by_role("button", name="Add to the model").first.click()
+            page.get_by_text("Added Ada Lovelace from 3 faces").wait_for(timeout=TIMEOUT_MS)
+            deadline = time.monotonic() + TIMEOUT_MS / 1000
+            while group.count():  # no longer a group of strangers
+                assert time.monotonic() < deadline, "the named group is still shown"
+                page.wait_for_timeout(300)
+            no_traceback(page)
+        finally:
+            browser.close()
+    from celebmodel.runs import Run
+
+    assert Run(run_path).labels()[-1] == "Ada_Lovelace"
+
+
+def write_y4m(path: Path, pixels: np.ndarray, frames: int = 20) -> Path:
+    """A Y4M video (what Chromium's fake camera plays) of one RGB picture, 4:2:0."""
+    rgb = pixels.astype(np.float32)
+    y = 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+    u = 128 - 0.168736 * rgb[..., 0] - 0.331264 * rgb[..., 1] + 0.5 * rgb[..., 2]
+    v = 128 + 0.5 * rgb[..., 0] - 0.418688 * rgb[..., 1] - 0.081312 * rgb[..., 2]
+    planes = [y] + [c.reshape(c.shape[0] // 2, 2, c.shape[1] // 2, 2).mean((1, 3)) for c in (u, v)]
+    frame = b"".join(np.clip(np.rint(p), 0, 255).astype(np.uint8).tobytes() for p in planes)
+    height, width = y.shape
+    with open(path, "wb") as handle:
+        handle.write(f"YUV4MPEG2 W{width} H{height} F10:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(frames):
+            handle.write(b"FRAME\n" + frame)
+    return path
+
+
+GREEN_PIXELS = """(video) => {
+    const canvas = document.createElement('canvas');
+    canvas.width = video.videoWidth; canvas.height = video.videoHeight;
+    const context = canvas.getContext('2d');
+    context.drawImage(video, 0, 0);
+    const data = context.getImageData(0, 0, canvas.width, canvas.height).data;
+    let green = 0;
+    for (let i = 0; i < data.length; i += 4) {
+        if (Math.abs(data[i] - 46) < 30 && Math.abs(data[i + 1] - 160) < 30
+            && Math.abs(data[i + 2] - 67) < 30) green++;
+    }
+    return green;
+}"""
+
+
+def test_the_live_webcam_draws_the_name_on_the_video(astro_server, tmp_path):
+    """Chromium's fake camera plays the astronaut: the video coming back from the server has
+    the green box and name label of a known face drawn on it (no STUN server anywhere)."""
+    url, _ = astro_server
+    canvas = Image.new("RGB", (640, 480), (90, 90, 90))
+    canvas.paste(Image.fromarray(skdata.astronaut()).resize((480, 480)), (80, 0))
+    video = write_y4m(tmp_path / "astronaut.y4m", np.asarray(canvas))
+    args = [
+        *CHROMIUM_ARGS,
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-video-capture={video}",
+        "--disable-features=WebRtcHideLocalIpsWithMdns",
+    ]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=shutil.which("chromium"), args=args, headless=True
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{url}/identify")
+            settle(page, "How sure must a match be?")
+            page.get_by_text("Live webcam", exact=True).click()
+            settle(page, "Press START")
+            frame = page.frame_locator("iframe[title*='webrtc']").first
+            frame.get_by_role("button", name="START").click()
+            video = frame.locator("video").first
+            video.wait_for(timeout=TIMEOUT_MS)
+            deadline = time.monotonic() + 120
+            green = 0
+            while green < 200:  # the label box of a known face, drawn by the server
+                assert time.monotonic() < deadline, "no name drawn on the live video"
+                page.wait_for_timeout(500)
+                if video.evaluate("v => v.readyState") >= 2:
+                    green = video.evaluate(GREEN_PIXELS)
+            shoot(page, "identify_live")
+            frame.get_by_role("button", name="STOP").click()
         finally:
             browser.close()
 

@@ -263,6 +263,7 @@ def test_every_command_runs_as_a_real_process(runs_copy, tiny_dataset, tmp_path)
         "enroll": (("enroll", enrol_run, "Twin", twin), 1, "face-embedding run"),
         "fetch-lfw": (("fetch-lfw", not_a_folder), 1, "not a folder"),
         "runs": (("runs",), 0, "finished"),
+        "people": (("people", runs_copy.predict_run, "list"), 0, "Celebrity_A"),
     }
     assert set(commands) == set(subcommands())
     procs = {

@@ -305,8 +305,8 @@ def old_run(tmp_path, chips):
 def test_a_run_from_before_the_keras_network_loads_identifies_evaluates_and_enrols(
     old_run, tmp_path
 ):
-    from celebmodel.enrol import enroll
     from celebmodel.evaluation import evaluate_run
+    from celebmodel.people import enroll
     from celebmodel.recognize import Recognizer
 
     recognizer = Recognizer.from_run(old_run.path)

@@ -202,7 +202,7 @@ def test_identify_takes_path_bytes_pil_and_array(astronaut_run, astronaut, tmp_p
 def test_enrolment_adds_a_celebrity_without_retraining(astronaut_run, cameraman, tmp_path):
     import shutil
 
-    from celebmodel.enrol import enroll
+    from celebmodel.people import enroll
     from celebmodel.recognize import Recognizer
     from celebmodel.runs import Run
 
@@ -229,7 +229,7 @@ def test_enrolment_failing_while_saving_leaves_the_run_as_it_was(
     import os
     import shutil
 
-    from celebmodel import enrol
+    from celebmodel import people
     from celebmodel.recognize import Recognizer
     from celebmodel.runs import Run
 
@@ -244,9 +244,9 @@ def test_enrolment_failing_while_saving_leaves_the_run_as_it_was(
             raise OSError(28, "No space left on device (simulated)")
         return real_replace(source, target)
 
-    monkeypatch.setattr(enrol.os, "replace", full_disk)
+    monkeypatch.setattr(people.os, "replace", full_disk)
     with pytest.raises(OSError, match="No space left"):
-        enrol.enroll(run, "Camera Man", [tmp_path / "cam.png"])
+        people.enroll(run, "Camera Man", [tmp_path / "cam.png"])
     monkeypatch.undo()
     after = {f.name: f.read_bytes() for f in run.path.iterdir() if f.is_file()}
     assert after == before  # labels and gallery, renamed before the model failed, were put back

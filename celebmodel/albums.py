@@ -1,0 +1,118 @@
+"""Many photos at once (folders, uploads, a zip): every face a row, unknown faces grouped.
+
+One row per face with the columns of :data:`COLUMNS`; a photo that cannot be read is listed
+with its error and the others go on. With grouping, the unknown faces are clustered by person
+(:mod:`celebmodel.grouping`) and each group of two or more gets a number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import CelebmodelError
+from .grouping import UNGROUPED, group_distance, group_faces
+from .images import load_image, photos_under
+from .progress import BarFactory, quiet_bar
+from .recognize import Recognizer
+from .storage import atomic_write_text
+
+COLUMNS = ("photo", "face", "box", "label", "nearest", "similarity", "known", "group")
+
+
+@dataclass
+class Album:
+    """The faces of many photos: ``rows`` (:data:`COLUMNS` and ``name``, ``score``), one
+    unit-length embedding per row, and the photos that could not be read."""
+
+    rows: pd.DataFrame
+    embeddings: np.ndarray
+    faces: list[dict[str, Any]] = field(default_factory=list)  # Recognizer's dict, per row
+    errors: list[dict[str, str]] = field(default_factory=list)
+    photos: list[str] = field(default_factory=list)
+
+    def group(self, gallery: np.ndarray, gallery_labels: np.ndarray) -> Album:
+        """Number the groups of unknown faces (the distance comes from the gallery)."""
+        unknown = ~self.rows["known"].to_numpy(dtype=bool)
+        groups = np.full(len(self.rows), UNGROUPED, dtype=int)
+        if unknown.sum() > 1:
+            distance = group_distance(gallery, gallery_labels)
+            groups[unknown] = group_faces(self.embeddings[unknown], distance)
+        self.rows["group"] = [str(g) if g != UNGROUPED else "" for g in groups]
+        for face, number in zip(self.faces, self.rows["group"], strict=True):
+            face["group"] = number
+        return self
+
+    def groups(self) -> dict[int, pd.DataFrame]:
+        """Each numbered group's rows, largest first."""
+        numbered = self.rows[self.rows["group"] != ""]
+        return {int(g): rows for g, rows in numbered.groupby(numbered["group"].astype(int))}
+
+    def csv(self) -> str:
+        frame = self.rows.loc[:, list(COLUMNS)].copy()
+        frame["box"] = frame["box"].map(lambda box: " ".join(str(v) for v in box))
+        frame["similarity"] = frame["similarity"].map("{:.4f}".format)
+        return frame.to_csv(index=False, lineterminator="\n")
+
+    def write_csv(self, path: str | Path) -> None:
+        """The rows as CSV, written atomically (never a half-written file under the name)."""
+        atomic_write_text(path, self.csv())
+
+
+def photo_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Photos of the given files and folders (folders searched recursively, hidden files
+    left out), in the order given."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        found += photos_under(path) if path.is_dir() else [path]
+    return found
+
+
+def identify_album(
+    recognizer: Recognizer,
+    photos: Sequence[tuple[str, Any]],
+    threshold: float | None = None,
+    bar: BarFactory = quiet_bar,
+) -> Album:
+    """Identify every face of ``photos`` (pairs of a name to show and a path, bytes or
+    array); faces numbered left to right within each photo."""
+    rows, vectors, details, errors = [], [], [], []
+    with bar(desc="photos", total=len(photos), unit="photo") as progress:
+        for name, source in photos:
+            try:
+                faces, embeddings = recognizer.analyse(load_image(source, name=name), threshold)
+            except (CelebmodelError, OSError) as exc:
+                errors.append({"photo": name, "error": str(exc)})
+                progress.update(1)
+                continue
+            order = sorted(
+                range(len(faces)), key=lambda i: (faces[i]["box"][0], faces[i]["box"][1])
+            )
+            for number, i in enumerate(order, start=1):
+                face = faces[i]
+                rows.append(
+                    {
+                        "photo": name,
+                        "face": number,
+                        "box": face["box"],
+                        "label": face["label"],
+                        "nearest": face["nearest"],
+                        "similarity": face["similarity"],
+                        "known": face["known"],
+                        "group": "",
+                        "name": face["name"],
+                        "score": face["score"],
+                    }
+                )
+                vectors.append(embeddings[i])
+                details.append(face)
+            progress.update(1)
+    dim = recognizer.centroids.shape[1]
+    embeddings = np.stack(vectors) if vectors else np.zeros((0, dim), np.float32)
+    frame = pd.DataFrame(rows, columns=[*COLUMNS, "name", "score"])
+    return Album(frame, embeddings, details, errors, [name for name, _ in photos])

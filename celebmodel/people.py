@@ -1,0 +1,386 @@
+"""Who a face-network run knows, and changing it in seconds: list, add a person, add photos to
+one, rename, remove.
+
+Adding faces embeds them with the run's own network (a fine-tuned one included), adds them to
+the gallery and refits the softmax head on the whole gallery; the network is never retrained.
+Model, labels and gallery are replaced together or not at all. Names shown to users and people
+removed from a trained model are kept in ``people.json`` (a removed trained person is masked
+out when faces are identified; a person added later is deleted from the gallery and the head).
+Photos given to add faces are not kept: only their embeddings, and their aligned face when the
+caller asks (``keep_faces``), in the run's ``faces/`` folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from .backbones import get_backbone
+from .config import TrainConfig
+from .dataset import display_name
+from .errors import ImageError, RunError, UploadError
+from .face_network import FaceEmbedder
+from .images import load_image, photos_under
+from .model import embedding_model, head_model, takes_embeddings, with_new_head
+from .open_set import l2_normalize
+from .pipeline import face_stage
+from .runs import Run
+from .sources import safe_name
+from .storage import atomic_write_json, data_root, now_iso, replace_together
+
+log = logging.getLogger("celebmodel")
+ADDED = "added:"  # gallery path prefix of a face given after training
+
+
+# Who the run knows ---------------------------------------------------------------------------
+
+
+def people_file(run: Run) -> dict[str, Any]:
+    """``people.json``: shown names, people removed, and the history of changes."""
+    try:
+        data = run.read_json("people.json", default={}) or {}
+    except RunError:
+        data = {}
+    return data if isinstance(data, dict) else {}
+
+
+def names(run: Run) -> dict[str, str]:
+    """The name shown for each label: the user's, else the folder name with spaces."""
+    chosen = people_file(run).get("names") or {}
+    return {label: chosen.get(label) or display_name(label) for label in run.labels()}
+
+
+def removed(run: Run) -> set[str]:
+    """Labels of trained people removed from the model (masked out when identifying)."""
+    return set(people_file(run).get("removed") or [])
+
+
+def roster(run: Run) -> pd.DataFrame:
+    """Every person of the run: label, name, photos in the gallery, trained or added later,
+    removed or not, and one gallery photo to show as their face."""
+    labels = run.labels()
+    _, gallery_labels = run.gallery()
+    paths = run.gallery_paths()
+    shown, gone = names(run), removed(run)
+    rows = []
+    for index, label in enumerate(labels):
+        mine = [paths[i] for i in np.flatnonzero(gallery_labels == index)]
+        rows.append(
+            {
+                "label": label,
+                "name": shown[label],
+                "photos": len(mine),
+                "kind": "added" if mine and all(p.startswith(ADDED) for p in mine) else "trained",
+                "removed": label in gone,
+                "face": next((p for p in mine if p and p != ADDED), ""),
+            }
+        )
+    return pd.DataFrame(rows, columns=["label", "name", "photos", "kind", "removed", "face"])
+
+
+def face_thumbnail(run: Run, path: str) -> Image.Image | None:
+    """The face of a gallery entry: a kept face of a person added later, else ``None`` (the
+    page shows trained people's faces from their dataset photo)."""
+    if path.startswith(ADDED):
+        kept = run.path / path.removeprefix(ADDED)
+        if kept.is_file() and kept.resolve().is_relative_to(run.path.resolve()):
+            return Image.open(kept).convert("RGB")
+    return None
+
+
+def _record(run: Run, **change: Any) -> dict[str, Any]:
+    data = people_file(run)
+    history = [*data.get("history", []), {**change, "when": now_iso()}]
+    return {**data, "history": history}
+
+
+def rename(run: Run, label: str, name: str) -> None:
+    """Show ``label`` as ``name`` everywhere (the label, the model's class, is unchanged)."""
+    if label not in run.labels():
+        raise RunError(f"{label}: not a person of {run.title}")
+    name = " ".join(name.split())
+    if not name:
+        raise RunError(f"{label}: a name cannot be empty")
+    data = _record(run, action="rename", label=label, name=name)
+    data["names"] = {**(data.get("names") or {}), label: name}
+    atomic_write_json(run.file("people.json"), data)
+
+
+def remove(run: Run, label: str) -> None:
+    """Take a person out of the model: a trained one is masked out when faces are identified
+    (and can be restored), a person added later is deleted from the gallery and the head."""
+    people = roster(run).set_index("label")
+    if label not in people.index:
+        raise RunError(f"{label}: not a person of {run.title}")
+    if len(people) - int(people["removed"].sum()) <= 2:
+        raise RunError(f"{run.title}: a model needs at least two people; add one first")
+    if people.loc[label, "kind"] == "added":
+        _drop_class(run, label)
+        shutil.rmtree(run.path / "faces" / label, ignore_errors=True)  # its kept faces
+        data = _record(run, action="remove", label=label, deleted=True)
+        data["names"] = {k: v for k, v in (data.get("names") or {}).items() if k != label}
+    else:
+        data = _record(run, action="remove", label=label)
+        data["removed"] = sorted({*(data.get("removed") or []), label})
+    atomic_write_json(run.file("people.json"), data)
+
+
+def restore(run: Run, label: str) -> None:
+    """Put a removed trained person back."""
+    data = _record(run, action="restore", label=label)
+    data["removed"] = sorted(set(data.get("removed") or []) - {label})
+    atomic_write_json(run.file("people.json"), data)
+
+
+# Adding faces ---------------------------------------------------------------------------------
+
+
+def _photo_files(photos: list[str | Path]) -> list[Path]:
+    files: list[Path] = []
+    for photo in map(Path, photos):
+        if photo.is_dir():
+            files += photos_under(photo)
+        else:
+            files.append(photo)
+    return files
+
+
+def _checked(run: Run) -> TrainConfig:
+    config = run.config()
+    if get_backbone(config.backbone).kind != "embedding":
+        raise RunError(f"{run.name}: enrolment needs a face-embedding run (--backbone dlib128)")
+    return config
+
+
+def _faces(config: TrainConfig, photos: list[str | Path]) -> tuple[list, list, list]:
+    """The aligned face of each photo (the central one), the photos used, and those skipped."""
+    stage = face_stage(config)
+    chips, used, skipped = [], [], []
+    for photo in _photo_files(photos):
+        try:
+            chip, _ = stage.extract(load_image(photo))
+        except (ImageError, OSError) as exc:
+            skipped.append({"path": str(photo), "reason": str(exc)})
+            continue
+        if chip is None:
+            skipped.append({"path": str(photo), "reason": "no face found"})
+            continue
+        chips.append(chip)
+        used.append(str(photo))
+    return chips, used, skipped
+
+
+def embed_faces(run: Run, model: Any, chips: list[np.ndarray]) -> np.ndarray:
+    """Unit-length embeddings of aligned faces by the run's own network."""
+    if takes_embeddings(model):  # a run from before the face network was in Keras
+        return FaceEmbedder(flip=True).embed(chips)
+    vectors = embedding_model(model).predict(np.asarray(chips, np.float32), verbose=0)[0]
+    return l2_normalize(vectors)
+
+
+def _kept_paths(
+    run: Run, label: str, chips: list[np.ndarray], sources: list[str], keep: bool
+) -> tuple[list[str], list[tuple[Path, Path]]]:
+    """Gallery paths of added faces, and (partial, final) files of the faces kept."""
+    if not keep:
+        return [f"{ADDED}{Path(source).name}" for source in sources], []
+    folder = run.path / "faces" / label
+    folder.mkdir(parents=True, exist_ok=True)
+    start = len(list(folder.glob("*.png")))
+    paths, files = [], []
+    for i, chip in enumerate(chips, start=start):
+        final = folder / f"{i:04d}.png"
+        partial = folder / f".{i:04d}.tmp.png"
+        Image.fromarray(np.asarray(chip, dtype=np.uint8)).save(partial)
+        paths.append(f"{ADDED}{final.relative_to(run.path)}")
+        files.append((partial, final))
+    return paths, files
+
+
+def _rewrite(
+    run: Run,
+    config: TrainConfig,
+    model: Any,
+    gallery: tuple[np.ndarray, np.ndarray, list[str]],
+    labels: list[str],
+    keep: list[int] | None = None,
+    extra: list[tuple[Path, Path]] | None = None,
+) -> None:
+    """Refit the head on ``gallery`` and replace model, labels, gallery (and ``extra`` files)
+    together: a failure leaves the old ones, never a model that disagrees with its labels."""
+    embeddings, gallery_labels, paths = gallery
+    head = refit_head(config, model, embeddings, gallery_labels, len(labels), keep)
+    partial = run.file(".model.tmp.keras")
+    partial_labels = run.file(".labels.tmp.json")
+    extra = extra or []
+    try:
+        head.save(partial)
+        partial_labels.write_text(json.dumps(labels), encoding="utf-8")
+        os.chmod(partial_labels, 0o644)
+        replace_together(
+            [
+                *extra,
+                (run.write_gallery(embeddings, gallery_labels, paths), run.file("gallery.npz")),
+                (partial_labels, run.file("labels.json")),
+                (partial, run.file("model.keras")),
+            ]
+        )
+    finally:
+        for leftover in (partial, partial_labels, run.file(".gallery.tmp.npz")):
+            leftover.unlink(missing_ok=True)
+        for leftover, _ in extra:
+            leftover.unlink(missing_ok=True)
+
+
+def _label(name: str) -> str:
+    label = "_".join(name.split())
+    if not label or "/" in label or label.startswith("."):
+        raise RunError(f"{name!r}: not a usable name")
+    return label
+
+
+def add_faces(
+    run: Run,
+    name: str,
+    chips: list[np.ndarray],
+    sources: list[str],
+    keep_faces: bool = False,
+    vectors: np.ndarray | None = None,
+) -> str:
+    """Add aligned faces to a person of the run, new (``name`` not known yet) or known (their
+    label or shown name); returns the label. ``vectors`` skips embedding when the faces'
+    embeddings are already known (a group of unknown faces)."""
+    config = _checked(run)
+    if not len(chips if vectors is None else vectors):
+        raise RunError(f"{name}: none of the photos holds a usable face")
+    if keep_faces and len(chips) != len(sources):
+        raise RunError(f"{name}: a face to keep for every photo is needed")
+    labels = run.labels()
+    by_name = {shown.lower(): label for label, shown in names(run).items()}
+    label = name if name in labels else by_name.get(" ".join(name.split()).lower())
+    new = label is None
+    label = _label(name) if new else label
+    if new and label in labels:
+        raise RunError(f"{label}: already a person of {run.title}")
+    model = run.load_model()
+    vectors = embed_faces(run, model, chips) if vectors is None else l2_normalize(vectors)
+    embeddings, gallery_labels = run.gallery()
+    paths, files = _kept_paths(run, label, chips, sources, keep_faces)
+    index = len(labels) if new else labels.index(label)
+    if len(paths) != len(vectors):
+        raise RunError(f"{name}: {len(vectors)} faces but {len(paths)} photos named")
+    gallery = (
+        np.vstack([embeddings, vectors]),
+        np.r_[gallery_labels, np.full(len(vectors), index)],
+        [*run.gallery_paths(), *paths],
+    )
+    _rewrite(run, config, model, gallery, [*labels, label] if new else labels, extra=files)
+    if new and " ".join(name.split()) != display_name(label):
+        rename(run, label, name)
+    return label
+
+
+def _drop_class(run: Run, label: str) -> None:
+    config = _checked(run)
+    labels = run.labels()
+    index = labels.index(label)
+    embeddings, gallery_labels = run.gallery()
+    paths = run.gallery_paths()
+    kept = gallery_labels != index
+    remap = np.array([i - (i > index) for i in range(len(labels))])
+    gallery = (
+        embeddings[kept],
+        remap[gallery_labels[kept]],
+        [path for path, keep in zip(paths, kept, strict=True) if keep],
+    )
+    keep = [i for i in range(len(labels)) if i != index]
+    remaining = [labels[i] for i in keep]
+    _rewrite(run, config, run.load_model(), gallery, remaining, keep=keep)
+
+
+def enroll(
+    run: Run, name: str, photos: list[str | Path], keep_faces: bool = False
+) -> dict[str, Any]:
+    """Add a celebrity to a finished face-network run from a few photos (or add photos to one
+    it knows), without retraining the network. Recorded in ``enrolled.json``."""
+    started = time.perf_counter()
+    config = _checked(run)
+    chips, used, skipped = _faces(config, photos)
+    if not chips:
+        raise RunError(f"{name}: none of the photos holds a usable face")
+    label = add_faces(run, name, chips, used, keep_faces)
+    record = {"name": label, "photos": used, "skipped": skipped, "when": now_iso()}
+    history = run.read_json("enrolled.json", default=[]) or []
+    atomic_write_json(run.file("enrolled.json"), [*history, record])
+    seconds = time.perf_counter() - started
+    log.info("enrolled %s from %d photo(s) in %.1f s", label, len(used), seconds)
+    return {**record, "n_photos": len(used), "seconds": seconds}
+
+
+def refit_head(
+    config: TrainConfig,
+    model: Any,
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    keep: list[int] | None = None,
+) -> Any:
+    """``model`` with a softmax head for ``n_classes`` refit on the whole gallery (the network
+    is not touched), classes weighted so a few photos still count."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    keras.utils.set_random_seed(config.seed)
+    model = with_new_head(model, config, n_classes, keep)
+    head = head_model(model)
+    weights = compute_class_weight("balanced", classes=np.arange(n_classes), y=labels)
+    head.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    head.fit(
+        embeddings,
+        labels,
+        batch_size=32,
+        epochs=200,
+        class_weight=dict(enumerate(weights)),
+        callbacks=[keras.callbacks.EarlyStopping(monitor="loss", patience=config.patience)],
+        verbose=0,
+    )
+    return model
+
+
+def save_photos(files: Iterable[tuple[str, bytes]], folder: Path) -> list[Path]:
+    """Write uploaded photos (name, bytes) under ``folder`` with safe, distinct names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i, (name, content) in enumerate(files):
+        suffix = Path(name).suffix.lower()
+        path = folder / f"{i:03d}-{safe_name(Path(name).stem, 'photo')}{suffix}"
+        path.write_bytes(content)
+        written.append(path)
+    return written
+
+
+def enroll_uploaded(
+    run: Run, name: str, files: Iterable[tuple[str, bytes]], keep_faces: bool = False
+) -> dict[str, Any]:
+    """Add a celebrity (or photos of one) from uploaded photos, kept on disk only meanwhile."""
+    data_root().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=data_root(), prefix=".enrol-") as tmp:
+        photos = save_photos(files, Path(tmp))
+        if not photos:
+            raise UploadError("add at least one photo of the new celebrity")
+        return enroll(run, name, [str(p) for p in photos], keep_faces)

@@ -1,0 +1,282 @@
+"""Identify that explains itself: the similarity scale and its presets, evidence for every
+face, people managed, whole folders identified and their unknown faces grouped.
+
+Faces are scikit-image's astronaut (the person the model knows) and cameraman (a stranger);
+nothing here reads ``../shared``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import add_run, app, astronauts, cameramen, open_page
+from PIL import Image
+from skimage import data as skdata
+
+from celebmodel import people
+from celebmodel.errors import RunError
+from celebmodel.grouping import UNGROUPED, group_distance, group_faces
+from celebmodel.open_set import presets, score_for, similarity
+from celebmodel.runs import Run
+
+# --------------------------------------------------------------------------------------------
+# the similarity scale
+
+
+def test_similarity_is_a_monotonic_rescaling_of_the_score_with_an_exact_inverse():
+    scores = np.array([0.0, 0.3, 0.6, 1.0, np.sqrt(2), 3.0])
+    values = similarity(scores)
+    assert values == pytest.approx([1.0, 0.955, 0.82, 0.5, 0.0, 0.0])
+    assert all(np.diff(values) <= 0)  # a higher score is never more similar
+    for score in (0.0, 0.25, 0.5, 1.2):
+        assert score_for(similarity(score)) == pytest.approx(score)
+    # for a confident prediction the score is the distance d to the person's mean face, and
+    # the similarity is the cosine between the two unit vectors: 1 - d^2 / 2
+    a, b = np.array([1.0, 0.0]), np.array([np.cos(0.7), np.sin(0.7)])
+    assert similarity(np.linalg.norm(a - b)) == pytest.approx(np.cos(0.7))
+
+
+def test_presets_say_what_they_accept_on_the_validation_faces():
+    scores = np.linspace(0.1, 1.0, 100)  # validation faces of known people
+    balanced = float(np.quantile(scores, 0.95, method="higher"))  # what calibrate() picks
+    calibration = {"threshold": balanced, "target_accept": 0.95, "val_scores": scores.tolist()}
+    found = presets(calibration)
+    assert list(found) == ["Strict", "Balanced", "Lenient"]
+    assert found["Balanced"]["threshold"] == balanced  # the calibrated value, unchanged
+    # the "higher" quantile: the smallest observed score accepting at least that share
+    assert found["Strict"]["accepts"] == pytest.approx(0.91)
+    assert found["Lenient"]["accepts"] == pytest.approx(1.0)
+    assert (
+        found["Strict"]["threshold"]
+        < found["Balanced"]["threshold"]
+        < found["Lenient"]["threshold"]
+    )
+    assert found["Strict"]["similarity"] > found["Lenient"]["similarity"]
+    assert list(presets({"threshold": 0.6, "target_accept": 0.95})) == ["Balanced"]  # old runs
+
+
+# --------------------------------------------------------------------------------------------
+# a model that knows the astronaut (and a cat), for which the cameraman is a stranger
+
+
+@pytest.fixture
+def run(astro, folders) -> Run:
+    runs, _ = folders
+    return add_run(runs, astro, "20250101-000000-dlib128")
+
+
+@pytest.mark.slow
+def test_evidence_names_the_training_photos_the_face_resembles(run):
+    from celebmodel.recognize import Recognizer
+
+    recognizer = Recognizer.from_run(run)
+    photo = Path(run.config_dict()["data_dir"]) / "Astronaut" / "0.jpg"
+    (face,), embeddings = recognizer.analyse(photo)
+    assert face["known"] and face["label"] == "Astronaut" and face["name"] == "Astronaut"
+    assert face["similarity"] == pytest.approx(similarity(face["score"]))
+    same = [e for e in face["evidence"] if not e["runner_up"]]
+    other = [e for e in face["evidence"] if e["runner_up"]]
+    assert len(same) == 3 and len(other) == 1
+    assert same[0]["path"] == "Astronaut/0.jpg" and same[0]["similarity"] > 0.999  # itself
+    assert all(e["path"].startswith("Astronaut/") for e in same)
+    assert other[0]["label"] == "Cat" and other[0]["path"].startswith("Cat/")
+    gallery, labels = run.gallery()
+    paths = run.gallery_paths()
+    cosine = (gallery / np.linalg.norm(gallery, axis=1, keepdims=True)) @ embeddings[0]
+    mine = np.flatnonzero(labels == 0)
+    best = mine[np.argsort(-cosine[mine])][:3]
+    assert [paths[i] for i in best] == [e["path"] for e in same]
+    assert [e["similarity"] for e in same] == pytest.approx(cosine[best], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_people_rename_add_remove_restore_and_every_page_sees_it(run, tmp_path):
+    from celebmodel.recognize import Recognizer
+
+    stranger = np.stack([skdata.camera()] * 3, axis=-1)
+    assert not Recognizer.from_run(run).identify(stranger)[0]["known"]
+    trained_faces = len(run.gallery_paths())
+
+    people.rename(run, "Astronaut", "Buzz Aldrin")
+    twins = []
+    for i, photo in enumerate(astronauts(3, seed=5, mirrored=True)):
+        photo.save(tmp_path / f"twin{i}.jpg")
+        twins.append(tmp_path / f"twin{i}.jpg")
+    cams = []
+    for i, photo in enumerate(cameramen(4, seed=2)):
+        photo.save(tmp_path / f"cam{i}.png")
+        cams.append(tmp_path / f"cam{i}.png")
+    report = people.enroll(run, "Camera Man", cams, keep_faces=True)
+    assert report["name"] == "Camera_Man" and report["n_photos"] == 4
+    kept = sorted((run.path / "faces" / "Camera_Man").glob("*.png"))
+    assert len(kept) == 4 and Image.open(kept[0]).size == (150, 150)
+    more = people.enroll(run, "Camera Man", cams[:2])  # photos of someone the run knows
+    assert more["name"] == "Camera_Man" and run.labels() == ["Astronaut", "Cat", "Camera_Man"]
+    roster = people.roster(run).set_index("label")
+    assert roster.loc["Camera_Man", "photos"] == 6 and roster.loc["Camera_Man", "kind"] == "added"
+    assert roster.loc["Astronaut", "name"] == "Buzz Aldrin"
+    assert roster.loc["Camera_Man", "face"] == "added:faces/Camera_Man/0000.png"
+
+    face = Recognizer.from_run(run).identify(stranger)[0]
+    assert face["known"] and (face["label"], face["name"]) == ("Camera_Man", "Camera Man")
+    assert face["evidence"][0]["path"].startswith("added:")
+
+    people.remove(run, "Cat")  # a trained person: masked, recorded
+    assert people.removed(run) == {"Cat"}
+    masked = Recognizer.from_run(run)
+    assert "Cat" not in [t["label"] for f in masked.identify(stranger) for t in f["top_k"]]
+    people.restore(run, "Cat")
+    assert people.removed(run) == set()
+
+    people.remove(run, "Camera_Man")  # added later: deleted from gallery, head and disk
+    assert run.labels() == ["Astronaut", "Cat"]
+    assert int((run.gallery()[1] == 2).sum()) == 0 and len(run.gallery_paths()) == trained_faces
+    assert not (run.path / "faces" / "Camera_Man").exists()
+    assert not Recognizer.from_run(run).identify(stranger)[0]["known"]
+    with pytest.raises(RunError, match="at least two people"):
+        people.remove(run, "Cat")
+    actions = [entry["action"] for entry in people.people_file(run)["history"]]
+    assert actions == ["rename", "remove", "restore", "remove"]
+
+
+@pytest.mark.slow
+def test_a_people_change_that_fails_while_saving_leaves_the_run_as_it_was(
+    run, tmp_path, monkeypatch
+):
+    cams = []
+    for i, photo in enumerate(cameramen(2, seed=3)):
+        photo.save(tmp_path / f"cam{i}.png")
+        cams.append(tmp_path / f"cam{i}.png")
+    before = {p.name: p.read_bytes() for p in run.path.iterdir() if p.is_file()}
+    real = os.replace
+
+    def full_disk(source, target):
+        if Path(target).name == "model.keras":
+            raise OSError(28, "No space left on device (simulated)")
+        return real(source, target)
+
+    monkeypatch.setattr(people.os, "replace", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        people.enroll(run, "Camera Man", cams, keep_faces=True)
+    monkeypatch.undo()
+    after = {p.name: p.read_bytes() for p in run.path.iterdir() if p.is_file()}
+    assert after == before  # gallery and labels, renamed before the model failed, put back
+    assert not list((run.path / "faces").rglob("*.png"))  # no kept face of a failed change
+
+
+# --------------------------------------------------------------------------------------------
+# grouping
+
+
+def test_grouping_recovers_known_clusters_and_leaves_singletons_alone():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 128))
+    members = [
+        c + rng.normal(0, 0.04, (n, 128)) * np.linalg.norm(c)
+        for c, n in zip(centres, (12, 8, 5), strict=True)
+    ]
+    loners = rng.normal(size=(4, 128))
+    faces = np.vstack([*members, loners])
+    truth = np.r_[np.zeros(12), np.ones(8), np.full(5, 2), np.arange(3, 7)]
+    groups = group_faces(faces, distance=0.8)
+    assert list(groups[:12]) == [1] * 12 and list(groups[12:20]) == [2] * 8
+    assert list(groups[20:25]) == [3] * 5  # numbered largest first
+    assert list(groups[25:]) == [UNGROUPED] * 4
+    assert len(set(groups[truth < 3])) == 3
+    gallery = np.vstack([members[0], members[1]])
+    labels = np.r_[np.zeros(12), np.ones(8)].astype(int)
+    distance = group_distance(gallery, labels)
+    assert 0.05 < distance < 0.8  # a same-person spread, far below strangers' distance (~1.4)
+
+
+# --------------------------------------------------------------------------------------------
+# whole folders, from the command line and on the page
+
+
+@pytest.mark.slow
+def test_predict_a_folder_to_csv_with_groups_and_a_broken_file(run, tmp_path, capsys):
+    from celebmodel.cli import main
+
+    folder = tmp_path / "album" / "nested"
+    folder.mkdir(parents=True)
+    for i, photo in enumerate(cameramen(3, seed=4)):
+        photo.save(folder / f"cam{i}.png")
+    astronauts(1, seed=9)[0].save(tmp_path / "album" / "astro.jpg")
+    (folder / "broken.jpg").write_bytes(b"not a photo")
+    out = tmp_path / "faces.csv"
+    code = main(["predict", str(run.path), str(tmp_path / "album"), "--csv", str(out), "--group"])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert f"error: {folder / 'broken.jpg'}: not an image" in err
+    rows = pd.read_csv(out, keep_default_na=False)
+    assert list(rows.columns) == [
+        "photo",
+        "face",
+        "box",
+        "label",
+        "nearest",
+        "similarity",
+        "known",
+        "group",
+    ]
+    astro = rows[rows["photo"] == str(tmp_path / "album" / "astro.jpg")]
+    (buzz,) = astro[astro["label"] == "Astronaut"].itertuples()
+    assert buzz.known and buzz.group == "" and buzz.nearest == "Astronaut"
+    cams = rows[rows["photo"].str.contains("cam")]
+    grouped = cams[cams["group"] == "1"]
+    assert not grouped["known"].any() and set(grouped["label"]) == {"unknown"}
+    assert sorted(grouped["photo"]) == sorted(str(folder / f"cam{i}.png") for i in range(3))
+    assert all(len(str(box).split()) == 4 for box in rows["box"])
+    assert rows["similarity"].between(0, 1).all()
+
+
+def _zip(photos: dict[str, Image.Image | bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, photo in photos.items():
+            if isinstance(photo, bytes):
+                archive.writestr(name, photo)
+                continue
+            content = io.BytesIO()
+            photo.save(content, format="PNG")
+            archive.writestr(name, content.getvalue())
+    return buffer.getvalue()
+
+
+@pytest.mark.slow
+def test_an_album_zip_is_grouped_and_a_group_is_named_in_one_step(run):
+    photos = {f"trip/cam{i}.png": p for i, p in enumerate(cameramen(3, seed=6))}
+    photos["trip/astro.png"] = astronauts(1, seed=8)[0]
+    photos["trip/broken.jpg"] = b"not a photo"
+    at = open_page(app(), "pages/identify.py")
+    at.radio(key="source").set_value("zip")
+    open_page(at)
+    at.file_uploader(key="album-zip").set_value(("trip.zip", _zip(photos), "application/zip"))
+    open_page(at)
+    table = next(d.value for d in at.dataframe if "thumbnail" in d.value.columns)
+    assert len(table) == 4 and sorted(table["name"]) == [
+        "Astronaut",
+        "Unknown",
+        "Unknown",
+        "Unknown",
+    ]
+    assert {m.label: m.value for m in at.metric}["Groups of unknown faces"] == "1"
+    assert any(e.value.startswith("trip/broken.jpg: not an image") for e in at.error), [
+        e.value for e in at.error
+    ]
+    at.text_input(key="group-name-1").set_value("Ada Lovelace")
+    at.button(key="group-add-1").click()
+    open_page(at)
+    assert run.labels()[-1] == "Ada_Lovelace"
+    assert people.names(run)["Ada_Lovelace"] == "Ada Lovelace"
+    open_page(at)
+    table = next(d.value for d in at.dataframe if "thumbnail" in d.value.columns)
+    cams = table[table["photo"].str.contains("cam")]
+    assert list(cams["closest"]) == ["Ada Lovelace"] * 3  # the new person, at once
+    assert (cams["name"] == "Ada Lovelace").sum() >= 2  # named where the threshold allows
