@@ -78,14 +78,18 @@ def identify_album(
     photos: Sequence[tuple[str, Any]],
     threshold: float | None = None,
     bar: BarFactory = quiet_bar,
+    top_k: int | None = None,
 ) -> Album:
     """Identify every face of ``photos`` (pairs of a name to show and a path, bytes or
-    array); faces numbered left to right within each photo."""
+    array); faces numbered left to right within each photo. ``threshold`` and ``top_k``
+    default to the recognizer's."""
     rows, vectors, details, errors = [], [], [], []
     with bar(desc="photos", total=len(photos), unit="photo") as progress:
         for name, source in photos:
             try:
-                faces, embeddings = recognizer.analyse(load_image(source, name=name), threshold)
+                faces, embeddings = recognizer.analyse(
+                    load_image(source, name=name), threshold, top_k
+                )
             except (CelebmodelError, OSError) as exc:
                 errors.append({"photo": name, "error": str(exc)})
                 progress.update(1)
@@ -116,3 +120,22 @@ def identify_album(
     embeddings = np.stack(vectors) if vectors else np.zeros((0, dim), np.float32)
     frame = pd.DataFrame(rows, columns=[*COLUMNS, "name", "score"])
     return Album(frame, embeddings, details, errors, [name for name, _ in photos])
+
+
+def photo_results(album: Album) -> list[dict[str, Any]]:
+    """One JSON-ready answer per photo, in the order given: ``image``, ``faces`` (the
+    Recognizer's dicts, left to right) and ``error`` (why the photo could not be read, or
+    ``"no face found"``, else ``None``).
+
+    What ``celebmodel predict --json`` prints and ``POST /identify`` answers, from this one
+    function so the two can never drift apart.
+    """
+    errors = {error["photo"]: error["error"] for error in album.errors}
+    results = []
+    for name in album.photos:
+        faces = [
+            face for face, row in zip(album.faces, album.rows["photo"], strict=True) if row == name
+        ]
+        error = errors.get(name) or (None if faces else "no face found")
+        results.append({"image": name, "faces": faces, "error": error})
+    return results

@@ -34,6 +34,14 @@ def _at_least(minimum: int) -> Callable[[str], int]:
 _positive = _at_least(1)
 
 
+def _positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0 (else a usage error)."""
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
+    return value
+
+
 def cmd_split(args: argparse.Namespace) -> int:
     from .dataset import describe_duplicates, find_duplicates, make_split, scan_dataset, write_split
 
@@ -138,7 +146,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .albums import identify_album, photo_files
+    from .albums import identify_album, photo_files, photo_results
     from .open_set import score_for
     from .progress import console_bar, quiet_bar
     from .recognize import Recognizer
@@ -159,14 +167,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             f"wrote {args.csv}: {len(album.rows)} face(s) in {len(photos)} photo(s)",
             file=sys.stderr,
         )
-    errors = {error["photo"]: error["error"] for error in album.errors}
-    results = []
-    for name in album.photos:
-        faces = [
-            face for face, row in zip(album.faces, album.rows["photo"], strict=True) if row == name
-        ]
-        error = errors.get(name) or (None if faces else "no face found")
-        results.append({"image": name, "faces": faces, "error": error})
+    results = photo_results(album)
     if args.json:
         print(json.dumps(results, indent=2))
     elif not args.csv:
@@ -224,6 +225,29 @@ def cmd_people(args: argparse.Namespace) -> int:
     else:
         people.restore(run, args.label)
         print(f"restored {args.label} in {run.title}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import API_KEY_ENV, MB, serve
+
+    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    serve(
+        args.run,
+        host=args.host,
+        port=args.port,
+        api_key=api_key,
+        max_bytes=int(args.max_upload_mb * MB),
+        top_k=args.top_k,
+    )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    folder = export(args.run, args.format, args.dir)  # a missing package is said first
+    print(f"wrote {folder} ({args.format}; see {folder / 'README.md'})")
     return 0
 
 
@@ -364,6 +388,52 @@ def build_parser() -> argparse.ArgumentParser:
         sub = actions.add_parser(action, help=text)
         sub.add_argument("label")
     roster.set_defaults(func=cmd_people)
+
+    serve = commands.add_parser(
+        "serve",
+        help="an HTTP API for one run: POST /identify, GET /people /health /version, docs at /docs",
+        description="Serve one run as an HTTP API (FastAPI + uvicorn) until Ctrl-C. "
+        "POST /identify takes a photo (multipart field 'file') and answers the JSON of "
+        "predict --json; 400 for an unusable photo, 401 without the API key, 413 over the "
+        "size limit. The API docs are at /docs.",
+    )
+    serve.add_argument("run", help="run directory")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: this machine only)"
+    )
+    serve.add_argument("--port", type=_at_least(0), default=8000, help="port (0: any free one)")
+    serve.add_argument(
+        "--api-key",
+        help="require this key in the X-API-Key header (default: $CELEBMODEL_API_KEY; "
+        "the variable keeps it out of the process list)",
+    )
+    serve.add_argument(
+        "--max-upload-mb",
+        type=_positive_float,
+        default=20.0,
+        help="largest request body in MB (default 20; 413 above)",
+    )
+    serve.add_argument("--top-k", type=_positive, default=5, help="default top-k per face")
+    serve.set_defaults(func=cmd_serve)
+
+    export = commands.add_parser(
+        "export",
+        help="the run's network for use elsewhere (Keras, SavedModel, TFLite, TF.js)",
+        description="Write the run's network (aligned face in, embedding and class "
+        "probabilities out) into a new folder DIR with labels.json, calibration.json "
+        "(threshold), centroids.npy and a README.md giving the input spec and a Python "
+        "example. tfjs needs the optional tensorflowjs package.",
+    )
+    export.add_argument("run", help="run directory")
+    export.add_argument(
+        "dir", metavar="DIR", help="new folder to write (must not exist, or be empty)"
+    )
+    export.add_argument(
+        "--format",
+        default="keras",
+        choices=["keras", "savedmodel", "tflite", "tfjs"],  # export.FORMATS (kept light here)
+    )
+    export.set_defaults(func=cmd_export)
 
     fetch = commands.add_parser("fetch-lfw", help="download Labeled Faces in the Wild (online)")
     fetch.add_argument("dest", help="folder to write the dataset into")

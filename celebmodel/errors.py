@@ -69,5 +69,13 @@ class JobError(CelebmodelError, RuntimeError):
     """A training that cannot be started or stopped; the message says why."""
 
 
+class ExportError(CelebmodelError, ValueError):
+    """A model export that cannot be made; the message names the folder or format and why."""
+
+
+class ServeError(CelebmodelError, RuntimeError):
+    """An API server that cannot start; the message names the address or setting and why."""
+
+
 class Cancelled(CelebmodelError):
     """The training process was asked to stop (SIGTERM, or Ctrl-C)."""

@@ -174,6 +174,12 @@ class Run:
     def has_model(self) -> bool:
         return self.file("model.keras").is_file()
 
+    def versions(self) -> tuple[float, ...]:
+        """When the files a Recognizer reads last changed (people added or removed, a new
+        threshold): the key that tells a loaded Recognizer it is out of date."""
+        files = ("model.keras", "calibration.json", "labels.json", "gallery.npz", "people.json")
+        return tuple(self.file(name).stat().st_mtime for name in files if self.file(name).is_file())
+
     def load_model(self) -> Any:
         """The finished Keras model, loaded with ``safe_mode=True`` (no code from the file runs)."""
         import keras

@@ -4,6 +4,7 @@ how it treats strangers; compare runs on the photos they both held out."""
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from celebmodel import display, figures
 from celebmodel.archives import run_zip
 from celebmodel.dataset import display_name
 from celebmodel.evaluation import compare, open_set_scores, subset_metrics
+from celebmodel.export import export_zip, format_choices, format_label
 from celebmodel.images import photos_under
 from celebmodel.metrics import (
     chance,
@@ -370,4 +372,27 @@ with downloads:
     st.caption(
         "The model file alone is not enough to identify faces: the run zip holds everything "
         "(labels, gallery, threshold) and imports back on the Train page of any studio."
+    )
+    st.subheader("Download for use elsewhere")
+    missing = format_choices()  # format -> why it cannot be made here, or None
+    chosen_format = st.selectbox(
+        "Format",
+        list(missing),
+        format_func=format_label,
+        key="export-format",
+    )
+    if missing[chosen_format]:
+        st.caption(missing[chosen_format])
+    st.download_button(
+        "Download for use elsewhere (.zip)",
+        partial(export_zip, run, chosen_format),
+        file_name=f"{run.name}-{chosen_format}.zip",
+        mime="application/zip",
+        key="download-export",
+        disabled=bool(missing[chosen_format]),
+    )
+    st.caption(
+        "The network alone (aligned face in, embedding and probabilities out) with its labels, "
+        "threshold and centroids, and a README giving the input it needs and a Python example "
+        "that names faces as the studio does (the same as `celebmodel export`)."
     )

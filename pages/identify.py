@@ -204,7 +204,7 @@ def album_photos() -> list[tuple[str, object]]:
 def show_album(photos: list[tuple[str, object]]) -> None:
     """Every face of many photos in a table, unknown faces grouped, groups nameable."""
     group = st.toggle("Group the unknown faces by person", value=True, key="group")
-    key = (run.name, ui.versions(run), threshold, group, tuple(name for name, _ in photos))
+    key = (run.name, run.versions(), threshold, group, tuple(name for name, _ in photos))
     if st.session_state.get("album-key") != key:
         bar = st.progress(0.0, text=f"Identifying {len(photos)} photos…")
         album = identify_album(recognizer, photos, threshold, bar=ui.streamlit_bar(bar))

@@ -134,7 +134,7 @@ def _load_recognizer(path: str, versions: tuple[float, ...]) -> Recognizer:
 
 def recognizer(run: Run) -> Recognizer:
     """The run's recognizer, loaded once and shared by all sessions."""
-    return _load_recognizer(str(run.path), versions(run))
+    return _load_recognizer(str(run.path), run.versions())
 
 
 def names(labels: list[str]) -> str:
@@ -150,12 +150,6 @@ def shown_errors(what: str) -> Iterator[None]:
         st.error(f"{what}: {exc}")
     except Exception as exc:  # last resort: a user must never see a traceback
         st.error(f"{what}: unexpected {type(exc).__name__}: {exc}")
-
-
-def versions(run: Run) -> tuple[float, ...]:
-    """When the files a recognizer reads last changed (enrolment, a new threshold, people)."""
-    files = ("model.keras", "calibration.json", "labels.json", "gallery.npz", "people.json")
-    return tuple(run.file(name).stat().st_mtime for name in files if run.file(name).is_file())
 
 
 def streamlit_bar(bar: Any) -> Callable[..., Any]:

@@ -8,6 +8,7 @@ exceptions: a user must see messages, never a traceback.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import os
@@ -32,6 +33,7 @@ from conftest import (
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from celebmodel import export as exporting
 from celebmodel import jobs
 from celebmodel.config import TrainConfig
 from celebmodel.errors import UploadError
@@ -491,7 +493,7 @@ def test_evaluate_charts_carry_the_run_numbers(folders, cnn_run, dlib_run):
     assert bars["test"] == pytest.approx(test["accuracy"])
     assert bars["validation"] == pytest.approx(run.metrics("val")["accuracy"])
     assert bars["train"] == pytest.approx(run.metrics("train")["accuracy"])
-    assert len(at.download_button) == 5
+    assert len(at.download_button) == 6  # metrics x2, predictions, model, run, export
 
     true, predicted = largest_confusion(test)
     cell = run.cell_photos("test", true, predicted)
@@ -509,6 +511,34 @@ def test_evaluate_charts_carry_the_run_numbers(folders, cnn_run, dlib_run):
     assert [t["name"] for t in compare["data"]] == [run.name, other.name, "original recipe"]
     shares = np.array(decode(confusion["data"][0]["z"]))
     assert shares.sum(axis=1) == pytest.approx(np.ones(len(val["labels"])))
+
+
+def test_evaluate_offers_the_model_for_use_elsewhere(folders, dlib_run, monkeypatch):
+    """The Downloads tab's "for use elsewhere": a format, then the same export as
+    ``celebmodel export`` as a zip; a format whose package is missing says how to install it
+    and cannot be chosen."""
+    runs, _ = folders
+    run = add_run(runs, dlib_run, "20240103-000000-dlib128")
+    tfjs = dataclasses.replace(exporting.FORMATS["tfjs"], extra="surely_not_installed_tfjs")
+    monkeypatch.setitem(exporting.FORMATS, "tfjs", tfjs)
+    at = open_page(app(), "pages/evaluate.py")
+    assert "Download for use elsewhere" in texts(at)
+    chosen = at.selectbox(key="export-format")
+    assert chosen.options == [
+        "Keras 3 (.keras)",
+        "TensorFlow SavedModel (folder)",
+        "TensorFlow Lite, float32 (.tflite)",
+        "TensorFlow.js (model.json + shards) (needs pip install surely_not_installed_tfjs)",
+    ]
+    button = at.get("download_button")[-1]
+    assert button.label == "Download for use elsewhere (.zip)" and not button.proto.disabled
+    chosen.set_value("tfjs")
+    open_page(at)
+    assert "pip install surely_not_installed_tfjs" in texts(at)
+    assert at.get("download_button")[-1].proto.disabled
+    archive = zipfile.ZipFile(io.BytesIO(exporting.export_zip(run, "keras")))
+    assert f"{run.name}-keras/model.keras" in archive.namelist()
+    assert f"{run.name}-keras/README.md" in archive.namelist()
 
 
 # The modules behind the pages ----------------------------------------------------------------

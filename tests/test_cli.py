@@ -66,6 +66,9 @@ def test_help_on_every_command(capsys):
     assert "--subset" in outputs["evaluate"].stdout
     for option in ("--top-k", "--json"):
         assert option in outputs["predict"].stdout
+    for option in ("--host", "--port", "--api-key", "--max-upload-mb", "X-API-Key"):
+        assert option in outputs["serve"].stdout, option
+    assert "{keras,savedmodel,tflite,tfjs}" in outputs["export"].stdout
 
 
 def test_split_writes_48_6_6_from_60_photos(capsys, tmp_path):
@@ -264,6 +267,8 @@ def test_every_command_runs_as_a_real_process(runs_copy, tiny_dataset, tmp_path)
         "fetch-lfw": (("fetch-lfw", not_a_folder), 1, "not a folder"),
         "runs": (("runs",), 0, "finished"),
         "people": (("people", runs_copy.predict_run, "list"), 0, "Celebrity_A"),
+        "serve": (("serve", tmp_path / "nowhere"), 1, "no such run directory"),
+        "export": (("export", runs_copy.predict_run, tmp_path / "exported"), 0, "wrote"),
     }
     assert set(commands) == set(subcommands())
     procs = {

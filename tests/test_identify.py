@@ -145,6 +145,28 @@ def test_people_rename_add_remove_restore_and_every_page_sees_it(run, tmp_path):
     assert actions == ["rename", "remove", "restore", "remove"]
 
 
+def test_the_people_verbs_on_the_command_line(run, tmp_path, capsys):
+    from celebmodel.cli import main
+
+    for i, photo in enumerate(cameramen(3, seed=3)):
+        photo.save(tmp_path / f"cam{i}.png")
+    cams = [str(tmp_path / f"cam{i}.png") for i in range(3)]
+    assert main(["people", str(run.path), "add", "Camera_Man", *cams]) == 0
+    assert "added 3 photo(s) of Camera_Man" in capsys.readouterr().out
+    assert main(["people", str(run.path), "rename", "Astronaut", "Buzz Aldrin"]) == 0
+    assert main(["people", str(run.path), "remove", "Cat"]) == 0
+    capsys.readouterr()
+    assert main(["people", str(run.path), "list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    row = {line.split()[0]: line for line in listed[1:]}
+    assert "Buzz Aldrin" in row["Astronaut"] and "trained" in row["Astronaut"]
+    assert "removed" in row["Cat"] and "added" in row["Camera_Man"]
+    assert main(["people", str(run.path), "restore", "Cat"]) == 0
+    assert people.removed(run) == set()
+    assert main(["people", str(run.path), "remove", "Nobody"]) == 1
+    assert "Nobody" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_a_people_change_that_fails_while_saving_leaves_the_run_as_it_was(
     run, tmp_path, monkeypatch

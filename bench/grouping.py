@@ -1,0 +1,159 @@
+"""Grouping quality and folder speed: strangers found, then grouped by person.
+
+A dlib128 model is trained on ``../shared/data/lfw`` (8 people); then ``celebmodel predict
+RUN FOLDER --group --csv`` runs on every photo of ``../shared/data/lfw_10to19`` (96 people the
+model does not know), exactly as a user would run it. The CSV is scored against the folder
+names: the share of faces marked unknown, and the groups against the true people (BCubed
+precision, recall and F-measure; an ungrouped face is a group of its own).
+
+Each LFW photo is centred on its person; other faces in it (people in the background) have no
+known identity, so only the face nearest the photo's centre is scored (the others are counted).
+
+With ``--old WORKTREE`` (a checkout of the code before folders were identified, e.g.
+``git worktree add --detach /tmp/old 63a9b4a``) the same photos go through that checkout's
+``predict`` (one photo after another, no grouping) with a model it trained itself, in the same
+run, for the speed beside it.
+
+    python bench/grouping.py
+    python bench/grouping.py --old /tmp/old
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+HERE = Path(__file__).resolve().parent.parent
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    shared = HERE.parent / "shared" / "data"
+    parser.add_argument("--known", default=str(shared / "lfw"), help="folder the model learns")
+    parser.add_argument("--strangers", default=str(shared / "lfw_10to19"), help="folder grouped")
+    parser.add_argument("--old", help="a checkout of the previous code, for its predict speed")
+    parser.add_argument("--work", help="folder for runs and caches (default: a temporary one)")
+    return parser.parse_args()
+
+
+def celebmodel(code: Path, work: Path, *args: str) -> tuple[str, float]:
+    """Run ``python -m celebmodel ARGS`` from ``code``; its stdout and wall time."""
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(code),
+        CELEBMODEL_RUNS=str(work / "runs"),
+        CELEBMODEL_DATA=str(work / "data"),
+        TF_CPP_MIN_LOG_LEVEL="2",
+    )
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "celebmodel", *args],
+        cwd=code,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    seconds = time.perf_counter() - start
+    if done.returncode not in (0, 1):
+        sys.exit(f"celebmodel {args[0]} failed:\n{done.stderr[-3000:]}")
+    return done.stdout, seconds
+
+
+def train(code: Path, work: Path, data: str) -> Path:
+    celebmodel(code, work, "train", data, "--backbone", "dlib128")
+    runs = sorted(p for p in (work / "runs").iterdir() if (p / "model.keras").is_file())
+    return runs[-1]
+
+
+def main_faces(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per photo, the face whose box centre is nearest the photo's centre."""
+    rows = rows.copy()
+    boxes = np.array([[float(v) for v in box.split()] for box in rows["box"]])
+    centres = boxes[:, :2] + boxes[:, 2:] / 2
+    sizes = np.array([Image.open(photo).size for photo in rows["photo"]], dtype=float)
+    rows["off_centre"] = np.linalg.norm(centres - sizes / 2, axis=1)
+    nearest = rows.groupby("photo")["off_centre"].idxmin()
+    return rows.loc[nearest]
+
+
+def bcubed(truth: list[str], clusters: list[str]) -> tuple[float, float]:
+    """BCubed precision and recall of ``clusters`` against ``truth`` (one entry per item)."""
+    frame = pd.DataFrame({"truth": truth, "cluster": clusters})
+    both = frame.groupby(["cluster", "truth"]).size()
+    per_cluster = frame.groupby("cluster").size()
+    per_truth = frame.groupby("truth").size()
+    pairs = both.reset_index(name="n")
+    precision = (pairs["n"] ** 2 / per_cluster[pairs["cluster"]].to_numpy()).sum() / len(frame)
+    recall = (pairs["n"] ** 2 / per_truth[pairs["truth"]].to_numpy()).sum() / len(frame)
+    return float(precision), float(recall)
+
+
+def score(csv: Path, strangers: Path) -> dict[str, float]:
+    rows = pd.read_csv(csv, dtype={"group": str}, keep_default_na=False)
+    main = main_faces(rows)
+    truth = [Path(photo).relative_to(strangers).parts[0] for photo in main["photo"]]
+    clusters = [
+        f"group {group}" if group else f"alone {i}" for i, group in enumerate(main["group"])
+    ]
+    precision, recall = bcubed(truth, clusters)
+    grouped = main[main["group"] != ""]
+    return {
+        "faces": len(rows),
+        "scored faces (one per photo)": len(main),
+        "background faces left out": len(rows) - len(main),
+        "unknown share (scored)": float((main["known"].astype(str) == "False").mean()),
+        "unknown share (all faces)": float((rows["known"].astype(str) == "False").mean()),
+        "groups": int(grouped["group"].nunique()),
+        "people in the folder": len(set(truth)),
+        "faces grouped": len(grouped),
+        "BCubed precision": precision,
+        "BCubed recall": recall,
+        "BCubed F": 2 * precision * recall / (precision + recall),
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    strangers = Path(args.strangers).resolve()
+    photos = sum(1 for p in strangers.rglob("*") if p.suffix.lower() in {".jpg", ".png"})
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.work or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        run = train(HERE, work, args.known)
+        csv = work / "strangers.csv"
+        _, seconds = celebmodel(
+            HERE, work, "predict", str(run), str(strangers), "--group", "--csv", str(csv)
+        )
+        results = score(csv, strangers)
+        speed = {"this code: predict --group --csv (s)": seconds}
+        speed["this code: photos/s"] = photos / seconds
+        if args.old:
+            old = Path(args.old).resolve()
+            old_work = work / "old"
+            old_run = train(old, old_work, args.known)
+            files = sorted(str(p) for p in strangers.rglob("*.jpg"))
+            out, old_seconds = celebmodel(old, old_work, "predict", str(old_run), *files, "--json")
+            old_faces = json.loads(out)
+            speed["old code: predict --json, no grouping (s)"] = old_seconds
+            speed["old code: photos/s"] = len(files) / old_seconds
+            speed["old code: photos answered"] = len(old_faces)
+    print(f"\n## Grouping {photos} photos of {strangers.name} with a model of {args.known}\n")
+    for name, value in results.items():
+        print(f"{name:34} {value:.4f}" if isinstance(value, float) else f"{name:34} {value}")
+    print("\n## Speed (wall time of the command, TensorFlow start-up included)\n")
+    for name, value in speed.items():
+        print(f"{name:44} {value:.2f}" if isinstance(value, float) else f"{name:44} {value}")
+
+
+if __name__ == "__main__":
+    main()
