@@ -55,6 +55,7 @@ def celebmodel(code: Path, work: Path, *args: str) -> tuple[str, float]:
         CELEBMODEL_DATA=str(work / "data"),
         TF_CPP_MIN_LOG_LEVEL="2",
     )
+    env.pop("RAY_ADDRESS", None)  # the local engine, whatever the shell says
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "celebmodel", *args],

@@ -27,17 +27,13 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from identify_load import photos_in_turn as one_round  # noqa: E402
 
 
 def photos_in_turn(folder: Path, total: int, extensions: set[str]) -> list[Path]:
     """``total`` photos, one from each celebrity sub-folder in turn (repeated when short)."""
-    folders = [p for p in sorted(folder.iterdir()) if p.is_dir()] or [folder]
-    people = [
-        sorted(p for p in person.rglob("*") if p.suffix.lower() in extensions) for person in folders
-    ]
-    chosen: list[Path] = []
-    for row in range(max(map(len, people), default=0)):
-        chosen += [photos[row] for photos in people if row < len(photos)]
+    chosen = one_round(folder, sys.maxsize, extensions)
     return (chosen * (total // max(1, len(chosen)) + 1))[:total] if chosen else []
 
 

@@ -80,7 +80,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.name or args.notes:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         Run(Path(run_dir).resolve()).set_meta(args.name, args.notes)
-    run = train_run(config, run_dir, progress=True)
+    engine = {}  # the local engine: train_run's defaults
+    if args.engine == "ray":
+        engine = {"engine": "ray", "ray_address": args.ray_address, "workers": args.workers}
+    run = train_run(config, run_dir, progress=True, **engine)
     _print_metrics(run)
     return 0
 
@@ -151,18 +154,33 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .progress import console_bar, quiet_bar
     from .recognize import Recognizer
 
-    recognizer = Recognizer.from_run(args.run, top_k=args.top_k)
     threshold = args.threshold
     if args.min_similarity is not None:
         threshold = score_for(args.min_similarity)
     photos = [(str(path), path) for path in photo_files(args.images)]
-    album = identify_album(
-        recognizer, photos, threshold, bar=console_bar if args.csv else quiet_bar
-    )
-    if args.group:
-        album.group(recognizer.gallery, recognizer.gallery_labels)
+    bar = console_bar if args.csv else quiet_bar
+    if args.engine == "ray":  # blocks on the cluster, the CSV merged (and grouped) here
+        from .ray_engine import identify_folder
+
+        album = identify_folder(
+            args.run,
+            photos,
+            args.csv,
+            threshold,
+            args.top_k,
+            group=args.group,
+            address=args.ray_address,
+            workers=args.workers,
+            bar=bar,
+        )
+    else:
+        recognizer = Recognizer.from_run(args.run, top_k=args.top_k)
+        album = identify_album(recognizer, photos, threshold, bar=bar)
+        if args.group:
+            album.group(recognizer.gallery, recognizer.gallery_labels)
+        if args.csv:
+            album.write_csv(args.csv)
     if args.csv:
-        album.write_csv(args.csv)
         print(
             f"wrote {args.csv}: {len(album.rows)} face(s) in {len(photos)} photo(s)",
             file=sys.stderr,
@@ -360,6 +378,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--group", action="store_true", help="number the groups of unknown faces by person"
     )
     predict.set_defaults(func=cmd_predict)
+
+    for sub in (train, predict):
+        sub.add_argument(
+            "--engine",
+            default="local",
+            choices=["local", "ray"],  # ray_engine.ENGINES (kept light here)
+            help="where the photos are processed: this machine (default), or a Ray cluster "
+            "(train: the face stage; needs pip install -e '.[ray]')",
+        )
+        sub.add_argument(
+            "--ray-address",
+            metavar="ADDRESS",
+            help="--engine ray: join this cluster (default $RAY_ADDRESS; neither: start a "
+            "local one)",
+        )
+        sub.add_argument(
+            "--workers",
+            type=_positive,
+            help="--engine ray: actors, each loading the model once (default: one per CPU)",
+        )
 
     enroll = commands.add_parser(
         "enroll", help="add a celebrity to a dlib128 run from a few photos"

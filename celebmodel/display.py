@@ -41,6 +41,12 @@ def face_details(face: dict[str, Any], threshold_similarity: float) -> str:
     )
 
 
+def top_k_line(face: dict[str, Any]) -> str:
+    """The most likely people of a known face with their class probabilities, on one line
+    (text: a grid per face costs the browser more than the rest of the result)."""
+    return "likely: " + " · ".join(f"{t['name']} {t['probability']:.0%}" for t in face["top_k"])
+
+
 def display_copy(pixels: np.ndarray) -> tuple[Image.Image, float]:
     """The photo sized for the page: at most :data:`DISPLAY_MAX_SIDE` long, small ones
     enlarged to :data:`DISPLAY_MIN_SIDE`; and the scale from the original."""

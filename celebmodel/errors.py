@@ -79,3 +79,8 @@ class ServeError(CelebmodelError, RuntimeError):
 
 class Cancelled(CelebmodelError):
     """The training process was asked to stop (SIGTERM, or Ctrl-C)."""
+
+
+class EngineError(CelebmodelError, RuntimeError):
+    """An engine that cannot run the job (Ray missing, a cluster out of reach); the message
+    names the engine or address and what to do."""

@@ -99,9 +99,20 @@ def _lock(run: Run) -> None:
         mine.unlink(missing_ok=True)
 
 
-def train_run(config: TrainConfig, run_dir: str | Path, progress: bool = False) -> Run:
+def train_run(
+    config: TrainConfig,
+    run_dir: str | Path,
+    progress: bool = False,
+    engine: str = "local",
+    ray_address: str | None = None,
+    workers: int | None = None,
+) -> Run:
     """Train, evaluate and save one run; the run's ``status.json`` tells how it ended.
 
+    ``engine="ray"`` computes the face stage (crops and embeddings) on a Ray cluster
+    (``ray_address``, else ``$RAY_ADDRESS``, else a local one; ``workers`` actors) into the
+    same face cache: the engine changes where the work runs, never the run's results, so it
+    is an argument, not a setting saved with the run.
     Raises the error that ended it (after recording it), so the command line exits non-zero.
     """
     run = Run(Path(run_dir).expanduser().resolve())
@@ -114,7 +125,7 @@ def train_run(config: TrainConfig, run_dir: str | Path, progress: bool = False) 
     previous = signal.signal(signal.SIGTERM, _Stop.handle)
     run.set_status("running", pid=os.getpid(), started=now_iso(), ended=None, error=None)
     try:
-        _train(config, run, progress)
+        _train(config, run, progress, engine, ray_address, workers)
     except (Cancelled, KeyboardInterrupt) as exc:
         log.warning("cancelled: %s", exc or "interrupted")
         run.set_status("cancelled", ended=now_iso(), error=str(exc) or "interrupted")
@@ -146,7 +157,14 @@ def _cleanup_partial_model(run: Run) -> None:
         partial.unlink(missing_ok=True)
 
 
-def _train(config: TrainConfig, run: Run, progress: bool) -> None:
+def _train(
+    config: TrainConfig,
+    run: Run,
+    progress: bool,
+    engine: str = "local",
+    ray_address: str | None = None,
+    workers: int | None = None,
+) -> None:
     config = config.resolved()
     stages = Stages(run, console=progress)
     if config.precision == "mixed_bfloat16":
@@ -205,6 +223,13 @@ def _train(config: TrainConfig, run: Run, progress: bool) -> None:
         split["subset"].value_counts().to_dict(),
     )
 
+    if engine == "ray":  # fills the face cache; prepare_inputs below then finds it all there
+        from .ray_engine import prepare_faces
+
+        log.info("face stage on Ray (%s)", ray_address or os.environ.get("RAY_ADDRESS", "local"))
+        prepare_faces(
+            config, list(split["path"]), address=ray_address, workers=workers, bar=stages.bar
+        )
     prepared = prepare_inputs(config, split, stages.bar)
     inputs = {s: prepared.subset(s) for s in SUBSETS}
     _record_face_stage(run, prepared, stages)

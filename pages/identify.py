@@ -6,15 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 from PIL import Image
 
 from celebmodel import display, people
-from celebmodel.albums import identify_album, photo_files
+from celebmodel.albums import photo_files
 from celebmodel.errors import CelebmodelError
 from celebmodel.images import load_image
 from celebmodel.open_set import presets, score_for, similarity
+from celebmodel.ray_engine import identify_photos
 from celebmodel.runs import Run, active_run
 from celebmodel.sources import extract_photos
 from pages import ui
@@ -118,17 +118,7 @@ def show_face(number: int, face: dict, pixels: np.ndarray) -> None:
         text.markdown(f"**{number}. {display.face_title(face)}**")
         text.caption(display.face_details(face, needed))
         if face["known"]:
-            top = pd.DataFrame(face["top_k"])[["name", "probability"]]
-            text.dataframe(
-                top,
-                hide_index=True,
-                column_config={
-                    "probability": st.column_config.ProgressColumn(
-                        "probability", format="percent", min_value=0.0, max_value=1.0
-                    )
-                },
-                key=f"top-{id(face)}",
-            )
+            text.caption(display.top_k_line(face))
         same = [e for e in face["evidence"] if not e["runner_up"]]
         other = [e for e in face["evidence"] if e["runner_up"]]
         if same:
@@ -207,7 +197,8 @@ def show_album(photos: list[tuple[str, object]]) -> None:
     key = (run.name, run.versions(), threshold, group, tuple(name for name, _ in photos))
     if st.session_state.get("album-key") != key:
         bar = st.progress(0.0, text=f"Identifying {len(photos)} photos…")
-        album = identify_album(recognizer, photos, threshold, bar=ui.streamlit_bar(bar))
+        # on the cluster of $RAY_ADDRESS when the app was started with one, else here
+        album = identify_photos(recognizer, photos, threshold, bar=ui.streamlit_bar(bar))
         if group:
             album.group(recognizer.gallery, recognizer.gallery_labels)
         thumbs = []

@@ -11,6 +11,7 @@ per page into ``assets/``.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -23,7 +24,9 @@ import sys
 import time
 import urllib.request
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -189,6 +192,19 @@ def no_traceback(page) -> None:
     assert "Traceback (most recent call last)" not in page.content()
 
 
+@contextlib.contextmanager
+def browser_page(args: list[str] = CHROMIUM_ARGS) -> Iterator[Any]:
+    """A page of its own headless Chromium, closed afterwards."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=shutil.which("chromium"), args=args, headless=True
+        )
+        try:
+            yield browser.new_page(viewport={"width": 1400, "height": 1000})
+        finally:
+            browser.close()
+
+
 def shoot(page, name: str) -> Path:
     """Screenshot the whole page: the viewport grows to the content (Streamlit scrolls inside)."""
     ARTIFACTS.mkdir(exist_ok=True)
@@ -224,8 +240,8 @@ def test_pages_load_and_an_upload_is_identified(server, tmp_path):
             settle(page, "Per celebrity")
             no_traceback(page)
             nav = page.locator("[data-testid='stSidebarNav']")
-            assert nav.locator("a").count() == 4  # not the folder's files (ui.py, ...)
-            for name in ("Home", "Identify", "Train", "Evaluate"):
+            assert nav.locator("a").count() == 5  # not the folder's files (ui.py, ...)
+            for name in ("Home", "Identify", "People", "Train", "Evaluate"):
                 assert nav.get_by_text(name, exact=True).count() == 1
             assert page.get_by_text("Active model", exact=True).count() == 1
             assert page.locator("[data-testid='stMetric']").count() >= 6
@@ -254,7 +270,7 @@ def test_pages_load_and_an_upload_is_identified(server, tmp_path):
             shoot(page, "home")
 
             nav.get_by_role("link", name="Identify").click()
-            settle(page, "Unknown threshold")
+            settle(page, "How sure must a match be?")
             photo = upload_photo(tmp_path)
             page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(
                 str(photo)
@@ -262,7 +278,11 @@ def test_pages_load_and_an_upload_is_identified(server, tmp_path):
             settle(page, "face(s) found in")
             no_traceback(page)
             assert page.get_by_text(photo.name).count() >= 1
-            assert page.locator(".js-plotly-plot").count() >= 1  # the top-5 chart
+            # the face's card: its number and name or "Unknown", and its similarity
+            page.get_by_text(re.compile(r"^1\. ")).first.wait_for(timeout=TIMEOUT_MS)
+            page.get_by_text(re.compile(r"^(similarity|closest:) ")).first.wait_for(
+                timeout=TIMEOUT_MS
+            )
             shoot(page, "identify")
 
             nav.get_by_role("link", name="Train").click()
@@ -381,33 +401,26 @@ def test_an_album_zip_is_grouped_and_a_group_named_in_the_browser(astro_server, 
             buffer = io.BytesIO()
             photo.save(buffer, format="JPEG")
             zf.writestr(f"trip/photo{i}.jpg", buffer.getvalue())
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS, headless=True
+    with browser_page() as page:
+        page.goto(f"{url}/identify")
+        settle(page, "How sure must a match be?")
+        page.get_by_text("A .zip of photos", exact=True).click()
+        settle(page, "Zip of photos")
+        page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(
+            str(archive)
         )
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{url}/identify")
-            settle(page, "How sure must a match be?")
-            page.get_by_text("A .zip of photos", exact=True).click()
-            settle(page, "Zip of photos")
-            page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(
-                str(archive)
-            )
-            group = page.get_by_text(re.compile(r"^Group 1: 3 faces"))
-            group.wait_for(timeout=TIMEOUT_MS)
-            no_traceback(page)
-            shoot(page, "identify_album")
-            page.get_by_role("textbox", name="Name this person").first.fill("Ada Lovelace")
-            page.get_by_role("button", name="Add to the model").first.click()
-            page.get_by_text("Added Ada Lovelace from 3 faces").wait_for(timeout=TIMEOUT_MS)
-            deadline = time.monotonic() + TIMEOUT_MS / 1000
-            while group.count():  # no longer a group of strangers
-                assert time.monotonic() < deadline, "the named group is still shown"
-                page.wait_for_timeout(300)
-            no_traceback(page)
-        finally:
-            browser.close()
+        group = page.get_by_text(re.compile(r"^Group 1: 3 faces"))
+        group.wait_for(timeout=TIMEOUT_MS)
+        no_traceback(page)
+        shoot(page, "identify_album")
+        page.get_by_role("textbox", name="Name this person").first.fill("Ada Lovelace")
+        page.get_by_role("button", name="Add to the model").first.click()
+        page.get_by_text("Added Ada Lovelace from 3 faces").wait_for(timeout=TIMEOUT_MS)
+        deadline = time.monotonic() + TIMEOUT_MS / 1000
+        while group.count():  # no longer a group of strangers
+            assert time.monotonic() < deadline, "the named group is still shown"
+            page.wait_for_timeout(300)
+        no_traceback(page)
     from celebmodel.runs import Run
 
     assert Run(run_path).labels()[-1] == "Ada_Lovelace"
@@ -458,31 +471,24 @@ def test_the_live_webcam_draws_the_name_on_the_video(astro_server, tmp_path):
         f"--use-file-for-fake-video-capture={video}",
         "--disable-features=WebRtcHideLocalIpsWithMdns",
     ]
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=shutil.which("chromium"), args=args, headless=True
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{url}/identify")
-            settle(page, "How sure must a match be?")
-            page.get_by_text("Live webcam", exact=True).click()
-            settle(page, "Press START")
-            frame = page.frame_locator("iframe[title*='webrtc']").first
-            frame.get_by_role("button", name="START").click()
-            video = frame.locator("video").first
-            video.wait_for(timeout=TIMEOUT_MS)
-            deadline = time.monotonic() + 120
-            green = 0
-            while green < 200:  # the label box of a known face, drawn by the server
-                assert time.monotonic() < deadline, "no name drawn on the live video"
-                page.wait_for_timeout(500)
-                if video.evaluate("v => v.readyState") >= 2:
-                    green = video.evaluate(GREEN_PIXELS)
-            shoot(page, "identify_live")
-            frame.get_by_role("button", name="STOP").click()
-        finally:
-            browser.close()
+    with browser_page(args) as page:
+        page.goto(f"{url}/identify")
+        settle(page, "How sure must a match be?")
+        page.get_by_text("Live webcam", exact=True).click()
+        settle(page, "Press START")
+        frame = page.frame_locator("iframe[title*='webrtc']").first
+        frame.get_by_role("button", name="START").click()
+        video = frame.locator("video").first
+        video.wait_for(timeout=TIMEOUT_MS)
+        deadline = time.monotonic() + 120
+        green = 0
+        while green < 200:  # the label box of a known face, drawn by the server
+            assert time.monotonic() < deadline, "no name drawn on the live video"
+            page.wait_for_timeout(500)
+            if video.evaluate("v => v.readyState") >= 2:
+                green = video.evaluate(GREEN_PIXELS)
+        shoot(page, "identify_live")
+        frame.get_by_role("button", name="STOP").click()
 
 
 def listening_addresses(port: int) -> set[str]:
