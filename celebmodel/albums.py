@@ -131,11 +131,14 @@ def photo_results(album: Album) -> list[dict[str, Any]]:
     function so the two can never drift apart.
     """
     errors = {error["photo"]: error["error"] for error in album.errors}
-    results = []
-    for name in album.photos:
-        faces = [
-            face for face, row in zip(album.faces, album.rows["photo"], strict=True) if row == name
-        ]
-        error = errors.get(name) or (None if faces else "no face found")
-        results.append({"image": name, "faces": faces, "error": error})
-    return results
+    faces: dict[str, list[dict[str, Any]]] = {name: [] for name in album.photos}
+    for face, name in zip(album.faces, album.rows["photo"], strict=True):
+        faces[name].append(face)  # one pass: an archive's photos times its faces would not do
+    return [
+        {
+            "image": name,
+            "faces": faces[name],
+            "error": errors.get(name) or (None if faces[name] else "no face found"),
+        }
+        for name in album.photos
+    ]

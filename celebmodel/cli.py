@@ -185,11 +185,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
             f"wrote {args.csv}: {len(album.rows)} face(s) in {len(photos)} photo(s)",
             file=sys.stderr,
         )
-    results = photo_results(album)
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps(photo_results(album), indent=2))
     elif not args.csv:
-        for result in results:
+        for result in photo_results(album):
             if result["error"]:
                 print(f"{result['image']}: {result['error']}")
             for face in result["faces"]:

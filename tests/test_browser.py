@@ -228,73 +228,64 @@ def cell_caption(page) -> str:
 def test_pages_load_and_an_upload_is_identified(server, tmp_path):
     url, runs = server
     dataset = json.loads(next(runs.glob("*/config.json")).read_text())["data_dir"]
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+    with browser_page() as page:
+        # A fresh server's first request is a page URL: it must still get the app's
+        # navigation and sidebar (a pages/ folder would otherwise run the file alone).
+        page.goto(f"{url}/evaluate")
+        settle(page, "Per celebrity")
+        no_traceback(page)
+        nav = page.locator("[data-testid='stSidebarNav']")
+        assert nav.locator("a").count() == 5  # not the folder's files (ui.py, ...)
+        for name in ("Home", "Identify", "People", "Train", "Evaluate"):
+            assert nav.get_by_text(name, exact=True).count() == 1
+        assert page.get_by_text("Active model", exact=True).count() == 1
+        assert page.locator("[data-testid='stMetric']").count() >= 6
+
+        page.get_by_role("tab", name="Confusion matrix").click()
+        page.wait_for_timeout(1000)
+        heatmap = page.locator(".js-plotly-plot").nth(1).locator(".nsewdrag").first
+        heatmap.scroll_into_view_if_needed()
+        box = heatmap.bounding_box()
+        captions = []
+        for x, y in ((5, 5), (box["width"] - 5, box["height"] - 5)):  # two diagonal cells
+            page.mouse.click(box["x"] + x, box["y"] + y)
+            page.wait_for_timeout(500)
+            settle(page, "photo(s) of")
+            captions.append(cell_caption(page))
+        for caption in captions:
+            cell = caption.split(" photo(s) of ")[1].split(" (showing")[0]
+            true, predicted = cell.split(" predicted as ")
+            assert true == predicted, caption  # a diagonal cell was selected
+        assert captions[0] != captions[1]
+        shoot(page, "evaluate")
+
+        nav.get_by_role("link", name="Home").click()
+        settle(page, "Active model:")
+        no_traceback(page)
+        shoot(page, "home")
+
+        nav.get_by_role("link", name="Identify").click()
+        settle(page, "How sure must a match be?")
+        photo = upload_photo(tmp_path)
+        page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(
+            str(photo)
         )
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            # A fresh server's first request is a page URL: it must still get the app's
-            # navigation and sidebar (a pages/ folder would otherwise run the file alone).
-            page.goto(f"{url}/evaluate")
-            settle(page, "Per celebrity")
-            no_traceback(page)
-            nav = page.locator("[data-testid='stSidebarNav']")
-            assert nav.locator("a").count() == 5  # not the folder's files (ui.py, ...)
-            for name in ("Home", "Identify", "People", "Train", "Evaluate"):
-                assert nav.get_by_text(name, exact=True).count() == 1
-            assert page.get_by_text("Active model", exact=True).count() == 1
-            assert page.locator("[data-testid='stMetric']").count() >= 6
+        settle(page, "face(s) found in")
+        no_traceback(page)
+        assert page.get_by_text(photo.name).count() >= 1
+        # the face's card: its number and name or "Unknown", and its similarity
+        page.get_by_text(re.compile(r"^1\. ")).first.wait_for(timeout=TIMEOUT_MS)
+        page.get_by_text(re.compile(r"^(similarity|closest:) ")).first.wait_for(timeout=TIMEOUT_MS)
+        shoot(page, "identify")
 
-            page.get_by_role("tab", name="Confusion matrix").click()
-            page.wait_for_timeout(1000)
-            heatmap = page.locator(".js-plotly-plot").nth(1).locator(".nsewdrag").first
-            heatmap.scroll_into_view_if_needed()
-            box = heatmap.bounding_box()
-            captions = []
-            for x, y in ((5, 5), (box["width"] - 5, box["height"] - 5)):  # two diagonal cells
-                page.mouse.click(box["x"] + x, box["y"] + y)
-                page.wait_for_timeout(500)
-                settle(page, "photo(s) of")
-                captions.append(cell_caption(page))
-            for caption in captions:
-                cell = caption.split(" photo(s) of ")[1].split(" (showing")[0]
-                true, predicted = cell.split(" predicted as ")
-                assert true == predicted, caption  # a diagonal cell was selected
-            assert captions[0] != captions[1]
-            shoot(page, "evaluate")
-
-            nav.get_by_role("link", name="Home").click()
-            settle(page, "Active model:")
-            no_traceback(page)
-            shoot(page, "home")
-
-            nav.get_by_role("link", name="Identify").click()
-            settle(page, "How sure must a match be?")
-            photo = upload_photo(tmp_path)
-            page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(
-                str(photo)
-            )
-            settle(page, "face(s) found in")
-            no_traceback(page)
-            assert page.get_by_text(photo.name).count() >= 1
-            # the face's card: its number and name or "Unknown", and its similarity
-            page.get_by_text(re.compile(r"^1\. ")).first.wait_for(timeout=TIMEOUT_MS)
-            page.get_by_text(re.compile(r"^(similarity|closest:) ")).first.wait_for(
-                timeout=TIMEOUT_MS
-            )
-            shoot(page, "identify")
-
-            nav.get_by_role("link", name="Train").click()
-            settle(page, "Past runs")
-            page.get_by_role("textbox", name="Dataset folder").fill(dataset)
-            page.keyboard.press("Enter")
-            settle(page, "Skipped files")  # the dataset preview
-            no_traceback(page)
-            assert page.get_by_text(dataset).count() >= 1
-            shoot(page, "train")
-        finally:
-            browser.close()
+        nav.get_by_role("link", name="Train").click()
+        settle(page, "Past runs")
+        page.get_by_role("textbox", name="Dataset folder").fill(dataset)
+        page.keyboard.press("Enter")
+        settle(page, "Skipped files")  # the dataset preview
+        no_traceback(page)
+        assert page.get_by_text(dataset).count() >= 1
+        shoot(page, "train")
 
 
 def start_small_training(page, url: str, dataset: Path, epochs: int, patience: int = 5) -> None:
@@ -328,54 +319,45 @@ def test_a_training_shows_its_stages_live_and_then_becomes_the_model_in_use(serv
     url, runs = server
     dataset = make_dataset(tmp_path / "dataset", per_class=40, size=96)
     stage = re.compile(r"Finding faces · (\d+) of 120 photos")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{url}/train")
+    with browser_page() as page:
+        page.goto(f"{url}/train")
+        settle(page, "Past runs")
+        page.get_by_role("textbox", name="Dataset folder").fill(str(dataset))
+        page.keyboard.press("Enter")
+        settle(page, "Skipped files")
+        if page.get_by_role("combobox", name="Backbone").inner_text().find("dlib") < 0:
+            choose(page, "Backbone", "dlib face ResNet (128-d, offline)")
             settle(page, "Past runs")
-            page.get_by_role("textbox", name="Dataset folder").fill(str(dataset))
-            page.keyboard.press("Enter")
-            settle(page, "Skipped files")
-            if page.get_by_role("combobox", name="Backbone").inner_text().find("dlib") < 0:
-                choose(page, "Backbone", "dlib face ResNet (128-d, offline)")
-                settle(page, "Past runs")
-            page.get_by_role("textbox", name="Name of this run").fill("Browser colours")
-            page.keyboard.press("Enter")
-            page.get_by_role("button", name="Start training").click()
-            bar = page.locator("[data-testid='stProgress']").filter(has_text=stage)
-            bar.first.wait_for(timeout=TIMEOUT_MS)
-            first = int(stage.search(bar.first.inner_text()).group(1))
-            deadline = time.monotonic() + 120
-            while True:  # the count moves while no epoch has been shown yet
-                counts = [int(m.group(1)) for m in stage.finditer(page.content())]
-                assert page.get_by_text(re.compile(r"^epoch \d")).count() == 0
-                if counts and counts[-1] > first:
-                    break
-                assert time.monotonic() < deadline, f"the face count stayed at {first}"
-                page.wait_for_timeout(300)
-            settle(page, "Training finished")
-            no_traceback(page)
-            assert page.get_by_text("Browser colours: finished").count() == 1
-            page.get_by_role("button", name="Use this model").click()
-            page.get_by_text("Browser colours is the active model").wait_for(timeout=TIMEOUT_MS)
-            sidebar = page.locator("[data-testid='stSidebar']")  # every page's model now
-            sidebar.get_by_text(re.compile(r"^Browser colours \(\d{8}-")).wait_for(
-                timeout=TIMEOUT_MS
-            )
-            assert page.get_by_role("link", name="Evaluate Browser colours").count() == 1
-            shoot(page, "train_use_model")
+        page.get_by_role("textbox", name="Name of this run").fill("Browser colours")
+        page.keyboard.press("Enter")
+        page.get_by_role("button", name="Start training").click()
+        bar = page.locator("[data-testid='stProgress']").filter(has_text=stage)
+        bar.first.wait_for(timeout=TIMEOUT_MS)
+        first = int(stage.search(bar.first.inner_text()).group(1))
+        deadline = time.monotonic() + 120
+        while True:  # the count moves while no epoch has been shown yet
+            counts = [int(m.group(1)) for m in stage.finditer(page.content())]
+            assert page.get_by_text(re.compile(r"^epoch \d")).count() == 0
+            if counts and counts[-1] > first:
+                break
+            assert time.monotonic() < deadline, f"the face count stayed at {first}"
+            page.wait_for_timeout(300)
+        settle(page, "Training finished")
+        no_traceback(page)
+        assert page.get_by_text("Browser colours: finished").count() == 1
+        page.get_by_role("button", name="Use this model").click()
+        page.get_by_text("Browser colours is the active model").wait_for(timeout=TIMEOUT_MS)
+        sidebar = page.locator("[data-testid='stSidebar']")  # every page's model now
+        sidebar.get_by_text(re.compile(r"^Browser colours \(\d{8}-")).wait_for(timeout=TIMEOUT_MS)
+        assert page.get_by_role("link", name="Evaluate Browser colours").count() == 1
+        shoot(page, "train_use_model")
 
-            page.get_by_role("button", name="Start training").click()  # again, then stop it
-            page.get_by_text(": running").first.wait_for(timeout=TIMEOUT_MS)
-            page.get_by_role("button", name="Stop training").click()
-            page.get_by_text("Training stopped").first.wait_for(timeout=TIMEOUT_MS)
-            no_traceback(page)
-            shoot(page, "train_stopped")
-        finally:
-            browser.close()
+        page.get_by_role("button", name="Start training").click()  # again, then stop it
+        page.get_by_text(": running").first.wait_for(timeout=TIMEOUT_MS)
+        page.get_by_role("button", name="Stop training").click()
+        page.get_by_text("Training stopped").first.wait_for(timeout=TIMEOUT_MS)
+        no_traceback(page)
+        shoot(page, "train_stopped")
 
 
 @pytest.fixture(scope="module")
@@ -522,17 +504,10 @@ def test_a_restarted_server_picks_up_the_running_training(tmp_path):
     url, first = launch(runs, data, tmp_path / "first.log")
     try:
         assert listening_addresses(int(url.rsplit(":", 1)[1])) == {"0100007F"}
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-            )
-            try:
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                start_small_training(page, url, dataset, epochs=1000, patience=100)
-                page.get_by_text(": running").first.wait_for(timeout=TIMEOUT_MS)
-                page.locator(".js-plotly-plot").nth(1).wait_for(timeout=TIMEOUT_MS)
-            finally:
-                browser.close()
+        with browser_page() as page:
+            start_small_training(page, url, dataset, epochs=1000, patience=100)
+            page.get_by_text(": running").first.wait_for(timeout=TIMEOUT_MS)
+            page.locator(".js-plotly-plot").nth(1).wait_for(timeout=TIMEOUT_MS)
     finally:
         shut_down(first)
 
@@ -552,25 +527,18 @@ def follow_and_stop_after_restart(run, runs: Path, data: Path, tmp_path: Path) -
     epochs_then = len(run.history())
     url, second = launch(runs, data, tmp_path / "second.log")
     try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-            )
-            try:
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.goto(f"{url}/train")
-                page.get_by_text(f"{run.name}: running").first.wait_for(timeout=TIMEOUT_MS)
-                seen = shown_epoch(page)
-                deadline = time.monotonic() + 120
-                while shown_epoch(page) <= max(seen, epochs_then):  # the page follows it live
-                    assert time.monotonic() < deadline, "the Train page stopped updating"
-                    page.wait_for_timeout(500)
-                no_traceback(page)
-                shoot(page, "train_after_restart")
-                page.get_by_role("button", name="Stop training").click()
-                page.get_by_text("Training stopped").first.wait_for(timeout=TIMEOUT_MS)
-                no_traceback(page)
-            finally:
-                browser.close()
+        with browser_page() as page:
+            page.goto(f"{url}/train")
+            page.get_by_text(f"{run.name}: running").first.wait_for(timeout=TIMEOUT_MS)
+            seen = shown_epoch(page)
+            deadline = time.monotonic() + 120
+            while shown_epoch(page) <= max(seen, epochs_then):  # the page follows it live
+                assert time.monotonic() < deadline, "the Train page stopped updating"
+                page.wait_for_timeout(500)
+            no_traceback(page)
+            shoot(page, "train_after_restart")
+            page.get_by_role("button", name="Stop training").click()
+            page.get_by_text("Training stopped").first.wait_for(timeout=TIMEOUT_MS)
+            no_traceback(page)
     finally:
         shut_down(second)
