@@ -272,11 +272,13 @@ def show_warnings(run: Run) -> None:
                 st.code("\n".join(files[:200]) + ("\n…" if len(files) > 200 else ""), None)
 
 
-@st.fragment(run_every=2)
 def live() -> None:
     """The running training, else the last one watched here, else the newest run.
 
-    Refreshed every 2 s from the run's files, so every open page shows the same training.
+    While a training is queued or running this is a fragment refreshed every 2 s from the run's
+    files, so every open page follows it. An idle page has no timer: with Streamlit 1.67 an
+    auto-refresh that meets a rerun of the user's own (a setting changed) can drop an element
+    elsewhere on the page, so the timer runs only when there is something to follow.
     """
     with ui.shown_errors("Reading the training"):
         job = jobs.active()
@@ -346,7 +348,10 @@ def show_run(run: Run) -> None:
         st.code(log, language=None)
 
 
-live()
+if busy is None:
+    live()
+else:
+    st.fragment(run_every=2)(live)()
 
 # 4. Past runs ------------------------------------------------------------------------------
 st.header("Past runs")
