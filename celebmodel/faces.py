@@ -13,13 +13,15 @@ confident face is often one of them. :mod:`celebmodel.face_cache` keeps the crop
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
 import math
 import os
+import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import cache
@@ -95,7 +97,7 @@ def models_dir() -> Path:
 
 
 _DLIB_LOCK = threading.Lock()  # the landmark model and chip extraction are shared objects
-_PER_THREAD = threading.local()  # HOG detectors: one per thread, so detection runs in parallel
+_IDLE_HOG: queue.SimpleQueue[Any] = queue.SimpleQueue()  # HOG detectors not in use right now
 
 
 @cache
@@ -105,12 +107,24 @@ def _landmark_model() -> Any:
     return dlib.shape_predictor(str(models_dir() / LANDMARKS_FILE))
 
 
-def _hog() -> Any:
-    if not hasattr(_PER_THREAD, "hog"):
+@contextlib.contextmanager
+def _hog() -> Iterator[Any]:
+    """A HOG detector for this caller alone while it detects.
+
+    Building one takes a quarter of a second with the GIL held, and Streamlit runs every rerun
+    in a new thread: detectors kept per thread were rebuilt for every photo identified on a
+    page. They are pooled instead, one per detection running at the same time.
+    """
+    try:
+        detector = _IDLE_HOG.get_nowait()
+    except queue.Empty:
         import dlib
 
-        _PER_THREAD.hog = dlib.get_frontal_face_detector()
-    return _PER_THREAD.hog
+        detector = dlib.get_frontal_face_detector()
+    try:
+        yield detector
+    finally:
+        _IDLE_HOG.put(detector)
 
 
 @cache
@@ -126,19 +140,12 @@ def _band_pool() -> ThreadPoolExecutor:
 
 
 def warm_up() -> None:
-    """Load the landmark model and a HOG detector in every detection thread now, so the first
-    photo takes no longer than the next (each detector costs a quarter of a second)."""
+    """Load the landmark model and a HOG detector for each band thread and one caller now, so
+    the first photo takes no longer than the next (each detector costs a quarter of a second)."""
     _landmark_model()
-    _hog()
-    workers = os.cpu_count() or 1
-    together = threading.Barrier(workers)
-
-    def load() -> None:
-        _hog()
-        together.wait(timeout=30)  # holds each thread until all have one: one job per thread
-
-    for job in [_band_pool().submit(load) for _ in range(workers)]:
-        job.result()
+    with contextlib.ExitStack() as held:  # held at once, so each is a detector of its own
+        for _ in range((os.cpu_count() or 1) + 1):
+            held.enter_context(_hog())
 
 
 def _landmarks(
@@ -165,7 +172,8 @@ Hit = tuple[tuple[float, float, float, float], float]  # box (x, y, w, h), score
 
 
 def _hog_pass(image: np.ndarray, upsample: int, offset: tuple[int, int] = (0, 0)) -> list[Hit]:
-    rects, scores, _ = _hog().run(image, upsample, HOG_MIN_SCORE)
+    with _hog() as detector:
+        rects, scores, _ = detector.run(image, upsample, HOG_MIN_SCORE)
     dx, dy = offset
     return [
         ((r.left() + dx, r.top() + dy, r.width(), r.height()), float(score))

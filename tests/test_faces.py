@@ -3,6 +3,7 @@ subject choice, caching and the unknown threshold."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,32 @@ def test_astronaut_detected_once_with_landmarks_inside_the_box(astronaut):
         assert x <= px <= x + w and y <= py <= y + h
     assert len(found[0].landmarks) == 5
     assert 0.5 < found[0].confidence <= 1.0
+
+
+def test_detection_in_new_threads_reuses_the_warmed_detectors(astronaut, monkeypatch):
+    """Streamlit runs every rerun in a new thread: detecting there must not build a HOG
+    detector (a quarter of a second each), neither for a small photo nor for a large one's
+    bands, even when photos are detected at the same time."""
+    import dlib
+
+    faces.warm_up()
+    real, built = dlib.get_frontal_face_detector, []
+    monkeypatch.setattr(dlib, "get_frontal_face_detector", lambda: built.append(1) or real())
+    large = np.asarray(Image.fromarray(astronaut).resize((1600, 1600)))  # detected in bands
+    found: list[int] = []
+    threads = [
+        threading.Thread(target=lambda photo=photo: found.append(len(detect(photo, "hog"))))
+        for photo in (astronaut, large, astronaut, large)
+    ]
+    for thread in threads[:2]:  # one after the other
+        thread.start()
+        thread.join()
+    for thread in threads[2:]:  # together
+        thread.start()
+    for thread in threads[2:]:
+        thread.join()
+    assert found == [1, 1, 1, 1]
+    assert built == []
 
 
 def test_mtcnn_finds_the_face_hog_misses_and_fallback_uses_it(cameraman):
