@@ -44,7 +44,7 @@ from .pipeline import face_stage
 from .progress import BarFactory, quiet_bar
 from .recognize import Recognizer
 from .runs import Run, load_run
-from .storage import atomic_write_text, data_root
+from .storage import atomic_write_text, data_root, plain_json
 
 ENGINES = ("local", "ray")
 BLOCK_PHOTOS = 32  # photos per block: a resumed job redoes at most this many per worker
@@ -254,16 +254,8 @@ def _part(album: Album) -> str:
             "errors": album.errors,
             "photos": album.photos,
         },
-        default=_plain,
+        default=plain_json,
     )
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def merge(parts: Sequence[dict[str, Any]]) -> Album:

@@ -74,10 +74,11 @@ def replace_together(pairs: list[tuple[Path, Path]]) -> None:
 
 
 def atomic_write_json(path: str | Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, default=_json_default))
+    atomic_write_text(path, json.dumps(data, indent=2, default=plain_json))
 
 
-def _json_default(value: Any) -> Any:
+def plain_json(value: Any) -> Any:
+    """``json.dumps``'s ``default``: numpy scalars and arrays as plain numbers and lists."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
