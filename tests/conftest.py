@@ -202,6 +202,19 @@ def texts(at: AppTest) -> str:
     return "\n".join(parts)
 
 
+def fill_disk_at(monkeypatch: pytest.MonkeyPatch, module, name: str = "model.keras") -> None:
+    """``module``'s ``os.replace`` fails with a full disk when it would put ``name`` in place:
+    the moment a run's files, written beside it, become the run."""
+    real = os.replace
+
+    def replace(source, target, **kwargs):
+        if Path(target).name == name:
+            raise OSError(28, "No space left on device (simulated)")
+        return real(source, target, **kwargs)
+
+    monkeypatch.setattr(module.os, "replace", replace)
+
+
 # Real faces (scikit-image's photos) --------------------------------------------------------
 
 

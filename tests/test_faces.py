@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import fill_disk_at
 from PIL import Image, ImageEnhance
 from skimage import data as skdata
 
@@ -253,7 +254,6 @@ def test_enrolment_failing_while_saving_leaves_the_run_as_it_was(
     astronaut_run, cameraman, tmp_path, monkeypatch
 ):
     """Model, labels and gallery change together or not at all."""
-    import os
     import shutil
 
     from celebmodel import people
@@ -264,14 +264,7 @@ def test_enrolment_failing_while_saving_leaves_the_run_as_it_was(
     shutil.copytree(astronaut_run.path, run.path)
     before = {f.name: f.read_bytes() for f in run.path.iterdir() if f.is_file()}
     Image.fromarray(cameraman).save(tmp_path / "cam.png")
-    real_replace = os.replace
-
-    def full_disk(source, target):
-        if Path(target).name == "model.keras":
-            raise OSError(28, "No space left on device (simulated)")
-        return real_replace(source, target)
-
-    monkeypatch.setattr(people.os, "replace", full_disk)
+    fill_disk_at(monkeypatch, people)
     with pytest.raises(OSError, match="No space left"):
         people.enroll(run, "Camera Man", [tmp_path / "cam.png"])
     monkeypatch.undo()

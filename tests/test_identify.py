@@ -8,14 +8,13 @@ nothing here reads ``../shared``.
 from __future__ import annotations
 
 import io
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import add_run, app, astronauts, cameramen, open_page
+from conftest import add_run, app, astronauts, cameramen, fill_disk_at, open_page
 from PIL import Image
 from skimage import data as skdata
 
@@ -176,14 +175,7 @@ def test_a_people_change_that_fails_while_saving_leaves_the_run_as_it_was(
         photo.save(tmp_path / f"cam{i}.png")
         cams.append(tmp_path / f"cam{i}.png")
     before = {p.name: p.read_bytes() for p in run.path.iterdir() if p.is_file()}
-    real = os.replace
-
-    def full_disk(source, target):
-        if Path(target).name == "model.keras":
-            raise OSError(28, "No space left on device (simulated)")
-        return real(source, target)
-
-    monkeypatch.setattr(people.os, "replace", full_disk)
+    fill_disk_at(monkeypatch, people)
     with pytest.raises(OSError, match="No space left"):
         people.enroll(run, "Camera Man", cams, keep_faces=True)
     monkeypatch.undo()
