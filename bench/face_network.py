@@ -12,6 +12,7 @@ process with the same measuring code (``--measure``), which uses only the API bo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -285,6 +287,20 @@ def old_tree(ref: str | None) -> tuple[Path, str]:
     return folder, ref
 
 
+@contextlib.contextmanager
+def trees(ref: str | None, skip_old: bool) -> Iterator[list[tuple[str, Path]]]:
+    """The trees a bench measures: this one as "new" and, unless ``skip_old``, the old path
+    checked out by :func:`old_tree` as "old (<ref>)"; the checkout is removed afterwards."""
+    if skip_old:
+        yield [("new", ROOT)]
+        return
+    folder, ref = old_tree(ref)
+    try:
+        yield [("new", ROOT), (f"old ({ref[:12]})", folder)]
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(folder)], cwd=ROOT)
+
+
 def measured_in(tree: Path, data: Path, per_class: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix="celebbench-"))
     try:
@@ -330,16 +346,11 @@ def main() -> None:
     parity_and_speed(chips)
     flip_averaging(cache / "cache")
     large_photos()
-    new = measured_in(ROOT, data, args.per_class)
-    rows = [{"what": key, "new": value} for key, value in new.items()]
-    if not args.skip_old:
-        tree, ref = old_tree(args.old)
-        try:
-            old = measured_in(tree, data, args.per_class)
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT)
-        for row in rows:
-            row[f"old ({ref[:12]})"] = old[row["what"]]
+    with trees(args.old, args.skip_old) as measured:
+        found = {name: measured_in(tree, data, args.per_class) for name, tree in measured}
+    rows = [
+        {"what": key, **{name: got[key] for name, got in found.items()}} for key in found["new"]
+    ]
     table(rows, "face stage and identify (targets: cold <= 25 s, cached < 3 s, identify <= 60 ms)")
     shutil.rmtree(cache, ignore_errors=True)
 

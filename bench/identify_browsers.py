@@ -33,7 +33,7 @@ import pandas as pd
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from face_network import ROOT, SHARED, old_tree  # noqa: E402
+from face_network import SHARED, trees  # noqa: E402
 from pages_speed import CHROMIUM_ARGS, serve  # noqa: E402
 
 TIMEOUT_MS = 180_000
@@ -196,19 +196,11 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="celebbench-browsers-"))
     (base / "photos").mkdir()
     plan = user_photos(data, base / "photos", args.users, args.photos)
-    trees = [("new", ROOT)]
-    old = None
-    if not args.skip_old:
-        old, ref = old_tree(args.old)
-        trees.append((f"old ({ref[:12]})", old))
     columns = {}
-    try:
-        for name, tree in trees:
+    with trees(args.old, args.skip_old) as measured:
+        for name, tree in measured:
             (base / name).mkdir()
             columns[name] = measure(tree, base / name, data, plan, args.rounds)
-    finally:
-        if old is not None:
-            subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT)
     print(
         f"\n## {args.users} browsers at once, {args.photos} photos each, {args.rounds} rounds "
         "(target: no error, p95 <= 3 s)\n"

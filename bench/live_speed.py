@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from face_network import ROOT, SHARED, old_tree  # noqa: E402
+from face_network import SHARED, trees  # noqa: E402
 
 FRAMES = 150
 
@@ -121,18 +121,10 @@ def main() -> None:
         base = Path(tmp)
         frames_file = base / "frames.npy"
         np.save(frames_file, clip(data))
-        trees = [("new", ROOT)]
-        old = None
-        if not args.skip_old:
-            old, ref = old_tree(args.old)
-            trees.append((f"old ({ref[:12]})", old))
         rows = {}
-        try:
-            for name, tree in trees:
+        with trees(args.old, args.skip_old) as measured:
+            for name, tree in measured:
                 rows[name] = measure(tree, base / name, data, frames_file)
-        finally:
-            if old is not None:
-                subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT)
     print(f"\n## live video, {FRAMES} frames of 640x480 with one face (target: >= 10 frames/s)\n")
     for name, row in rows.items():
         print(

@@ -30,7 +30,7 @@ import pandas as pd
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from face_network import ROOT, SHARED, old_tree  # noqa: E402
+from face_network import SHARED, trees  # noqa: E402
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -182,20 +182,12 @@ def main() -> None:
     data = Path(args.data).resolve()
     base = Path(tempfile.mkdtemp(prefix="celebbench-pages-"))
     photo = big_photo(base / "phone.jpg")
-    trees = [("new", ROOT)]
-    old = None
-    if not args.skip_old:
-        old, ref = old_tree(args.old)
-        trees.append((f"old ({ref[:12]})", old))
     rows: dict[str, dict[str, float]] = {}
-    try:
-        for name, tree in trees:
+    with trees(args.old, args.skip_old) as measured:
+        for name, tree in measured:
             (base / name).mkdir()
             for key, value in measure(tree, base / name, photo, data).items():
                 rows.setdefault(key, {})[name] = value
-    finally:
-        if old is not None:
-            subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT)
     frame = pd.DataFrame(rows).T
     print("\n## the pages in headless Chromium (targets: upload <= 2 s, first epoch <= 30 s)\n")
     print(frame.to_string(float_format=lambda v: f"{v:.2f}"))
