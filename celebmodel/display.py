@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .albums import Album
 from .face_cache import cache_dir, prepare
 from .images import load_image
 from .people import ADDED, face_thumbnail
@@ -151,6 +153,19 @@ def thumbnail(image: Image.Image, side: int = 96) -> Image.Image:
     small = image.copy()
     small.thumbnail((side, side))
     return small
+
+
+def album_thumbnails(
+    album: Album, photos: Sequence[tuple[str, Any]], side: int = 64
+) -> list[Image.Image]:
+    """One small face per row of ``album``, in its row order: each photo decoded once for
+    all its faces (photos without a face, or unreadable, are not opened again)."""
+    sources = dict(photos)
+    thumbs = []
+    for name, boxes in album.rows.groupby("photo", sort=False)["box"]:
+        pixels = load_image(sources[name], name=name)
+        thumbs += [thumbnail(face_crop(pixels, box), side) for box in boxes]
+    return thumbs
 
 
 def data_uri(image: Image.Image) -> str:

@@ -12,7 +12,6 @@ from PIL import Image
 from celebmodel import display, people
 from celebmodel.albums import photo_files
 from celebmodel.errors import CelebmodelError
-from celebmodel.images import load_image
 from celebmodel.open_set import presets, score_for, similarity
 from celebmodel.ray_engine import identify_photos
 from celebmodel.runs import Run, active_run
@@ -201,14 +200,7 @@ def show_album(photos: list[tuple[str, object]]) -> None:
         album = identify_photos(recognizer, photos, threshold, bar=ui.streamlit_bar(bar))
         if group:
             album.group(recognizer.gallery, recognizer.gallery_labels)
-        thumbs = []
-        for name, source_photo in photos:
-            rows = album.rows[album.rows["photo"] == name]
-            if len(rows):
-                pixels = load_image(source_photo, name=name)
-                thumbs += [display.thumbnail(display.face_crop(pixels, b), 64) for b in rows["box"]]
-        album_thumbs = thumbs
-        st.session_state["album"] = (album, album_thumbs)
+        st.session_state["album"] = (album, display.album_thumbnails(album, photos))
         st.session_state["album-key"] = key
         bar.empty()
     album, thumbs = st.session_state["album"]

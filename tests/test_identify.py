@@ -250,6 +250,31 @@ def test_predict_a_folder_to_csv_with_groups_and_a_broken_file(run, tmp_path, ca
     assert rows["similarity"].between(0, 1).all()
 
 
+def test_album_thumbnails_follow_the_rows_and_open_each_photo_once(run, monkeypatch):
+    from celebmodel import display
+    from celebmodel.albums import identify_album
+    from celebmodel.recognize import Recognizer
+
+    pixels = {
+        "astro.png": np.asarray(astronauts(1, seed=8)[0]),
+        "cam.png": np.asarray(cameramen(1, seed=6)[0]),
+    }
+    photos = [("astro.png", pixels["astro.png"]), ("broken.jpg", b"not a photo")]
+    photos += [("cam.png", pixels["cam.png"]), ("blank.png", np.zeros((64, 64, 3), np.uint8))]
+    album = identify_album(Recognizer.from_run(run.path), photos)
+    opened = []
+    real = display.load_image
+    monkeypatch.setattr(
+        display, "load_image", lambda source, name: opened.append(name) or real(source, name=name)
+    )
+    thumbs = display.album_thumbnails(album, photos)
+    assert opened == ["astro.png", "cam.png"]  # once each; no face or unreadable: not opened
+    assert len(thumbs) == len(album.rows) == 2
+    for thumb, (name, box) in zip(thumbs, album.rows[["photo", "box"]].values, strict=True):
+        expected = display.thumbnail(display.face_crop(pixels[name], box), 64)
+        assert np.array_equal(np.asarray(thumb), np.asarray(expected))
+
+
 def _zip(photos: dict[str, Image.Image | bytes]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
