@@ -8,10 +8,10 @@ pages and shows errors. Public Streamlit APIs only.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -171,28 +171,22 @@ def shown_errors(what: str) -> Iterator[None]:
 
 
 def streamlit_bar(bar: Any) -> Callable[..., Any]:
-    """A bar factory (as :mod:`celebmodel.progress` uses) drawing on an ``st.progress``."""
+    """A bar factory (as :mod:`celebmodel.progress` uses): tqdm counts, an ``st.progress``
+    shows the count and the rate, as the command line's bar does."""
+    from tqdm.auto import tqdm
 
-    class Bar:
-        def __init__(self, desc: str, total: int, unit: str = "photo", **_: Any) -> None:
-            self.desc, self.total, self.unit, self.n = desc, max(total, 1), unit, 0
-            self.started = time.monotonic()
-
-        def __enter__(self) -> Bar:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            return None
-
-        def update(self, steps: int = 1) -> None:
-            self.n += steps
+    class Bar(tqdm):
+        def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+            if not self.n:  # until the first photo, the page's own words stay
+                return True
             text = f"{self.n} of {self.total} {self.unit}s"
-            seconds = time.monotonic() - self.started
-            if seconds > 0:  # the rate, as the command line's bar shows it
+            seconds = self.format_dict["elapsed"]
+            if seconds > 0:  # the average rate
                 text += f" · {self.n / seconds:.1f} {self.unit}s/s"
-            bar.progress(min(1.0, self.n / self.total), text=text)
+            bar.progress(min(1.0, self.n / max(self.total or 1, 1)), text=text)
+            return True
 
-    return Bar
+    return lambda **options: Bar(file=io.StringIO(), **options)
 
 
 def _load_srtp() -> None:

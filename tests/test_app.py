@@ -113,6 +113,24 @@ def test_pages_render_without_a_model(folders):
     assert "No finished run" in texts(at)
 
 
+def test_an_album_bar_shows_the_count_and_rate_and_ends_full():
+    from pages import ui
+
+    drawn = []
+
+    class Progress:  # what st.progress is to the bar
+        def progress(self, value: float, text: str) -> None:
+            drawn.append((value, text))
+
+    with ui.streamlit_bar(Progress())(desc="photos", total=3, unit="photo") as bar:
+        for _ in range(3):
+            time.sleep(0.12)  # past tqdm's refresh interval, so each photo is drawn
+            bar.update(1)
+    assert [value for value, _ in drawn[:3]] == pytest.approx([1 / 3, 2 / 3, 1.0])
+    assert drawn[-1][0] == 1.0 and drawn[-1][1].startswith("3 of 3 photos · ")
+    assert all(text.endswith(" photos/s") for _, text in drawn)
+
+
 def test_reruns_leave_the_keras_session_alone(folders, monkeypatch):
     """Streamlit clears Keras's session after each run unless the studio's workaround holds
     (the private hook it replaces must still exist, or the workaround silently does nothing)."""
