@@ -146,7 +146,8 @@ def main() -> None:
         if not (run / "model.keras").is_file():
             celebmodel(work, "train", args.known, "--backbone", "dlib128", "--run-dir", str(run))
 
-        from celebmodel.albums import identify_album, photo_files
+        from celebmodel.albums import identify_album
+        from celebmodel.images import photo_files
         from celebmodel.recognize import Recognizer
 
         files = photo_files([folder])

@@ -7,7 +7,7 @@ with its error and the others go on. With grouping, the unknown faces are cluste
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ import pandas as pd
 
 from .errors import CelebmodelError
 from .grouping import UNGROUPED, group_distance, group_faces
-from .images import load_image, photos_under
+from .images import load_image
 from .progress import BarFactory, quiet_bar
 from .recognize import Recognizer
 from .storage import atomic_write_text
@@ -62,15 +62,6 @@ class Album:
     def write_csv(self, path: str | Path) -> None:
         """The rows as CSV, written atomically (never a half-written file under the name)."""
         atomic_write_text(path, self.csv())
-
-
-def photo_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Photos of the given files and folders (folders searched recursively, hidden files
-    left out), in the order given."""
-    found: list[Path] = []
-    for path in map(Path, paths):
-        found += photos_under(path) if path.is_dir() else [path]
-    return found
 
 
 def identify_album(

@@ -149,7 +149,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .albums import identify_album, photo_files, photo_results
+    from .albums import identify_album, photo_results
+    from .images import photo_files
     from .open_set import score_for
     from .progress import console_bar, quiet_bar
     from .recognize import Recognizer

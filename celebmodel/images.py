@@ -13,6 +13,7 @@ import math
 import os
 import struct
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -286,3 +287,12 @@ def photos_under(folder: str | Path) -> list[Path]:
         for p in Path(folder).rglob("*")
         if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
     )
+
+
+def photo_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Photos of the given files and folders (folders searched recursively, hidden files
+    left out), in the order given."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        found += photos_under(path) if path.is_dir() else [path]
+    return found

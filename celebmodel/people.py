@@ -32,7 +32,7 @@ from .config import TrainConfig
 from .dataset import display_name
 from .errors import ImageError, RunError, UploadError
 from .face_network import FaceEmbedder
-from .images import load_image, photos_under
+from .images import load_image, photo_files
 from .model import embedding_model, head_model, takes_embeddings, with_new_head
 from .open_set import l2_normalize
 from .pipeline import face_stage
@@ -147,16 +147,6 @@ def restore(run: Run, label: str) -> None:
 # Adding faces ---------------------------------------------------------------------------------
 
 
-def _photo_files(photos: list[str | Path]) -> list[Path]:
-    files: list[Path] = []
-    for photo in map(Path, photos):
-        if photo.is_dir():
-            files += photos_under(photo)
-        else:
-            files.append(photo)
-    return files
-
-
 def _checked(run: Run) -> TrainConfig:
     config = run.config()
     if get_backbone(config.backbone).kind != "embedding":
@@ -168,7 +158,7 @@ def _faces(config: TrainConfig, photos: list[str | Path]) -> tuple[list, list, l
     """The aligned face of each photo (the central one), the photos used, and those skipped."""
     stage = face_stage(config)
     chips, used, skipped = [], [], []
-    for photo in _photo_files(photos):
+    for photo in photo_files(photos):
         try:
             chip, _ = stage.extract(load_image(photo))
         except (ImageError, OSError) as exc:

@@ -10,8 +10,8 @@ import streamlit as st
 from PIL import Image
 
 from celebmodel import display, people
-from celebmodel.albums import photo_files
 from celebmodel.errors import CelebmodelError
+from celebmodel.images import photo_files
 from celebmodel.open_set import presets, score_for, similarity
 from celebmodel.ray_engine import identify_photos
 from celebmodel.runs import Run, active_run

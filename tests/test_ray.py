@@ -20,9 +20,10 @@ from conftest import astronauts, cameramen
 from PIL import Image
 
 from celebmodel import cli, ray_engine
-from celebmodel.albums import identify_album, photo_files
+from celebmodel.albums import identify_album
 from celebmodel.config import TrainConfig
 from celebmodel.errors import EngineError
+from celebmodel.images import photo_files
 from celebmodel.recognize import Recognizer
 
 ray = pytest.importorskip("ray")
