@@ -13,7 +13,7 @@ from collections import deque
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .display import draw_faces
+from .display import draw_faces, face_title
 from .recognize import Recognizer
 
 
@@ -36,7 +36,7 @@ class LiveAnnotator:
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         faces = self.recognizer.identify(pixels, threshold=self.threshold)
         faces.sort(key=lambda face: (face["box"][0], face["box"][1]))
-        self.names = [face["name"] if face["known"] else "Unknown" for face in faces]
+        self.names = [face_title(face) for face in faces]
         self._times.append(time.monotonic())
         image = draw_faces(Image.fromarray(pixels), faces)
         draw = ImageDraw.Draw(image)

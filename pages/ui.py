@@ -17,7 +17,6 @@ from typing import Any
 
 import streamlit as st
 
-from celebmodel.dataset import display_name
 from celebmodel.errors import CelebmodelError
 from celebmodel.images import IMAGE_EXTENSIONS
 from celebmodel.recognize import Recognizer
@@ -153,10 +152,6 @@ def _load_recognizer(path: str, versions: tuple[float, ...]) -> Recognizer:
 def recognizer(run: Run) -> Recognizer:
     """The run's recognizer, loaded once and shared by all sessions."""
     return _load_recognizer(str(run.path), run.versions())
-
-
-def names(labels: list[str]) -> str:
-    return ", ".join(display_name(label) for label in labels)
 
 
 @contextlib.contextmanager
