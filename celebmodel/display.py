@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from .albums import Album
@@ -166,6 +167,16 @@ def album_thumbnails(
         pixels = load_image(sources[name], name=name)
         thumbs += [thumbnail(face_crop(pixels, box), side) for box in boxes]
     return thumbs
+
+
+def album_table(album: Album, thumbs: list[Image.Image]) -> pd.DataFrame:
+    """The album as the Identify page's table, one row per face: its thumbnail (inlined), the
+    name shown (or Unknown), the closest person, the similarity and the group."""
+    table = album.rows[["photo", "face", "name", "similarity", "known", "group"]].copy()
+    table.insert(0, "thumbnail", [data_uri(thumb) for thumb in thumbs])
+    table.insert(4, "closest", album.rows["name"])
+    table["name"] = [face_title(face) for face in album.faces]
+    return table
 
 
 def data_uri(image: Image.Image) -> str:

@@ -200,25 +200,20 @@ def show_album(photos: list[tuple[str, object]]) -> None:
         album = identify_photos(recognizer, photos, threshold, bar=ui.streamlit_bar(bar))
         if group:
             album.group(recognizer.gallery, recognizer.gallery_labels)
-        st.session_state["album"] = (album, display.album_thumbnails(album, photos))
+        thumbs = display.album_thumbnails(album, photos)
+        st.session_state["album"] = (album, thumbs, display.album_table(album, thumbs))
         st.session_state["album-key"] = key
         bar.empty()
-    album, thumbs = st.session_state["album"]
-    rows = album.rows
+    album, thumbs, table = st.session_state["album"]
+    rows, groups = album.rows, album.groups()
     a, b, c, d = st.columns(4)
     a.metric("Photos", len(photos))
     b.metric("Faces", len(rows))
     c.metric("Known", int(rows["known"].sum()) if len(rows) else 0)
-    d.metric("Groups of unknown faces", len(album.groups()))
+    d.metric("Groups of unknown faces", len(groups))
     for error in album.errors:
         st.error(error["error"])  # it names the photo
     if len(rows):
-        table = rows[["photo", "face", "name", "similarity", "known", "group"]].copy()
-        table.insert(0, "thumbnail", [display.data_uri(t) for t in thumbs])
-        table.insert(4, "closest", rows["name"])
-        table["name"] = [
-            n if k else "Unknown" for n, k in zip(rows["name"], rows["known"], strict=True)
-        ]
         st.dataframe(
             table,
             hide_index=True,
@@ -231,7 +226,7 @@ def show_album(photos: list[tuple[str, object]]) -> None:
         st.download_button(
             "Download the table (CSV)", album.csv(), file_name="faces.csv", mime="text/csv"
         )
-    for number, members in album.groups().items():
+    for number, members in groups.items():
         with st.container(border=True):
             st.markdown(
                 f"**Group {number}**: {len(members)} faces of someone the model does not know"
