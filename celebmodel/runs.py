@@ -14,6 +14,8 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,27 +193,29 @@ class Run:
         except Exception as exc:  # Keras raises many types for a broken archive
             raise RunError(f"{self.file('model.keras')}: cannot load the model ({exc})") from exc
 
-    def gallery(self) -> tuple[np.ndarray, np.ndarray]:
-        """Training-face embeddings and their label indices, for centroids and enrolment."""
+    @contextmanager
+    def _gallery_file(self) -> Iterator[Any]:
+        """``gallery.npz`` open (no pickle); whatever goes wrong reading it is the run's error."""
         try:
             with np.load(self.file("gallery.npz"), allow_pickle=False) as data:
-                return data["embeddings"].astype(np.float32), data["labels"].astype(int)
+                yield data
         except FileNotFoundError:
             raise RunError(f"{self.path}: no gallery.npz (train again to get one)") from None
         except (OSError, ValueError, KeyError) as exc:
             raise RunError(f"{self.file('gallery.npz')}: unreadable ({exc})") from exc
 
+    def gallery(self) -> tuple[np.ndarray, np.ndarray]:
+        """Training-face embeddings and their label indices, for centroids and enrolment."""
+        with self._gallery_file() as data:
+            return data["embeddings"].astype(np.float32), data["labels"].astype(int)
+
     def gallery_paths(self) -> list[str]:
         """Where each gallery face came from: a dataset photo (relative to the run's dataset),
         ``added:<file>`` for a photo given later, or ``""`` (runs from before paths were kept)."""
-        embeddings, _ = self.gallery()
-        try:
-            with np.load(self.file("gallery.npz"), allow_pickle=False) as data:
-                if "paths" in data:
-                    return [str(path) for path in data["paths"]]
-        except (OSError, ValueError) as exc:
-            raise RunError(f"{self.file('gallery.npz')}: unreadable ({exc})") from exc
-        return [""] * len(embeddings)
+        with self._gallery_file() as data:
+            if "paths" in data:
+                return [str(path) for path in data["paths"]]
+            return [""] * len(data["embeddings"])
 
     def write_gallery(
         self, embeddings: np.ndarray, labels: np.ndarray, paths: list[str] | None = None
