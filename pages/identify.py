@@ -7,14 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import streamlit as st
-from PIL import Image
 
 from celebmodel import display, people
 from celebmodel.errors import CelebmodelError
 from celebmodel.images import photo_files
 from celebmodel.open_set import presets, score_for, similarity
 from celebmodel.ray_engine import identify_photos
-from celebmodel.runs import Run, active_run
+from celebmodel.runs import active_run
 from celebmodel.sources import extract_photos
 from pages import ui
 
@@ -28,14 +27,6 @@ SOURCES = {
     "camera": "Webcam snapshot",
     "live": "Live webcam",
 }
-
-
-@st.cache_data(max_entries=2048, show_spinner=False)
-def evidence_face(run_path: str, path: str) -> Image.Image | None:
-    """A gallery face for the evidence strip (cached: a dataset photo's crop is looked up by
-    its content hash)."""
-    image = display.evidence_image(Run(Path(run_path)), path)
-    return display.thumbnail(image) if image is not None else None
 
 
 st.title("Identify")
@@ -128,7 +119,7 @@ def show_face(number: int, face: dict, pixels: np.ndarray) -> None:
             st.caption(line)
             strip = st.columns(len(same) + len(other))
             for column, item in zip(strip, same + other, strict=True):
-                face_image = evidence_face(str(run.path), item["path"])
+                face_image = ui.gallery_face(run, item["path"])
                 if face_image is not None:
                     column.image(face_image, caption=f"{item['name']} {item['similarity']:.2f}")
                 else:

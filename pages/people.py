@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
-from PIL import Image
 
-from celebmodel import display, people
+from celebmodel import people
 from celebmodel.backbones import BACKBONES
-from celebmodel.runs import Run, active_run
+from celebmodel.runs import active_run
 from pages import ui
 
 ui.through_app()
-
-
-@st.cache_data(max_entries=512, show_spinner=False)
-def face_of(run_path: str, path: str, version: float) -> Image.Image | None:
-    """A person's face: the crop of a training photo, or a kept face of one added later."""
-    image = display.evidence_image(Run(Path(run_path)), path)
-    return display.thumbnail(image, 80) if image is not None else None
 
 
 st.title("People")
@@ -43,11 +33,10 @@ if not editable:
         "still work."
     )
 
-gallery_version = run.file("gallery.npz").stat().st_mtime
 columns = st.columns(4)
 for i, person in enumerate(roster.itertuples()):
     with columns[i % 4].container(border=True):
-        face = face_of(str(run.path), person.face, gallery_version) if person.face else None
+        face = ui.gallery_face(run, person.face, 80) if person.face else None
         if face is not None:
             st.image(face, width=80)
         state = " · removed" if person.removed else ""

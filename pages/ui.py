@@ -13,10 +13,13 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
+from PIL import Image
 
+from celebmodel import display
 from celebmodel.errors import CelebmodelError
 from celebmodel.images import IMAGE_EXTENSIONS
 from celebmodel.recognize import Recognizer
@@ -163,6 +166,18 @@ def shown_errors(what: str) -> Iterator[None]:
         st.error(f"{what}: {exc}")
     except Exception as exc:  # last resort: a user must never see a traceback
         st.error(f"{what}: unexpected {type(exc).__name__}: {exc}")
+
+
+@st.cache_data(max_entries=2048, show_spinner=False)
+def _gallery_face(run_path: str, path: str, side: int, version: float) -> Image.Image | None:
+    image = display.evidence_image(Run(Path(run_path)), path)
+    return display.thumbnail(image, side) if image is not None else None
+
+
+def gallery_face(run: Run, path: str, side: int = 96) -> Image.Image | None:
+    """A gallery face as a thumbnail: the aligned crop of a training photo, or the kept face of
+    someone added later (``None`` when not kept). Cached until the run's gallery changes."""
+    return _gallery_face(str(run.path), path, side, run.file("gallery.npz").stat().st_mtime)
 
 
 def streamlit_bar(bar: Any) -> Callable[..., Any]:

@@ -234,6 +234,12 @@ def test_identify_upload_camera_and_unreadable_file(folders, cnn_run):
     names = [m.value for m in at.markdown if m.value.startswith("**1. ")]
     assert names and any(label.replace("_", " ") in names[0] for label in labels)
     assert any(c.value.startswith("similarity ") for c in at.caption)
+    evidence = next(c.value for c in at.caption if c.value.startswith("Looks most like these"))
+    person = evidence.split(" photos of ")[1].split(":")[0]
+    runner_up = evidence.split("; next: ")[1].rsplit(" ", 1)[0]
+    strip = [img.caption for element in at.get("image") for img in element.proto.imgs]
+    strip = [caption.rsplit(" ", 1)[0] for caption in strip if caption]  # the gallery faces
+    assert strip == [person] * 3 + [runner_up]  # the faces behind the sentence, shown
 
     at.slider(key=f"similarity-{run.name}").set_value(1.0)  # nobody is that close
     open_page(at)
