@@ -9,10 +9,9 @@ precision, recall and F-measure; an ungrouped face is a group of its own).
 Each LFW photo is centred on its person; other faces in it (people in the background) have no
 known identity, so only the face nearest the photo's centre is scored (the others are counted).
 
-With ``--old WORKTREE`` (a checkout of the code before folders were identified, e.g.
-``git worktree add --detach /tmp/old 63a9b4a``) the same photos go through that checkout's
-``predict`` (one photo after another, no grouping) with a model it trained itself, in the same
-run, for the speed beside it.
+With ``--old WORKTREE`` (a checkout of the code before grouping scaled, e.g.
+``git worktree add --detach /tmp/old d5e5885``) the same command runs from that checkout with
+a model it trained itself, in the same run: its groups scored and its speed, beside these.
 
     python bench/grouping.py
     python bench/grouping.py --old /tmp/old
@@ -21,7 +20,6 @@ run, for the speed beside it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -138,19 +136,33 @@ def main() -> None:
         results = score(csv, strangers)
         speed = {"this code: predict --group --csv (s)": seconds}
         speed["this code: photos/s"] = photos / seconds
+        old_results = {}
         if args.old:
             old = Path(args.old).resolve()
             old_work = work / "old"
             old_run = train(old, old_work, args.known)
-            files = sorted(str(p) for p in strangers.rglob("*.jpg"))
-            out, old_seconds = celebmodel(old, old_work, "predict", str(old_run), *files, "--json")
-            old_faces = json.loads(out)
-            speed["old code: predict --json, no grouping (s)"] = old_seconds
-            speed["old code: photos/s"] = len(files) / old_seconds
-            speed["old code: photos answered"] = len(old_faces)
+            old_csv = old_work / "strangers.csv"
+            _, old_seconds = celebmodel(
+                old,
+                old_work,
+                "predict",
+                str(old_run),
+                str(strangers),
+                "--group",
+                "--csv",
+                str(old_csv),
+            )
+            old_results = score(old_csv, strangers)
+            speed["old code: predict --group --csv (s)"] = old_seconds
+            speed["old code: photos/s"] = photos / old_seconds
     print(f"\n## Grouping {photos} photos of {strangers.name} with a model of {args.known}\n")
+    print(f"{'':34} {'this code':>10} {'old code' if old_results else '':>10}")
     for name, value in results.items():
-        print(f"{name:34} {value:.4f}" if isinstance(value, float) else f"{name:34} {value}")
+        before = old_results.get(name, "")
+        if isinstance(value, float):
+            print(f"{name:34} {value:10.4f} {before if before == '' else f'{before:10.4f}'}")
+        else:
+            print(f"{name:34} {value:>10} {before!s:>10}")
     print("\n## Speed (wall time of the command, TensorFlow start-up included)\n")
     for name, value in speed.items():
         print(f"{name:44} {value:.2f}" if isinstance(value, float) else f"{name:44} {value}")

@@ -7,8 +7,10 @@ handing the file to the uploader to the annotated photo on screen under that fil
 then the user takes the photo off the uploader and adds the next, on the same page.
 The server's resident memory is read after every round (``--rounds``), to see it stay flat.
 
-This tree and the old path (a git worktree, as in ``bench/face_network.py``) each get their own
-``streamlit run`` and a model they trained themselves; the same photos go to both.
+This tree and the old path (a git worktree, as in ``bench/face_network.py``) are each started
+exactly as the README says (``streamlit run streamlit_app.py``, no flag, from a fresh clone
+with its ``.venv`` inside: ``pages_speed.serve``) with a model they trained themselves; the
+same photos go to both.
 
     python bench/identify_browsers.py             # about 10 minutes on 2 cores
     python bench/identify_browsers.py --skip-old
@@ -34,7 +36,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from face_network import SHARED, trees  # noqa: E402
-from pages_speed import CHROMIUM_ARGS, serve  # noqa: E402
+from pages_speed import CHROMIUM_ARGS, cpu_seconds, serve  # noqa: E402
 
 TIMEOUT_MS = 180_000
 
@@ -63,16 +65,6 @@ def user_photos(data: Path, folder: Path, users: int, per_user: int) -> list[tup
             files.append(name)
         plan.append((person.name.replace("_", " "), files))
     return plan
-
-
-def cpu_seconds(pid: int | None = None) -> float:
-    """CPU time used so far: by process ``pid`` (user + system), or by the whole machine."""
-    if pid is None:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-        busy = sum(int(v) for i, v in enumerate(fields[:8]) if i not in (3, 4))  # not idle/iowait
-        return busy / os.sysconf("SC_CLK_TCK")
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib(pid: int) -> float:
@@ -151,7 +143,7 @@ def measure(tree: Path, work: Path, data: Path, plan: list, rounds: int) -> dict
         check=True,
         capture_output=True,
     )
-    url, server = serve(tree, env, work / "streamlit.log")
+    url, server = serve(tree, env, work)
     rows, memory = [], []
     try:
         start = time.perf_counter()
@@ -189,7 +181,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=8)
     parser.add_argument("--photos", type=int, default=10, help="per user")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--old", help="git ref of the old path")
+    parser.add_argument(
+        "--old", default="d5e5885", help="git ref of the old path (default: what issue 20 met)"
+    )
     parser.add_argument("--skip-old", action="store_true")
     args = parser.parse_args()
     data = Path(args.data).resolve()

@@ -1,10 +1,16 @@
-"""The studio in a real browser, this tree against the old path: a 12-megapixel upload on
-Identify (upload to annotated photo on screen) and Start to first finished epoch on Train.
+"""The studio in a real browser, this tree against the old path: the idle server, a
+12-megapixel upload on Identify (upload to annotated photo on screen) and Start to first
+finished epoch on Train.
 
 Each tree (this one, and the old path checked out in a temporary git worktree as in
-``bench/face_network.py``) gets its own ``streamlit run`` on 127.0.0.1, its own empty data
-folder (so the face stage starts cold) and a model it trained itself with its own CLI.
-Headless Debian Chromium drives both, one after the other.
+``bench/face_network.py``) is started exactly as the README says, ``streamlit run
+streamlit_app.py`` with no flag, from a copy of its folder as a fresh clone has it after the
+README's first command: its files, its own ``.streamlit/config.toml`` and a ``.venv`` inside
+(hard links to this interpreter's venv, so it costs no disk). The copy's config differs in
+one line, the port, because 8501 may be taken on a shared machine (the port changes nothing
+else); runs and caches go to folders of the bench's own (``CELEBMODEL_RUNS``,
+``CELEBMODEL_DATA``), the data folder empty so the face stage starts cold, and each tree's
+model is trained by its own CLI. Headless Debian Chromium drives both, one after the other.
 
     python bench/pages_speed.py                # about 10 minutes on 2 cores
     python bench/pages_speed.py --skip-old
@@ -61,23 +67,35 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def serve(tree: Path, env: dict[str, str], log: Path) -> tuple[str, subprocess.Popen]:
+COPY_SKIPS = (".git", ".venv", "runs", "data", "test-artifacts", "__pycache__", ".*_cache")
+
+
+def fresh_clone(tree: Path, folder: Path) -> tuple[Path, int]:
+    """``tree`` as the README leaves it: its files, a ``.venv`` inside, and its config with
+    the port moved to a free one (the one change). Returns the folder and the port."""
+    shutil.copytree(tree, folder, ignore=shutil.ignore_patterns(*COPY_SKIPS))
+    venv = Path(sys.prefix)
+    if venv == Path(sys.base_prefix):
+        raise SystemExit("run the bench from the project's venv (it is copied as the app's)")
+    subprocess.run(["cp", "-al", str(venv), str(folder / ".venv")], check=True)
     port = free_port()
-    with open(log, "ab") as output:
+    config = folder / ".streamlit" / "config.toml"
+    text, count = re.subn(r"(?m)^port = \d+$", f"port = {port}", config.read_text())
+    if count != 1:
+        raise SystemExit(f"{config}: no port line to move")
+    config.write_text(text)
+    return folder, port
+
+
+def serve(tree: Path, env: dict[str, str], work: Path) -> tuple[str, subprocess.Popen]:
+    """The README's ``streamlit run streamlit_app.py`` (no flag) in a fresh clone of
+    ``tree`` under ``work``; returns its URL once it answers."""
+    folder, port = fresh_clone(tree, work / "app")
+    with open(work / "streamlit.log", "ab") as output:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                "streamlit_app.py",
-                "--server.port",
-                str(port),
-                "--server.fileWatcherType",
-                "none",
-            ],
-            cwd=tree,
-            env=env,
+            [sys.executable, "-m", "streamlit", "run", "streamlit_app.py"],
+            cwd=folder,
+            env={**env, "PYTHONPATH": str(folder)},
             stdout=output,
             stderr=subprocess.STDOUT,
         )
@@ -90,7 +108,25 @@ def serve(tree: Path, env: dict[str, str], log: Path) -> tuple[str, subprocess.P
         except OSError:
             time.sleep(0.5)
     process.kill()
-    raise TimeoutError(f"{tree}: streamlit did not start (see {log})")
+    raise TimeoutError(f"{tree}: streamlit did not start (see {work / 'streamlit.log'})")
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time used so far: by process ``pid`` (user + system), or by the whole machine."""
+    if pid is None:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        busy = sum(int(v) for i, v in enumerate(fields[:8]) if i not in (3, 4))  # not idle/iowait
+        return busy / os.sysconf("SC_CLK_TCK")
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_share(pid: int, page, seconds: float = 10.0) -> float:
+    """Share of a core the server uses while a tab stays open and nobody does anything."""
+    page.wait_for_timeout(5000)
+    before = cpu_seconds(pid)
+    page.wait_for_timeout(seconds * 1000)
+    return (cpu_seconds(pid) - before) / seconds
 
 
 def measure(tree: Path, work: Path, photo: Path, data: Path) -> dict[str, float]:
@@ -122,7 +158,7 @@ def measure(tree: Path, work: Path, photo: Path, data: Path) -> dict[str, float]
         capture_output=True,
     )
     shutil.rmtree(work / "data", ignore_errors=True)  # Train starts with an empty face cache
-    url, server = serve(tree, env, work / "streamlit.log")
+    url, server = serve(tree, env, work)
     result = {}
     try:
         with sync_playwright() as playwright:
@@ -132,7 +168,7 @@ def measure(tree: Path, work: Path, photo: Path, data: Path) -> dict[str, float]
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"{url}/identify")
             page.get_by_text("Upload one or several photos").wait_for(timeout=120_000)
-            page.wait_for_timeout(1000)
+            result["idle server, tab open (% of a core)"] = 100 * idle_share(server.pid, page)
             uploader = page.locator("[data-testid='stFileUploaderDropzoneInput']").first
             start = time.perf_counter()
             uploader.set_input_files(str(photo))
@@ -154,11 +190,12 @@ def measure(tree: Path, work: Path, photo: Path, data: Path) -> dict[str, float]
             start = time.perf_counter()
             page.get_by_role("button", name="Start training").click()
             # The page shows the new run (the identify run's epochs are gone), then its first
-            # finished epoch.
+            # finished epoch: "1 of at most 100 epochs" on the bar now, "epoch 1 of at most"
+            # on the old path's caption.
             page.get_by_text(re.compile(r": (queued|running)$")).first.wait_for(timeout=120_000)
-            page.get_by_text(re.compile(r"epoch [1-9]\d* of at most")).first.wait_for(
-                timeout=900_000
-            )
+            page.get_by_text(
+                re.compile(r"(epoch [1-9]\d* of at most)|(\b[1-9][\d,]* of at most [\d,]+ epochs)")
+            ).first.wait_for(timeout=900_000)
             result["Start to first finished epoch on Train, empty cache (s)"] = (
                 time.perf_counter() - start
             )
@@ -176,7 +213,9 @@ def measure(tree: Path, work: Path, photo: Path, data: Path) -> dict[str, float]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(SHARED / "lfw"))
-    parser.add_argument("--old", help="git ref of the old path")
+    parser.add_argument(
+        "--old", default="d5e5885", help="git ref of the old path (default: what issue 20 met)"
+    )
     parser.add_argument("--skip-old", action="store_true")
     args = parser.parse_args()
     data = Path(args.data).resolve()
@@ -189,7 +228,10 @@ def main() -> None:
             for key, value in measure(tree, base / name, photo, data).items():
                 rows.setdefault(key, {})[name] = value
     frame = pd.DataFrame(rows).T
-    print("\n## the pages in headless Chromium (targets: upload <= 2 s, first epoch <= 30 s)\n")
+    print(
+        "\n## the studio started as the README says, in headless Chromium "
+        "(targets: idle <= 2%, upload <= 2 s, first epoch <= 30 s)\n"
+    )
     print(frame.to_string(float_format=lambda v: f"{v:.2f}"))
     shutil.rmtree(base, ignore_errors=True)
 

@@ -2,7 +2,9 @@
 
 One row per face with the columns of :data:`COLUMNS`; a photo that cannot be read is listed
 with its error and the others go on. With grouping, the unknown faces are clustered by person
-(:mod:`celebmodel.grouping`) and each group of two or more gets a number.
+(:mod:`celebmodel.grouping`) and each group of two or more gets a number; with an
+:class:`~celebmodel.album_groups.AlbumGroups` file the numbers last (same faces, same group,
+new faces joining) and the user's merges and splits are kept.
 """
 
 from __future__ import annotations
@@ -15,19 +17,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .album_groups import AlbumGroups
 from .errors import CelebmodelError
-from .grouping import UNGROUPED, group_distance, group_faces
+from .grouping import UNGROUPED, group_cuts, group_faces
 from .images import load_image
 from .progress import BarFactory, quiet_bar
 from .recognize import Recognizer
 from .storage import atomic_write_text
 
-COLUMNS = ("photo", "face", "box", "label", "nearest", "similarity", "known", "group")
+COLUMNS = (
+    "photo", "face", "box", "label", "nearest", "match_confidence", "similarity", "known",
+    "group",
+)
 
 
 @dataclass
 class Album:
-    """The faces of many photos: ``rows`` (:data:`COLUMNS` and ``name``, ``score``), one
+    """The faces of many photos: ``rows`` (:data:`COLUMNS`, ``nearest_name``, ``score``), one
     unit-length embedding per row, and the photos that could not be read."""
 
     rows: pd.DataFrame
@@ -36,27 +42,41 @@ class Album:
     errors: list[dict[str, str]] = field(default_factory=list)
     photos: list[str] = field(default_factory=list)
 
-    def group(self, gallery: np.ndarray, gallery_labels: np.ndarray) -> Album:
-        """Number the groups of unknown faces (the distance comes from the gallery)."""
+    def group(
+        self, gallery: np.ndarray, gallery_labels: np.ndarray, book: AlbumGroups | None = None
+    ) -> Album:
+        """Number the groups of unknown faces (the cut comes from the gallery): afresh, or
+        through ``book``, which keeps each face's group and saves the new ones."""
         unknown = ~self.rows["known"].to_numpy(dtype=bool)
         groups = np.full(len(self.rows), UNGROUPED, dtype=int)
-        if unknown.sum() > 1:
-            distance = group_distance(gallery, gallery_labels)
-            groups[unknown] = group_faces(self.embeddings[unknown], distance)
+        cuts = group_cuts(gallery, gallery_labels) if unknown.any() else None
+        if book is not None:
+            photos, faces = list(self.rows["photo"]), self.rows["face"].to_numpy(dtype=int)
+            strangers = [p for p, u in zip(photos, unknown, strict=True) if u]
+            book.forget([p for p, u in zip(photos, unknown, strict=True) if not u], faces[~unknown])
+            if cuts is not None:
+                vectors = self.embeddings[unknown]
+                groups[unknown] = book.assign(strangers, faces[unknown], vectors, cuts)
+        elif cuts is not None:
+            groups[unknown] = group_faces(self.embeddings[unknown], cuts)
         self.rows["group"] = [str(g) if g != UNGROUPED else "" for g in groups]
         for face, number in zip(self.faces, self.rows["group"], strict=True):
             face["group"] = number
         return self
 
     def groups(self) -> dict[int, pd.DataFrame]:
-        """Each numbered group's rows, largest first."""
+        """Each numbered group's rows, largest first (ties: lower number first)."""
         numbered = self.rows[self.rows["group"] != ""]
-        return {int(g): rows for g, rows in numbered.groupby(numbered["group"].astype(int))}
+        parts = dict(list(numbered.groupby(numbered["group"].astype(int))))
+        return dict(sorted(parts.items(), key=lambda item: (-len(item[1]), item[0])))
 
     def csv(self) -> str:
         frame = self.rows.loc[:, list(COLUMNS)].copy()
         frame["box"] = frame["box"].map(lambda box: " ".join(str(v) for v in box))
         frame["similarity"] = frame["similarity"].map("{:.4f}".format)
+        frame["match_confidence"] = frame["match_confidence"].map(
+            lambda value: "" if value is None or value != value else f"{value:.4f}"
+        )
         return frame.to_csv(index=False, lineterminator="\n")
 
     def write_csv(self, path: str | Path) -> None:
@@ -97,10 +117,11 @@ def identify_album(
                         "box": face["box"],
                         "label": face["label"],
                         "nearest": face["nearest"],
+                        "match_confidence": face["match_confidence"],
                         "similarity": face["similarity"],
                         "known": face["known"],
                         "group": "",
-                        "name": face["name"],
+                        "nearest_name": face["nearest_name"],
                         "score": face["score"],
                     }
                 )
@@ -109,7 +130,7 @@ def identify_album(
             progress.update(1)
     dim = recognizer.centroids.shape[1]
     embeddings = np.stack(vectors) if vectors else np.zeros((0, dim), np.float32)
-    frame = pd.DataFrame(rows, columns=[*COLUMNS, "name", "score"])
+    frame = pd.DataFrame(rows, columns=[*COLUMNS, "nearest_name", "score"])
     return Album(frame, embeddings, details, errors, [name for name, _ in photos])
 
 

@@ -124,6 +124,10 @@ def _print_metrics(run: object) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.protocol:
+        return _open_set_protocol(args)
+    if args.folder:
+        raise CelebmodelError(f"{args.folder}: a folder is read only with --protocol open-set")
     from .evaluation import evaluate_run
     from .metrics import ORIGINAL
     from .progress import console_bar
@@ -148,18 +152,84 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_set_protocol(args: argparse.Namespace) -> int:
+    from .progress import console_bar
+    from .protocol import METRICS
+    from .public_figures import protocol_figures
+    from .runs import load_run
+    from .storage import atomic_write_json
+
+    if not args.folder:
+        raise CelebmodelError("--protocol open-set: give an LFW folder (one folder per person)")
+    if load_run(args.run).scoring != "gallery":
+        raise CelebmodelError(f"{args.run}: the open-set protocol measures gallery models "
+                              "(lfw-public-figures and copies of it)")
+    figures = protocol_figures(args.folder, bar=console_bar)
+    print(f"open-set protocol on {figures['photos']:,} faces of {figures['people']:,} people "
+          f"({args.folder}), {figures['trials']} trials; mean / sd / mean - sd")
+    for method in ("figures", "baseline"):
+        print(f"  {figures[f'{method}_title']}:")
+        for name in METRICS:
+            value = figures[method][name]
+            print(f"    {name:12s} {value['mean']:.4f} / {value['sd']:.4f} / "
+                  f"{value['mean_minus_sd']:.4f}")
+    if args.json:
+        atomic_write_json(args.json, figures)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_build_lfw_model(args: argparse.Namespace) -> int:
+    from .progress import console_bar
+    from .public_figures import build, folder, read_people
+
+    people = read_people(args.names) if args.names else None
+    target = build(args.lfw, args.out, tuple(args.missing_ok or ()), console_bar, people)
+    print(f"wrote {target}" + (" (the built-in model)" if target == folder() else ""))
+    return 0
+
+
+def cmd_copy(args: argparse.Namespace) -> int:
+    from .runs import copy_run, load_run
+
+    run = load_run(args.run)
+    copy = copy_run(run, args.name)
+    print(f"copied {run.title} to {copy.path} ({copy.title}): people can now be added, "
+          "renamed and removed")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from .albums import identify_album, photo_results
     from .images import photo_files
-    from .open_set import score_for
+    from .open_set import score_for, threshold_for
     from .progress import console_bar, quiet_bar
     from .recognize import Recognizer
+    from .runs import load_run
 
     threshold = args.threshold
     if args.min_similarity is not None:
+        if load_run(args.run).scoring == "gallery":
+            raise CelebmodelError(
+                "--min-similarity: this model decides on match confidence; use --min-confidence"
+            )
         threshold = score_for(args.min_similarity)
+    if args.min_confidence is not None:
+        if not 0 < args.min_confidence < 1:
+            raise CelebmodelError("--min-confidence: a number between 0 and 1, e.g. 0.99")
+        try:
+            threshold = threshold_for(load_run(args.run).read_json("calibration.json") or {},
+                                      args.min_confidence)
+        except ValueError:
+            raise CelebmodelError(f"{args.run}: no stranger scores to set a confidence "
+                                  "threshold (an older run: use --min-similarity)") from None
     photos = [(str(path), path) for path in photo_files(args.images)]
     bar = console_bar if args.csv else quiet_bar
+    book = None
+    if args.group and args.csv:  # groups that last, beside the CSV
+        from .album_groups import AlbumGroups, beside
+
+        book = AlbumGroups.open(beside(args.csv), Path(args.run).resolve().name)
     if args.engine == "ray":  # blocks on the cluster, the CSV merged (and grouped) here
         from .ray_engine import identify_folder
 
@@ -170,6 +240,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             threshold,
             args.top_k,
             group=args.group,
+            book=book,
             address=args.ray_address,
             workers=args.workers,
             bar=bar,
@@ -178,9 +249,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         recognizer = Recognizer.from_run(args.run, top_k=args.top_k)
         album = identify_album(recognizer, photos, threshold, bar=bar)
         if args.group:
-            album.group(recognizer.gallery, recognizer.gallery_labels)
+            album.group(recognizer.gallery, recognizer.gallery_labels, book)
         if args.csv:
             album.write_csv(args.csv)
+    if book is not None and book.notice:
+        print(f"warning: {book.notice}", file=sys.stderr)  # a damaged file, set aside
     if args.csv:
         print(
             f"wrote {args.csv}: {len(album.rows)} face(s) in {len(photos)} photo(s)",
@@ -193,15 +266,52 @@ def cmd_predict(args: argparse.Namespace) -> int:
             if result["error"]:
                 print(f"{result['image']}: {result['error']}")
             for face in result["faces"]:
-                tops = ", ".join(f"{t['label']} {t['probability']:.2f}" for t in face["top_k"])
-                group = f" group {face['group']}" if face.get("group") else ""
-                print(
-                    f"{result['image']}: {face['label']} at {face['box']} similarity "
-                    f"{face['similarity']:.2f}{group} ({tops})"
-                )
+                print(f"{result['image']}: {_face_line(face)}")
     for error in album.errors:
         print(f"error: {error['error']}", file=sys.stderr)  # it names the photo
     return 0 if len(album.errors) < len(photos) else 1
+
+
+def cmd_groups(args: argparse.Namespace) -> int:
+    from .album_groups import AlbumGroups, beside
+
+    path = beside(args.csv)
+    book = AlbumGroups.load(path)
+    book.csv = Path(args.csv)
+    if args.action == "list":
+        table = book.summary()
+        print(table.to_string(index=False) if len(table) else "no groups")
+        if book.last_change():
+            print(f"last change (undo takes it back): {book.last_change()}")
+        return 0
+    if args.action == "show":
+        print("\n".join(book.members(args.group)))
+        return 0
+    if args.action == "merge":
+        done = book.merge(args.into, args.other)
+    elif args.action == "split":
+        done = book.split(args.faces, new_group=not args.none)
+    elif args.action == "rename":
+        done = book.rename(args.group, args.name)
+    else:
+        done = book.undo()
+    print(f"{done}; wrote {path} and {args.csv}")
+    return 0
+
+
+def _face_line(face: dict) -> str:
+    """One face of ``predict``'s text output: who, where, how sure."""
+    who = face["label"] if face["known"] else f"unknown (closest: {face['nearest']})"
+    sure = (f"match confidence {face['match_confidence']:.1%}, "
+            if face.get("match_confidence") is not None else "")
+    group = f" group {face['group']}" if face.get("group") else ""
+    tops = ", ".join(
+        f"{t['label']} {t['probability']:.2f}" if t.get("probability") is not None
+        else f"{t['label']} {t['similarity']:.2f}"
+        for t in face["top_k"]
+    )
+    return (f"{who} at {face['box']} {sure}similarity {face['similarity']:.2f}{group}"
+            + (f" ({tops})" if tops else ""))
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
@@ -285,6 +395,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+RUN_HELP = "run directory, or lfw-public-figures (the built-in model)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .backbones import BACKBONES
 
@@ -349,14 +462,27 @@ def build_parser() -> argparse.ArgumentParser:
             help="drop celebrities with too few photos (with a warning) instead of failing",
         )
 
-    evaluate = commands.add_parser("evaluate", help="metrics of a finished run")
-    evaluate.add_argument("run", help="run directory")
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="metrics of a finished run; --protocol open-set: the built-in model's protocol",
+    )
+    evaluate.add_argument("run", help="run directory (or lfw-public-figures)")
+    evaluate.add_argument(
+        "folder", nargs="?", metavar="LFW_FOLDER",
+        help="--protocol open-set: the LFW folder (one folder per person) to measure on",
+    )
+    evaluate.add_argument(
+        "--protocol", choices=["open-set"],
+        help="open-set identification on LFW: 10 trials, 1,500 people for learning, "
+        "1,000 in the gallery; rank-1, DIR at FAR 1%% / 0.1%%, TAR at FAR 0.1%%",
+    )
+    evaluate.add_argument("--json", metavar="FILE", help="--protocol: also write the figures")
     evaluate.add_argument("--subset", default="test", choices=["test", "val", "train", "all"])
     evaluate.add_argument("--unknown", help="folder of people outside the training set")
     evaluate.set_defaults(func=cmd_evaluate)
 
     predict = commands.add_parser("predict", help="identify the faces in photos")
-    predict.add_argument("run", help="run directory")
+    predict.add_argument("run", help=RUN_HELP)
     predict.add_argument(
         "images", nargs="+", metavar="PATH", help="photos, or folders of them (searched deeply)"
     )
@@ -366,13 +492,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--threshold", type=float, help="unknown above this open-set score (default: calibrated)"
     )
     unknown.add_argument(
-        "--min-similarity", type=float, help="unknown below this similarity (0..1)"
+        "--min-similarity", type=float,
+        help="trained runs: unknown below this similarity to the person's mean face (0..1)",
+    )
+    unknown.add_argument(
+        "--min-confidence", type=float,
+        help="unknown below this match confidence (0..1: how rarely strangers score as high)",
     )
     predict.add_argument("--json", action="store_true", help="one JSON object per image")
     predict.add_argument(
         "--csv",
         metavar="FILE",
-        help="write one row per face: photo, face, box, label, nearest, similarity, known, group",
+        help="write one row per face: photo, face, box, label, nearest, match_confidence, "
+        "similarity, known, group",
     )
     predict.add_argument(
         "--group", action="store_true", help="number the groups of unknown faces by person"
@@ -399,10 +531,34 @@ def build_parser() -> argparse.ArgumentParser:
             help="--engine ray: actors, each loading the model once (default: one per CPU)",
         )
 
+    groups = commands.add_parser(
+        "groups",
+        help="an album's groups of unknown faces (from predict --csv FILE --group): list, "
+        "merge, split, rename, undo",
+    )
+    groups.add_argument("csv", help="the album CSV; its groups are kept beside it")
+    verbs = groups.add_subparsers(dest="action", required=True, metavar="ACTION")
+    verbs.add_parser("list", help="every group: its faces, name and photos")
+    show = verbs.add_parser("show", help="the faces of a group, as PHOTO#FACE")
+    show.add_argument("group", type=int)
+    merge = verbs.add_parser("merge", help="every face of group OTHER into group INTO")
+    merge.add_argument("into", type=int)
+    merge.add_argument("other", type=int)
+    split_faces = verbs.add_parser("split", help="take faces out of their group")
+    split_faces.add_argument("faces", nargs="*", metavar="PHOTO#FACE", help="as `show` lists them")
+    split_faces.add_argument(
+        "--none", action="store_true", help="into no group (default: one new group)"
+    )
+    rename = verbs.add_parser("rename", help="name a group (an empty name removes it)")
+    rename.add_argument("group", type=int)
+    rename.add_argument("name")
+    verbs.add_parser("undo", help="take back the last merge, split or rename")
+    groups.set_defaults(func=cmd_groups)
+
     enroll = commands.add_parser(
         "enroll", help="add a celebrity to a dlib128 run from a few photos"
     )
-    enroll.add_argument("run", help="run directory")
+    enroll.add_argument("run", help=RUN_HELP)
     enroll.add_argument("name", help="the celebrity's label, e.g. Ada_Lovelace")
     enroll.add_argument("photos", nargs="+", metavar="PHOTO", help="photos or a folder of them")
     enroll.set_defaults(func=cmd_enroll)
@@ -410,7 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
     roster = commands.add_parser(
         "people", help="who a dlib128 run knows: list, add, rename, remove"
     )
-    roster.add_argument("run", help="run directory")
+    roster.add_argument("run", help=RUN_HELP)
     actions = roster.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("list", help="every person, their photos, trained or added later")
     add = actions.add_parser("add", help="add a person, or photos of one the run knows")
@@ -435,7 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
         "predict --json; 400 for an unusable photo, 401 without the API key, 413 over the "
         "size limit. The API docs are at /docs.",
     )
-    serve.add_argument("run", help="run directory")
+    serve.add_argument("run", help=RUN_HELP)
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: this machine only)"
     )
@@ -462,7 +618,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(threshold), centroids.npy and a README.md giving the input spec and a Python "
         "example. tfjs needs the optional tensorflowjs package.",
     )
-    export.add_argument("run", help="run directory")
+    export.add_argument("run", help=RUN_HELP)
     export.add_argument(
         "dir", metavar="DIR", help="new folder to write (must not exist, or be empty)"
     )
@@ -475,8 +631,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     fetch = commands.add_parser("fetch-lfw", help="download Labeled Faces in the Wild (online)")
     fetch.add_argument("dest", help="folder to write the dataset into")
-    fetch.add_argument("--min-faces", type=_positive, default=60)
+    fetch.add_argument(
+        "--min-faces", type=_positive, default=60,
+        help="keep people with at least this many photos (default 60: LFW's 8 most "
+        "photographed; 1: everyone, for build-lfw-model)",
+    )
     fetch.set_defaults(func=cmd_fetch_lfw)
+
+    build_model = commands.add_parser(
+        "build-lfw-model",
+        help="build the built-in public-figures model from an LFW folder",
+        description="Build the built-in model (lfw-public-figures) from a folder in the "
+        "layout of LFW's official archive (<Person>/<Person>_0001.jpg ...): faces found and "
+        "embedded (cached as training caches them), the scoring calibrated, the open-set "
+        "protocol measured. Only names and numbers are written; no photo.",
+    )
+    build_model.add_argument("lfw", metavar="LFW_FOLDER")
+    build_model.add_argument(
+        "--out", metavar="DIR", help="write here instead of the package's built-in folder"
+    )
+    build_model.add_argument(
+        "--missing-ok", nargs="+", metavar="PERSON",
+        help="people of LFW's list known to be absent from this copy (recorded)",
+    )
+    build_model.add_argument(
+        "--names", metavar="FILE",
+        help="the list of people and photo counts to check the folder against, in the format "
+        "of LFW's lfw-names.txt (default: LFW's own list)",
+    )
+    build_model.set_defaults(func=cmd_build_lfw_model)
+
+    copy = commands.add_parser(
+        "copy", help="a copy of a run you can change (Make my own copy of lfw-public-figures)"
+    )
+    copy.add_argument("run", help="run directory (or lfw-public-figures)")
+    copy.add_argument("--name", help="what to call the copy (default: '<name> (my copy)')")
+    copy.set_defaults(func=cmd_copy)
 
     runs = commands.add_parser("runs", help="list runs and their state")
     runs.add_argument("--root", help="runs folder (default $CELEBMODEL_RUNS or runs/)")

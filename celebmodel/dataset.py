@@ -229,16 +229,60 @@ def scan_dataset(root: str | Path, verify: bool = False) -> DatasetScan:
     skipped = sorted(walk.skipped, key=lambda s: s.path)
 
     if not rows:
-        details = "".join(f"\n  {s.path}: {s.reason}" for s in skipped[:10])
-        more = f"\n  ... and {len(skipped) - 10} more" if len(skipped) > 10 else ""
         raise DatasetError(
             f"{walk.root}: no celebrity folder with a usable image (expected one sub-folder per "
-            f"celebrity holding {', '.join(sorted(IMAGE_EXTENSIONS))} files){details}{more}"
+            f"celebrity holding {', '.join(sorted(IMAGE_EXTENSIONS))} files)"
+            + "".join(f"\n  {line}" for line in reasons_once(skipped))
         )
     items = pd.DataFrame(
         {"path": [r[0] for r in rows], "label": [r[1] for r in rows]}, dtype="str"
     ).sort_values(["label", "path"], ignore_index=True)
     return DatasetScan(walk.root, items, skipped, sizes={r[0]: r[2] for r in rows})
+
+
+def reasons_once(skipped: list[Skipped], shown: int = 10) -> list[str]:
+    """Each reason once, after the entries it applies to (``shown`` of them at most): a
+    dataset of symlinked folders is refused in one line naming its people, not the same
+    sentence for each."""
+    groups: dict[str, list[str]] = {}
+    for item in skipped:
+        groups.setdefault(item.reason, []).append(item.path)
+    lines = []
+    for reason, paths in groups.items():
+        more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
+        lines.append(f"{', '.join(paths[:shown])}{more}: {reason}")
+    return lines
+
+
+def folder_signature(root: str | Path) -> str:
+    """A digest of what a scan of ``root`` would see: every entry's path, type, size, time
+    and link target. Previews are cached under it, so a dataset fixed (or broken) on disk is
+    seen at the next look, and an unchanged one is not scanned again. Symlinks are not
+    followed: the ones a scan follows point inside the root, which is walked anyway."""
+    digest = hashlib.sha256()
+    folders = [str(Path(root).expanduser())]
+    while folders:
+        folder = folders.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            digest.update(f"{folder}\t{exc.errno}\n".encode("utf-8", "surrogateescape"))
+            continue
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+                target = os.readlink(entry.path) if entry.is_symlink() else ""
+                alive = os.path.exists(entry.path) if target else True
+            except OSError as exc:
+                info, target, alive = None, str(exc.errno), False
+            line = f"{entry.path}\t{target}\t{alive}"
+            if info is not None:
+                line += f"\t{info.st_mode}\t{info.st_size}\t{info.st_mtime_ns}"
+                if stat.S_ISDIR(info.st_mode):
+                    folders.append(entry.path)
+            digest.update(f"{line}\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
 
 
 def _label_rng(seed: int, label: str) -> np.random.Generator:

@@ -27,6 +27,7 @@ UNKNOWN_COLOUR = (230, 126, 34)
 SELECTED_COLOUR = (0, 114, 178)
 DISPLAY_MAX_SIDE = 1460  # Streamlit's widest image: anything larger it decodes and re-encodes
 DISPLAY_MIN_SIDE = 640  # smaller photos are enlarged for display, so faces and labels read
+TAKEN_SIDE = 400  # the several-faces gallery on Train: six photos to a row
 
 
 def face_title(face: dict[str, Any]) -> str:
@@ -34,20 +35,177 @@ def face_title(face: dict[str, Any]) -> str:
     return face["name"] if face["known"] else "Unknown"
 
 
-def face_details(face: dict[str, Any], threshold_similarity: float) -> str:
-    """The line under the headline: how close the face is, and to whom when unknown."""
-    if face["known"]:
-        return f"similarity {face['similarity']:.0%} (needs {threshold_similarity:.0%})"
-    return (
-        f"closest: {face['name']}, similarity {face['similarity']:.0%} "
-        f"(needs {threshold_similarity:.0%})"
+def search_names(names: list[str], query: str) -> list[str]:
+    """Names containing every word of ``query`` (any case, any order), shortest first."""
+    words = query.lower().split()
+    found = [name for name in names if all(word in name.lower() for word in words)]
+    return sorted(found, key=lambda name: (len(name), name))
+
+
+def roster_matches(roster: pd.DataFrame, query: str, kind: str = "all") -> pd.DataFrame:
+    """The People page's rows: those whose name or label holds every word of ``query``, of
+    one ``kind`` (``all``, ``added``, ``removed``), in the roster's order."""
+    chosen = roster
+    if kind == "added":
+        chosen = chosen[chosen["kind"] == "added"]
+    elif kind == "removed":
+        chosen = chosen[chosen["removed"]]
+    for word in query.lower().split():
+        text = chosen["name"].str.lower() + " " + chosen["label"].str.lower()
+        chosen = chosen[text.str.contains(word, regex=False)]
+    return chosen
+
+
+def roster_table(rows: pd.DataFrame, lfw: bool) -> pd.DataFrame:
+    """People as a table: name, photos, trained or added, removed; for the built-in model
+    (no photos shipped) a link to each person's page on the LFW site instead of a face."""
+    from .builtin_model import person_page
+
+    table = pd.DataFrame(
+        {
+            "name": rows["name"],
+            "photos": rows["photos"],
+            "kind": rows["kind"],
+            "removed": rows["removed"].map({True: "removed", False: ""}),
+        }
     )
+    if lfw:
+        table["LFW page"] = [person_page(label) for label in rows["label"]]
+    return table
+
+
+def skipped_lines(skipped: list[dict[str, str]]) -> list[tuple[str, str]]:
+    """A page message for each photo left out of an addition, naming it and why."""
+    return [("warning", f"Skipped {item['path']}: {item['reason']}") for item in skipped]
+
+
+def percent_pair(value: float, needed: float, reached: bool) -> tuple[str, str]:
+    """``value`` and ``needed`` as percentages with just enough decimals that they read the
+    way the decision went (never "92% (needs 92%)" for a face that fell short)."""
+    for decimals in range(0, 5):
+        shown = f"{value:.{decimals}%}", f"{needed:.{decimals}%}"
+        a, b = round(value * 100, decimals), round(needed * 100, decimals)
+        if (a >= b) == reached and (a != b or reached):
+            return shown
+    return f"{value:.4%}", f"{needed:.4%}"
+
+
+def confidence_needed(recognizer: Any, threshold: float) -> float | None:
+    """The match confidence a threshold on the model's own scale asks for."""
+    value = recognizer.match_confidence(threshold)
+    return None if value is None else float(value)
+
+
+def face_details(face: dict[str, Any], recognizer: Any, threshold: float) -> str:
+    """The line under the headline: the match confidence against what is needed, the raw
+    similarity, and for an unknown face the closest person (whose face is closest)."""
+    needed = confidence_needed(recognizer, threshold)
+    closest = f"closest: {face['nearest_name']} · " if not face["known"] else ""
+    if face.get("match_confidence") is None or needed is None:  # an older, uncalibrated run
+        from .open_set import similarity
+
+        value, need = percent_pair(face["similarity"], float(similarity(threshold)),
+                                   face["known"])
+        return f"{closest}similarity {value} (needs {need})"
+    value, need = percent_pair(face["match_confidence"], needed, face["known"])
+    return (f"{closest}match confidence {value} (needs {need}) · similarity "
+            f"{face['similarity']:.2f}")
 
 
 def top_k_line(face: dict[str, Any]) -> str:
-    """The most likely people of a known face with their class probabilities, on one line
-    (text: a grid per face costs the browser more than the rest of the result)."""
-    return "likely: " + " · ".join(f"{t['name']} {t['probability']:.0%}" for t in face["top_k"])
+    """The most likely people of a known face, on one line (text: a grid per face costs the
+    browser more than the rest of the result): class probabilities for a trained run,
+    similarities of their nearest faces for a gallery model."""
+    words = [
+        f"{t['name']} {t['probability']:.0%}" if "probability" in t
+        else f"{t['name']} {t['similarity']:.2f}"
+        for t in face["top_k"]
+    ]
+    return "likely: " + " · ".join(words)
+
+
+def evidence_line(same: list[dict[str, Any]], other: list[dict[str, Any]]) -> str:
+    """"Looks most like these 3 photos of X: 0.93 / 0.91 / 0.90; next: Y 0.41"."""
+    words = " / ".join(f"{e['similarity']:.2f}" for e in same)
+    which = "this photo" if len(same) == 1 else f"these {len(same)} photos"
+    line = f"Looks most like {which} of {same[0]['name']}: {words}"
+    if other:
+        line += f"; next: {other[0]['name']} {other[0]['similarity']:.2f}"
+    return line
+
+
+def evidence_links(items: list[dict[str, Any]]) -> str:
+    """Evidence of the built-in model as Markdown: each LFW photo's file name and similarity,
+    and a link to each person's page on the LFW site (no photo is shipped)."""
+    lines, linked = [], set()
+    for item in items:
+        photo = item.get("photo") or item["path"] or "(added later)"
+        text = f"`{photo}` {item['similarity']:.2f}"
+        if item.get("link") and item["label"] not in linked:
+            text += f" · [{item['name']} on the LFW site]({item['link']})"
+            linked.add(item["label"])
+        lines.append(f"- {text}")
+    return "\n".join(lines)
+
+
+PRESET_MEANING = {
+    "gallery": "Measured on this model by leaving each person out of it in turn (strangers) "
+    "and holding out one photo at a time (known faces). Balanced names 1 in 100 strangers.",
+    "classifier": "Measured on the model's own validation faces; strangers are each of them "
+    "scored with their own person left out. Balanced is the calibrated value.",
+}
+
+
+def preset_words(name: str, option: dict[str, Any]) -> str:
+    """What a preset means on this model, in words."""
+    parts = []
+    if option.get("known_named") is not None:
+        parts.append(f"names {option['known_named']:.0%} of known faces")
+    if option.get("strangers_named") is not None:
+        parts.append(f"{_share(option['strangers_named'])} of strangers wrongly")
+    return f"{name}: " + (", ".join(parts) if parts else "the calibrated threshold")
+
+
+def _share(value: float) -> str:
+    return f"{value:.1%}" if value < 0.1 else f"{value:.0%}"
+
+
+def preset_help(scoring: str) -> str:
+    return PRESET_MEANING.get(scoring, PRESET_MEANING["classifier"])
+
+
+def looser(scoring: str, threshold: float, balanced: float) -> bool:
+    """Whether ``threshold`` names more faces than Balanced does."""
+    if scoring == "gallery":
+        return threshold < balanced - 1e-9
+    return threshold > balanced + 1e-9
+
+
+def needs_words(recognizer: Any, threshold: float) -> str:
+    """What a threshold asks of a face, in words."""
+    needed = confidence_needed(recognizer, threshold)
+    if needed is not None:
+        return f"match confidence at least {needed:.1%}"
+    from .open_set import similarity
+
+    return f"similarity at least {float(similarity(threshold)):.0%}"
+
+
+def preset_effect(faces: list[dict[str, Any]], recognizer: Any, options: dict) -> str:
+    """What the presets change on these faces: which would be named under each, or that they
+    all give the same answers here."""
+    if not faces:
+        return ""
+    named = {
+        name: sum(recognizer.is_known(face["score"], option["threshold"]) for face in faces)
+        for name, option in options.items()
+    }
+    if len(set(named.values())) == 1:
+        which = "this face" if len(faces) == 1 else f"these {len(faces)} faces"
+        return f"Every preset gives the same answers on {which}."
+    return "Faces named under each preset here: " + ", ".join(
+        f"{name} {count} of {len(faces)}" for name, count in named.items()
+    ) + "."
 
 
 def display_copy(pixels: np.ndarray) -> tuple[Image.Image, float]:
@@ -171,11 +329,13 @@ def album_thumbnails(
 
 def album_table(album: Album, thumbs: list[Image.Image]) -> pd.DataFrame:
     """The album as the Identify page's table, one row per face: its thumbnail (inlined), the
-    name shown (or Unknown), the closest person, the similarity and the group."""
-    table = album.rows[["photo", "face", "name", "similarity", "known", "group"]].copy()
+    name shown (or Unknown), the closest person, the match confidence, the similarity and the
+    group."""
+    table = album.rows[["photo", "face", "similarity", "known", "group"]].copy()
     table.insert(0, "thumbnail", [data_uri(thumb) for thumb in thumbs])
-    table.insert(4, "closest", album.rows["name"])
-    table["name"] = [face_title(face) for face in album.faces]
+    table.insert(3, "name", [face_title(face) for face in album.faces])
+    table.insert(4, "closest", album.rows["nearest_name"])
+    table.insert(5, "match confidence", album.rows["match_confidence"])
     return table
 
 
@@ -194,6 +354,23 @@ def evidence_image(run: Run, path: str) -> Image.Image | None:
     if path.startswith(ADDED):
         return face_thumbnail(run, path)
     return crop_for(run, path)
+
+
+def taken_face(run: Run, path: str, box: list[int] | None = None) -> Image.Image:
+    """A dataset photo with several faces, display-sized, the face training took boxed:
+    ``box`` as ``faces.csv`` recorded it, else as the face cache holds it (runs from before
+    boxes were recorded; nothing is detected again when the cache has it)."""
+    pixels = load_image(run.photo_path(path), name=path)
+    if box is None:
+        config = run.config()
+        box = prepare(config.data_dir, [path], face_stage(config), cache_dir())[0].get("box")
+    image = Image.fromarray(pixels)
+    scale = min(1.0, TAKEN_SIDE / max(image.size))  # a gallery cell, not a full view
+    if scale < 1:
+        image = image.resize((round(image.width * scale), round(image.height * scale)))
+    if box is None:
+        return image
+    return draw_faces(image, [{"box": box, "known": True, "name": "taken"}], scale)
 
 
 def crop_for(run: Run, path: str) -> Image.Image | None:

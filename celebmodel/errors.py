@@ -73,6 +73,10 @@ class ExportError(CelebmodelError, ValueError):
     """A model export that cannot be made; the message names the folder or format and why."""
 
 
+class GroupError(CelebmodelError, ValueError):
+    """A change to an album's groups that cannot be made; the message names the file and why."""
+
+
 class ServeError(CelebmodelError, RuntimeError):
     """An API server that cannot start; the message names the address or setting and why."""
 

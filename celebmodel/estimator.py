@@ -2,15 +2,15 @@
 
 :class:`CelebrityClassifier` takes its settings in the constructor, ``fit`` returns ``self``
 and learned state ends in ``_``. Keras callbacks do the rest: early stopping on the validation
-loss, the per-epoch history (with phase, learning rate and seconds) and stopping on request.
+loss, the per-epoch history (with phase, learning rate and seconds), stopping on request and
+the progress a watcher sees (:class:`EpochReporter`).
 """
 
 from __future__ import annotations
 
 import logging
-import signal
+import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,37 +20,13 @@ import pandas as pd
 
 from .backbones import get_backbone
 from .config import RECIPES, TrainConfig
-from .errors import Cancelled
 from .face_network import set_trainable
 from .model import augmentation, build_model, head_model
 from .pipeline import Inputs, model_dataset
+from .progress import Stages, _Stop
 
 log = logging.getLogger("celebmodel")
 PHASE_STAGES = {"head": "phase 1", "fine-tune": "phase 2", "full": "training"}  # progress keys
-
-
-class _Stop:
-    """SIGTERM handling that never raises inside TensorFlow.
-
-    Outside ``fit`` the handler raises :class:`Cancelled` at once; during ``fit`` (and while the
-    finished model is written) it only sets ``requested``: :class:`StopOnRequest` ends training
-    at the next batch, after which :meth:`check` raises. (An exception raised from a handler
-    inside TensorFlow can be swallowed by AutoGraph or wrapped by pybind11.)
-    """
-
-    requested: str | None = None
-    defer: bool = False
-
-    @classmethod
-    def handle(cls, signum: int, frame: Any) -> None:
-        cls.requested = f"stopped by signal {signal.Signals(signum).name}"
-        if not cls.defer:
-            raise Cancelled(cls.requested)
-
-    @classmethod
-    def check(cls) -> None:
-        if cls.requested:
-            raise Cancelled(cls.requested)
 
 
 class StopOnRequest(keras.callbacks.Callback):
@@ -59,6 +35,94 @@ class StopOnRequest(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if _Stop.requested:
             self.model.stop_training = True
+
+
+class EpochReporter(keras.callbacks.Callback):
+    """One phase's epochs as a watcher sees them: epochs done of at most ``max_epochs``, the
+    batch within the current one, epochs without improvement of ``patience``, and a time
+    left that is never absurd.
+
+    Early stopping may end a phase long before ``max_epochs``, so the time left is a lower
+    bound: the epochs early stopping needs at the least (``patience`` minus the epochs since
+    the best validation loss; one more before the first epoch) at the measured time per
+    epoch. Until an epoch's time can be measured (an epoch ended, or a few batches of the
+    first), none is given and the page says "estimating".
+    """
+
+    def __init__(self, stages: Stages, key: str, max_epochs: int, patience: int) -> None:
+        super().__init__()
+        self.stages, self.key = stages, key
+        self.max_epochs, self.patience = max_epochs, patience
+        self.epoch_seconds: list[float] = []
+        self.best, self.waited = math.inf, 0
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.stages.enter(self.key, 0, self.max_epochs, **self._counts())
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.started = time.monotonic()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        steps = self.params.get("steps")
+        self._report(batch + 1, steps, force=False)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch_seconds.append(time.monotonic() - self.started)
+        loss = (logs or {}).get("val_loss")
+        if loss is not None and loss < self.best:  # EarlyStopping's rule (min_delta 0)
+            self.best, self.waited = float(loss), 0
+        elif loss is not None:
+            self.waited += 1
+        self._report(None, None, force=True)
+
+    def epochs_left(self) -> int:
+        """The fewest epochs this phase can still take (early stopping's patience)."""
+        done = len(self.epoch_seconds)
+        least = self.patience + 1 if done == 0 else self.patience - self.waited
+        return max(0, min(least, self.max_epochs - done))
+
+    def _counts(self) -> dict[str, Any]:
+        return {
+            "unit": "epoch",
+            "patience": self.patience,
+            "waited": self.waited,
+            "least": self.epochs_left(),
+        }
+
+    def _report(self, batches_done: int | None, steps: int | None, force: bool) -> None:
+        done = len(self.epoch_seconds)
+        per_epoch = self._per_epoch(batches_done, steps)
+        left = None
+        if per_epoch is not None:
+            into = time.monotonic() - self.started if batches_done else 0.0
+            left = max(0.0, per_epoch * self.epochs_left() - into)
+        extra = self._counts()
+        if batches_done:
+            extra.update(batch=batches_done, batches=steps)
+        self.stages.report(self.key, done, self.max_epochs, left, force=force, **extra)
+
+    def _per_epoch(self, batches_done: int | None, steps: int | None) -> float | None:
+        """Seconds an epoch takes: measured once one has ended, else from the first batches
+        (a fifth of them at least, to leave out the first batch's tracing)."""
+        if self.epoch_seconds:
+            return sum(self.epoch_seconds) / len(self.epoch_seconds)
+        if batches_done and steps and batches_done >= max(2, steps / 5):
+            return (time.monotonic() - self.started) / batches_done * steps
+        return None
+
+
+class BatchCounter(keras.callbacks.Callback):
+    """Moves a progress bar by the photos of each batch ``predict`` finishes (evaluation
+    progress that moves while a subset is predicted, not once per subset)."""
+
+    def __init__(self, bar: Any, batch_size: int, photos: int) -> None:
+        super().__init__()
+        self.bar, self.batch_size, self.left = bar, batch_size, photos
+
+    def on_predict_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        step = min(self.batch_size, self.left)
+        self.left -= step
+        self.bar.update(step)
 
 
 class HistoryWriter(keras.callbacks.Callback):
@@ -96,9 +160,8 @@ class CelebrityClassifier:
         Resolved settings (see :meth:`TrainConfig.resolved`).
     history_file : path, optional
         ``CSVLogger`` target, appended to after every epoch of either phase.
-    progress : callable, optional
-        ``progress(stage, max_epochs)`` gives a callback reporting a phase's epochs
-        (:meth:`celebmodel.progress.Stages.epochs`).
+    stages : Stages, optional
+        Where each phase's epochs are reported (an :class:`EpochReporter` per phase).
 
     Attributes
     ----------
@@ -114,11 +177,11 @@ class CelebrityClassifier:
         self,
         config: TrainConfig,
         history_file: str | Path | None = None,
-        progress: Callable[[str, int], keras.callbacks.Callback] | None = None,
+        stages: Stages | None = None,
     ) -> None:
         self.config = config
         self.history_file = history_file
-        self.progress = progress
+        self.stages = stages
 
     def _callbacks(self, phase: str) -> list[Any]:
         callbacks = [
@@ -130,9 +193,11 @@ class CelebrityClassifier:
         ]
         if self.history_file:
             callbacks.append(keras.callbacks.CSVLogger(str(self.history_file), append=True))
-        if self.progress:
+        if self.stages is not None:
             stage = PHASE_STAGES[phase] if RECIPES[self.config.recipe].two_phase else "training"
-            callbacks.append(self.progress(stage, self.config.max_epochs))
+            callbacks.append(
+                EpochReporter(self.stages, stage, self.config.max_epochs, self.config.patience)
+            )
         return callbacks
 
     def _fit_phase(

@@ -1,8 +1,12 @@
 """How good a finished run is: metrics files per subset, and strangers it must reject.
 
-``metrics_<subset>.json`` holds :func:`celebmodel.metrics.compute_metrics`'s keys plus the
-skipped photos, the overfitting verdict and, when a folder of people outside the training set
-is given, ``open_set`` (strangers rejected, known faces accepted, ROC AUC).
+``predictions_<subset>.csv`` holds one row per photo: ``path``, ``true``, ``predicted``,
+``probability`` (of the predicted person), ``true_rank`` (where the true person stands, 1 =
+predicted), ``route`` and, up to :data:`celebmodel.metrics.DENSE_UP_TO` people, every
+person's probability as ``p_<label>`` (beyond that the file would grow with photos x people).
+``metrics_<subset>.json`` holds :func:`celebmodel.metrics.metrics_of`'s keys computed from that
+file, plus the skipped photos, the overfitting verdict and, when a folder of people outside
+the training set is given, ``open_set`` (strangers rejected, known faces accepted, ROC AUC).
 """
 
 from __future__ import annotations
@@ -17,7 +21,14 @@ import pandas as pd
 from .errors import DatasetError, RunError
 from .images import photos_under
 from .inference import predict_inputs
-from .metrics import chance, compute_metrics, open_set_metrics, overfitting_verdict
+from .metrics import (
+    DENSE_UP_TO,
+    chance,
+    metrics_of,
+    open_set_metrics,
+    overfitting_verdict,
+    true_ranks,
+)
 from .model import takes_embeddings
 from .open_set import centroids_of, unknown_scores
 from .pipeline import Inputs, prepare_inputs
@@ -36,36 +47,64 @@ def evaluate_subset(
     open_set: dict | None = None,
 ) -> dict:
     """Write ``metrics_<subset>.json`` and ``predictions_<subset>.csv`` for one subset."""
-    usable = inputs.usable
-    index = {label: i for i, label in enumerate(labels)}
-    y_true = np.array([index.get(label, -1) for label in usable["label"]])
-    known = y_true >= 0
-    metrics = compute_metrics(y_true[known], probabilities[known], labels)
     skipped = inputs.records[inputs.records["crop"].isna()]
-    metrics.update(
-        subset=subset,
-        skipped=[
-            {"path": r.path, "reason": r.error or "no face found"} for r in skipped.itertuples()
-        ],
+    return write_subset(
+        run,
+        subset,
+        predictions_frame(inputs.usable, probabilities, labels),
+        labels,
+        [{"path": r.path, "reason": r.error or "no face found"} for r in skipped.itertuples()],
+        open_set,
     )
+
+
+def predictions_frame(
+    usable: pd.DataFrame, probabilities: np.ndarray, labels: list[str]
+) -> pd.DataFrame:
+    """``predictions_<subset>.csv``'s rows (see the module's docstring) from the model's
+    probabilities of the usable photos."""
+    index = {label: i for i, label in enumerate(labels)}
+    y_true = np.array([index.get(label, -1) for label in usable["label"]], dtype=int)
+    known = y_true >= 0
+    ranks = pd.array([pd.NA] * len(usable), dtype="Int64")
+    if len(usable):
+        ranks[known] = true_ranks(probabilities[known], y_true[known])
+    frame = pd.DataFrame(
+        {
+            "path": usable["path"].to_numpy(),
+            "true": usable["label"].to_numpy(),
+            "predicted": [labels[i] for i in probabilities.argmax(axis=1)] if len(usable) else [],
+            "probability": probabilities.max(axis=1) if len(usable) else [],
+            "true_rank": ranks,
+            "route": usable["route"].to_numpy(),
+        }
+    )
+    if len(labels) > DENSE_UP_TO:
+        return frame
+    columns = pd.DataFrame(
+        probabilities.reshape(len(usable), len(labels)), columns=[f"p_{x}" for x in labels]
+    )
+    return pd.concat([frame, columns], axis=1)
+
+
+def write_subset(
+    run: Run,
+    subset: str,
+    predictions: pd.DataFrame,
+    labels: list[str],
+    skipped: list[dict],
+    open_set: dict | None = None,
+) -> dict:
+    """Write ``predictions_<subset>.csv`` and the metrics computed from it (with the photos
+    ``skipped`` and the ``open_set`` figures) as ``metrics_<subset>.json``."""
+    metrics = predictions_metrics(predictions, subset, labels)
+    metrics["skipped"] = skipped
     if open_set:
         metrics["open_set"] = open_set
     accuracies = {s: (run.metrics(s) or {}).get("accuracy") for s in ("train", "val", "test")}
     accuracies[subset] = metrics["accuracy"]
     metrics["overfitting"] = overfitting_verdict(accuracies, chance(metrics))
     atomic_write_json(run.file(f"metrics_{subset}.json"), metrics)
-
-    predictions = pd.DataFrame(
-        {
-            "path": usable["path"].to_numpy(),
-            "true": usable["label"].to_numpy(),
-            "predicted": [labels[i] for i in probabilities.argmax(axis=1)] if len(usable) else [],
-            "probability": probabilities.max(axis=1) if len(usable) else [],
-            "route": usable["route"].to_numpy(),
-        }
-    )
-    for i, label in enumerate(labels):
-        predictions[f"p_{label}"] = probabilities[:, i] if len(usable) else []
     predictions.to_csv(run.file(f"predictions_{subset}.csv"), index=False)
     return metrics
 
@@ -118,12 +157,13 @@ class _Scorer:
         split = split[split["label"].isin(self.labels)]
         return split[split["subset"] == name]
 
-    def stranger_scores(self, folder: str | Path) -> tuple[np.ndarray, int]:
+    def stranger_inputs(self, folder: str | Path) -> Inputs:
         rows = pd.DataFrame({"path": unknown_photos(folder)})
         rows["label"] = "unknown"
-        return unknown_scores(*self.outputs(self.inputs(rows, root=folder)), self.centroids), len(
-            rows
-        )
+        return self.inputs(rows, root=folder)
+
+    def scores(self, inputs: Inputs) -> np.ndarray:
+        return unknown_scores(*self.outputs(inputs), self.centroids)
 
 
 def open_set_scores(
@@ -135,11 +175,13 @@ def open_set_scores(
     scorer = _Scorer(run, bar)
     if scorer.threshold is None:
         raise RunError(f"{run.file('calibration.json')}: missing, so no threshold to test")
-    known = unknown_scores(
-        *scorer.outputs(scorer.inputs(scorer.subset_rows(subset))), scorer.centroids
-    )
-    scores, n_photos = scorer.stranger_scores(strangers)
-    return OpenSetScores(known, scores, float(scorer.threshold), n_photos)
+    both = [scorer.inputs(scorer.subset_rows(subset)), scorer.stranger_inputs(strangers)]
+    scores = []
+    with bar(desc="evaluating", total=len(both), unit="set") as progress:  # the network's turn
+        for inputs in both:
+            scores.append(scorer.scores(inputs))
+            progress.update(1)
+    return OpenSetScores(*scores, float(scorer.threshold), len(both[1].records))
 
 
 def evaluate_run(
@@ -152,7 +194,7 @@ def evaluate_run(
     scorer = _Scorer(run, bar)
     strangers = None
     if unknown_dir is not None:
-        strangers, _ = scorer.stranger_scores(unknown_dir)
+        strangers = scorer.scores(scorer.stranger_inputs(unknown_dir))
     results = {}
     for name in ("train", "val", "test") if subset == "all" else (subset,):
         inputs = scorer.inputs(scorer.subset_rows(name))
@@ -180,22 +222,62 @@ POOLED = ("val+test",)  # subsets pooled from their parts' predictions
 
 def subset_metrics(run: Run, subset: str) -> dict | None:
     """A subset's metrics: ``metrics_<subset>.json``, or, for ``val+test``, both subsets'
-    predictions pooled (twice the photos, narrower intervals), computed from the files."""
+    predictions pooled (twice the photos, narrower intervals), computed from the files over
+    the people the run knew when it was evaluated."""
     if subset not in POOLED:
         return run.metrics(subset)
     pooled = run.predictions(subset)
-    return predictions_metrics(pooled, subset) if not pooled.empty else None
+    if pooled.empty:
+        return None
+    parts = [run.metrics(part) or {} for part in subset.split("+")]
+    return predictions_metrics(pooled, subset, parts[0].get("labels") or None)
 
 
-def predictions_metrics(predictions: pd.DataFrame, subset: str) -> dict:
-    """The metrics of a ``predictions_<subset>.csv`` frame, over its ``p_<label>`` columns
-    (the celebrities the run knew when it was evaluated)."""
-    labels = [column[2:] for column in predictions.columns if column.startswith("p_")]
+def missing_metrics_note(run: Run, subset: str) -> str:
+    """Why a run shows no metrics for ``subset``, and what to do about it, in words."""
+    parts = subset.split("+")
+    if run.scoring == "gallery":
+        return (
+            f"{run.title} names people by their nearest faces in its gallery; it was not "
+            "trained on a split of photos, so there are no held-out metrics per person. It is "
+            "measured by the open-set identification protocol on LFW (the tab below)."
+        )
+    if not any(run.file(f"metrics_{name}.json").is_file() for name in ("train", "val", "test")):
+        return (
+            f"{run.title} has no metrics: it was never evaluated on held-out photos of the "
+            "people it knows (no metrics_<subset>.json in its folder), so there is nothing per "
+            "person to show. Its strangers test and downloads still work."
+        )
+    files = ", ".join(f"metrics_{name}.json" for name in parts)
+    return (
+        f"{run.title} has no metrics for these photos ({files} missing or empty): compute "
+        f"them with `python -m celebmodel evaluate {run.path} --subset all`, or choose other "
+        "photos above."
+    )
+
+
+def predictions_metrics(
+    predictions: pd.DataFrame, subset: str, labels: list[str] | None = None
+) -> dict:
+    """The metrics of a ``predictions_<subset>.csv`` frame over ``labels`` (default: its
+    ``p_<label>`` columns, the celebrities the run knew when it was evaluated); top-5 from
+    ``true_rank``, or from the ``p_<label>`` columns in files written before it was kept."""
+    if labels is None:
+        labels = [column[2:] for column in predictions.columns if column.startswith("p_")]
     index = {label: i for i, label in enumerate(labels)}
     known = predictions[predictions["true"].isin(index)]
-    probabilities = known[[f"p_{label}" for label in labels]].to_numpy(dtype=np.float64)
-    y_true = known["true"].map(index).to_numpy()
-    return {**compute_metrics(y_true, probabilities, labels), "subset": subset}
+    y_true = known["true"].map(index).to_numpy(dtype=int)
+    y_pred = known["predicted"].map(index).fillna(-1).to_numpy(dtype=int)
+    ranks = (
+        pd.to_numeric(known["true_rank"], errors="coerce").to_numpy(dtype=np.float64)
+        if "true_rank" in known
+        else np.full(len(known), np.nan)
+    )
+    missing = np.isnan(ranks)
+    if missing.any():
+        columns = known.loc[missing, [f"p_{label}" for label in labels]]
+        ranks[missing] = true_ranks(columns.to_numpy(dtype=np.float64), y_true[missing])
+    return {**metrics_of(y_true, y_pred, ranks, labels), "subset": subset}
 
 
 @dataclass
@@ -235,7 +317,8 @@ def compare(runs: list[Run], subset: str = "test") -> Comparison:
         frames.append(frame)
     common = set.intersection(*(set(frame["key"]) for frame in frames)) if frames else set()
     metrics = []
-    for frame in frames:
+    for run, frame in zip(runs, frames, strict=True):
         shared = frame[frame["key"].isin(common)]
-        metrics.append(predictions_metrics(shared, subset) if len(shared) else {})
+        labels = (run.metrics(subset) or {}).get("labels") or None
+        metrics.append(predictions_metrics(shared, subset, labels) if len(shared) else {})
     return Comparison(runs, subset, len(common), [len(f) for f in frames], metrics)

@@ -5,7 +5,8 @@ calls for every face (its ``_predict``): the network input (an aligned face chip
 runs, a preprocessed crop for the ImageNet CNNs, a 128-d descriptor for dlib128 runs made
 before the face network was in Keras) to two named outputs, ``embedding`` and
 ``probabilities``. Beside it go what turns those into a name or "unknown": ``labels.json``
-(the order of the probabilities), ``calibration.json`` (the threshold), ``centroids.npy``
+(the order of the probabilities), ``calibration.json`` (the threshold, the stranger scores),
+``gallery.npy``, ``centroids.npy``
 (each person's mean face), ``export.json`` (the input spec, names shown, people removed) and a
 ``README.md`` whose Python example reproduces ``celebmodel predict`` on one photo with the
 exported file plus celebmodel's face stage (the tests run that example).
@@ -189,6 +190,12 @@ def export(run: str | Path | Run | Recognizer, fmt: str, out_dir: str | Path) ->
             f"{out.parent}: cannot create the folder ({exc.strerror or exc})"
         ) from exc
     recognizer = run if isinstance(run, Recognizer) else Recognizer.from_run(run)
+    if recognizer.scoring == "gallery":
+        raise ExportError(
+            f"{recognizer.run.title}: a gallery model has no trained network to export; it "
+            "uses dlib's face network as shipped, and its people are its run folder's "
+            "gallery.npz and calibration.json"
+        )
     try:
         partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     except OSError as exc:
@@ -253,9 +260,14 @@ def _write(recognizer: Recognizer, chosen: Format, folder: Path) -> None:
             "similarity": similarity(recognizer.threshold),
             "score": "distance of the unit-length embedding to its predicted person's centroid "
             "x (2 - top probability); unknown above the threshold",
+            "stranger_scores": (recognizer.run.read_json("calibration.json") or {}).get(
+                "stranger_scores"
+            ),
         },
     )
     np.save(folder / "centroids.npy", recognizer.centroids.astype(np.float32))
+    np.save(folder / "gallery.npy", recognizer.gallery.astype(np.float32))
+    np.save(folder / "gallery_labels.npy", recognizer.gallery_labels.astype(np.int64))
     manifest = _manifest(recognizer, chosen)
     atomic_write_json(folder / "export.json", manifest)
     atomic_write_text(folder / "README.md", readme(recognizer, chosen, manifest))
@@ -333,7 +345,10 @@ def readme(recognizer: Recognizer, chosen: Format, manifest: dict[str, Any]) -> 
         f"| `{chosen.file}` | the network: input → `embedding`, `probabilities` |",
         "| `labels.json` | the person of each column of `probabilities` |",
         "| `centroids.npy` | each person's mean face (unit-length embeddings, float32) |",
-        "| `calibration.json` | the unknown threshold the run calibrated |",
+        "| `gallery.npy`, `gallery_labels.npy` | the training faces (the closest person of "
+        "an unknown face is the one whose face is closest) |",
+        "| `calibration.json` | the unknown threshold the run calibrated, and the stranger "
+        "scores its match confidence is read from |",
         "| `export.json` | input spec, names shown, people removed, versions |",
         "",
         "## Input",
@@ -486,8 +501,13 @@ def example(recognizer: Recognizer, chosen: Format) -> str:
         "folder, photo_path = Path(sys.argv[1]), sys.argv[2]",
         'info = json.loads((folder / "export.json").read_text())',
         'labels = json.loads((folder / "labels.json").read_text())',
-        'threshold = json.loads((folder / "calibration.json").read_text())["threshold"]',
+        'calibration = json.loads((folder / "calibration.json").read_text())',
+        'threshold = calibration["threshold"]',
+        "# strangers: each known validation face scored with its own person left out",
+        'strangers = np.sort(-np.asarray(calibration["stranger_scores"] or [], dtype=float))',
         'centroids = np.load(folder / "centroids.npy")',
+        'gallery, gallery_labels = np.load(folder / "gallery.npy"), np.load(folder / '
+        '"gallery_labels.npy")',
         "",
         *(["import keras  # for preprocess_input", ""] if needs_keras else []),
         *_network_code(recognizer, chosen),
@@ -510,21 +530,33 @@ def example(recognizer: Recognizer, chosen: Format) -> str:
         "        best = int(p.argmax())",
         "        score = float(np.linalg.norm(embedding - centroids[best]) * (2.0 - p[best]))",
         "        known = score <= threshold",
+        "        if not known:  # the closest person: the one whose gallery face is closest",
+        "            closeness = np.full(len(labels), -np.inf)",
+        "            np.maximum.at(closeness, gallery_labels, gallery @ embedding)",
+        "            closeness[masked] = -np.inf",
+        "            best = int(np.argmax(closeness))",
+        "        match = None  # how rarely strangers score as high: 1 - FAR",
+        "        if len(strangers):",
+        "            above = len(strangers) - np.searchsorted(strangers, -score, side='left')",
+        "            match = round(1.0 - max(above, 0.5) / len(strangers), 6)",
+        "        name = info['names'][labels[best]]",
         "        results.append({",
         '            "box": box,',
         '            "confidence": confidence,',
-        '            "label": labels[best] if known else "unknown",',
-        '            "nearest": labels[best],',
-        '            "name": info["names"][labels[best]],',
-        '            "probability": float(p[best]),',
         '            "known": known,',
-        '            "score": score,',
+        '            "label": labels[best] if known else "unknown",',
+        '            "name": name if known else None,',
+        '            "nearest": labels[best],',
+        '            "nearest_name": name,',
+        '            "match_confidence": match,',
         '            "similarity": min(1.0, max(0.0, 1.0 - score**2 / 2.0)),',
+        '            "score": score,',
+        '            "probability": float(p[best]) if known else None,',
         '            "top_k": [',
         '                {"label": labels[j], "name": info["names"][labels[j]], '
         '"probability": float(p[j])}',
         "                for j in np.argsort(-p)[:top_k]",
-        "            ],",
+        "            ] if known else [],",
         "        })",
         "answer = {",
         '    "image": photo_path,',

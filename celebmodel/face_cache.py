@@ -8,19 +8,24 @@ embeds nothing, and a change of either setting is a new entry, never a mix.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
 from .errors import ImageError
-from .face_network import EMBEDDING_SIZE, FaceEmbedder
 from .faces import FaceStage
 from .images import load_image
 from .progress import BarFactory, quiet_bar
 from .storage import atomic_write_json, data_root, file_sha256
+
+if TYPE_CHECKING:  # the face network needs TensorFlow; finding faces does not
+    from .face_network import FaceEmbedder
 
 
 def cache_dir() -> Path:
@@ -32,31 +37,56 @@ def _crop_dir(cache_dir: Path, stage: FaceStage, sha: str) -> Path:
     return cache_dir / "crops" / stage.key() / sha[:2]
 
 
+def workers_available() -> int:
+    """The cores this process may use (its CPU affinity, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def prepare(
     root: str | Path,
     paths: Sequence[str],
     stage: FaceStage,
     cache_dir: str | Path,
     bar: BarFactory = quiet_bar,
+    workers: int | None = None,
 ) -> list[dict[str, Any]]:
     """The network input of each photo, as a cached PNG crop, with how it was obtained.
 
-    Returns one record per photo: ``path``, ``sha256``, ``route`` (a key of :data:`ROUTES`, or
-    ``"error"``), ``n_faces``, ``crop`` (the cached file, ``None`` when skipped) and ``error``.
+    Returns one record per photo, in the order of ``paths``: ``path``, ``sha256``, ``route``
+    (a key of :data:`ROUTES`, or ``"error"``), ``n_faces``, ``crop`` (the cached file,
+    ``None`` when skipped), ``error``, and ``box`` (the face taken) when one was.
     A photo seen before with the same stage settings is not read or detected again.
     ``bar`` makes the progress bar (stage ``faces``, one step per photo).
+
+    Photos are prepared by ``workers`` threads (default: one per available core): dlib's HOG
+    detector, most of a photo's time, runs without the GIL (dlib 19.22 and later release it
+    for the whole detection), as do decoding and hashing, so a folder's face stage uses every
+    core (``bench/train_start.py`` shows the cores kept busy) without the seconds a process
+    pool would spend starting and importing. Each photo's result does not depend on which
+    thread made it, and each cache file is written under a temporary name of its own.
     """
     root, cache_dir = Path(root), Path(cache_dir)
+    workers = max(1, min(workers or workers_available(), len(paths) or 1))
     with bar(desc="faces", total=len(paths), unit="photo") as progress:
-        return [_prepared(root, rel, stage, cache_dir, progress) for rel in paths]
+        if workers == 1:
+            return [_counted(_record(root, rel, stage, cache_dir), progress) for rel in paths]
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="faces")
+        try:
+            futures = [pool.submit(_record, root, rel, stage, cache_dir) for rel in paths]
+            for future in as_completed(futures):  # the bar moves as photos finish
+                _counted(future.exception(), progress)
+            return [future.result() for future in futures]
+        finally:  # a stop (SIGTERM) ends the stage after the photos under way, not all
+            pool.shutdown(cancel_futures=True)
 
 
-def _prepared(root: Path, rel: str, stage: FaceStage, cache_dir: Path, progress: Any) -> dict:
-    """One photo's record for :func:`prepare` (and one step of its bar)."""
-    try:
-        return _record(root, rel, stage, cache_dir)
-    finally:
-        progress.update(1)
+def _counted(result: Any, progress: Any) -> Any:
+    """``result``, after one step of the bar."""
+    progress.update(1)
+    return result
 
 
 def _record(root: Path, rel: str, stage: FaceStage, cache_dir: Path) -> dict[str, Any]:
@@ -80,10 +110,12 @@ def _record(root: Path, rel: str, stage: FaceStage, cache_dir: Path) -> dict[str
         return {**record, "route": "error", "error": str(exc)}
     crop, meta = stage.extract(image)
     folder.mkdir(parents=True, exist_ok=True)
-    if crop is not None:
-        tmp = folder / f".{sha}.tmp.png"
-        Image.fromarray(crop).save(tmp)
-        tmp.replace(crop_file)
+    if crop is not None:  # a temporary name of its own: identical photos may race here
+        fd, tmp = tempfile.mkstemp(prefix=f".{sha}.", suffix=".tmp.png", dir=folder)
+        with os.fdopen(fd, "wb") as handle:
+            Image.fromarray(crop).save(handle, format="PNG")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, crop_file)
     atomic_write_json(meta_file, meta)
     return {**record, **meta, "crop": str(crop_file) if crop is not None else None}
 
@@ -117,5 +149,7 @@ def embed_files(
                 vectors[i] = vector
             progress.update(len(chunk))
     if not vectors:
+        from .face_network import EMBEDDING_SIZE
+
         return np.zeros((0, EMBEDDING_SIZE), dtype=np.float32)
     return np.stack(vectors).astype(np.float32)

@@ -6,6 +6,7 @@ views can be made outside Streamlit (a notebook, a report).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -14,7 +15,14 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 from .dataset import DatasetScan, display_name
-from .metrics import ORIGINAL, chance, intervals
+from .metrics import (
+    ORIGINAL,
+    chance,
+    confusion_cells,
+    confusion_counts,
+    intervals,
+    recall_intervals,
+)
 from .runs import Run
 
 if TYPE_CHECKING:
@@ -38,6 +46,17 @@ ORIGINAL_COLOUR = "#999999"
 ORIGINAL_NAME = "original recipe"
 
 SORTS = ("f1", "precision", "recall", "support", "name")
+ENDS = {  # sort -> what the top and the bottom of the ranking are called
+    "f1": ("strongest", "weakest"),
+    "precision": ("strongest", "weakest"),
+    "recall": ("strongest", "weakest"),
+    "support": ("most photographed", "least photographed"),
+    "name": ("first", "last"),
+}
+SORT_NAMES = {"f1": "F1", "support": "photos"}
+READABLE = 40  # people one chart shows legibly: beyond, the ends of the ranking, or a search
+AT_EACH_END = 15  # people shown at each end of the ranking beyond READABLE
+TOP_PAIRS = 20  # confused pairs charted beyond READABLE people (the table lists them all)
 
 
 def top_k_figure(face: dict[str, Any]) -> go.Figure:
@@ -156,31 +175,74 @@ def headline(metrics: dict[str, Any]) -> list[dict[str, Any]]:
 
 def per_class_frame(metrics: dict[str, Any]) -> pd.DataFrame:
     """Precision, recall (with its 95% interval), F1 and photos per celebrity."""
-    recall_intervals = intervals(metrics)["recall"]
-    rows = []
-    for label, values in (metrics.get("per_class") or {}).items():
-        low, high = recall_intervals.get(label, (np.nan, np.nan))
-        rows.append(
-            {
-                "label": label,
-                "celebrity": display_name(label),
-                **values,
-                "recall_low": low,
-                "recall_high": high,
-            }
-        )
+    per_class = metrics.get("per_class") or {}
     columns = ["label", "celebrity", *PER_CLASS, "support", "recall_low", "recall_high"]
-    return pd.DataFrame(rows, columns=columns)
+    if not per_class:
+        return pd.DataFrame(columns=columns)
+    frame = pd.DataFrame.from_dict(per_class, orient="index").rename_axis("label").reset_index()
+    frame.insert(1, "celebrity", frame["label"].map(display_name))
+    recall = recall_intervals(metrics)
+    frame["recall_low"] = frame["label"].map(recall["low"])
+    frame["recall_high"] = frame["label"].map(recall["high"])
+    return frame[columns]
 
 
-def per_class_figure(metrics: dict[str, Any], sort_by: str = "f1") -> go.Figure:
-    """Grouped bars per celebrity ordered by ``sort_by``, recall with its 95% interval, and a
-    line at chance (one over the number of celebrities)."""
-    frame = per_class_frame(metrics)
+@dataclass
+class PeopleShown:
+    """The people a per-person chart shows, in its order, and what they are, in words."""
+
+    frame: pd.DataFrame  # rows of :func:`per_class_frame`
+    note: str  # empty when every person is shown
+    gap: int | None  # people shown before the ones left out (the ends of the ranking)
+
+
+def ranked(frame: pd.DataFrame, sort_by: str) -> pd.DataFrame:
+    """Best first by ``sort_by`` (ties by name), or by name."""
     if sort_by == "name":
-        order = sorted(frame["celebrity"])
-    else:
-        order = frame.sort_values([sort_by, "celebrity"], ascending=[False, True])["celebrity"]
+        return frame.sort_values(["celebrity", "label"])
+    return frame.sort_values([sort_by, "celebrity"], ascending=[False, True])
+
+
+def find_people(frame: pd.DataFrame, query: str) -> pd.DataFrame:
+    """The rows whose shown name or folder label holds ``query`` (any case); all of them
+    when it is empty."""
+    words = " ".join(query.split()).casefold()
+    if not words:
+        return frame
+    names = frame["celebrity"].str.casefold()
+    labels = frame["label"].str.replace("_", " ").str.casefold()
+    return frame[names.str.contains(words, regex=False) | labels.str.contains(words, regex=False)]
+
+
+def people_shown(metrics: dict[str, Any], sort_by: str = "f1", query: str = "") -> PeopleShown:
+    """Who a per-person chart shows: everyone up to :data:`READABLE` people; beyond, the
+    :data:`AT_EACH_END` at each end of the ranking; with a ``query``, the people it finds
+    (the first :data:`READABLE` of them). Never a chart of thousands of bars."""
+    frame = ranked(per_class_frame(metrics), sort_by)
+    total, by = len(frame), SORT_NAMES.get(sort_by, sort_by)
+    if query.strip():
+        found = find_people(frame, query)
+        note = f"{len(found):,} of {total:,} people match “{query.strip()}”"
+        if len(found) > READABLE:
+            note += f": the first {READABLE} by {by} are shown; refine the search for the others"
+        return PeopleShown(found.head(READABLE), note + ".", None)
+    if total <= READABLE:
+        return PeopleShown(frame, "", None)
+    top, bottom = ENDS.get(sort_by, ENDS["f1"])
+    ends = pd.concat([frame.head(AT_EACH_END), frame.tail(AT_EACH_END)])
+    note = (
+        f"The {AT_EACH_END} {top} and the {AT_EACH_END} {bottom} of {total:,} people by {by}; "
+        "find anyone else by name."
+    )
+    return PeopleShown(ends, note, AT_EACH_END)
+
+
+def per_class_figure(metrics: dict[str, Any], sort_by: str = "f1", query: str = "") -> go.Figure:
+    """Grouped bars per celebrity ordered by ``sort_by`` (the people of
+    :func:`people_shown`), recall with its 95% interval, and a line at chance (one over the
+    number of celebrities)."""
+    shown = people_shown(metrics, sort_by, query)
+    frame = shown.frame
     long = frame.melt(
         id_vars=["label", "celebrity", "support", "recall_low", "recall_high"],
         value_vars=list(PER_CLASS),
@@ -208,7 +270,7 @@ def per_class_figure(metrics: dict[str, Any], sort_by: str = "f1") -> go.Figure:
             "below": False,
         },
         labels={"support": "photos", "value": "value", "celebrity": "celebrity"},
-        category_orders={"celebrity": list(order), "metric": list(PER_CLASS)},
+        category_orders={"celebrity": list(frame["celebrity"]), "metric": list(PER_CLASS)},
         range_y=[0, 1.08],
     )
     level = chance(metrics)
@@ -220,17 +282,26 @@ def per_class_figure(metrics: dict[str, Any], sort_by: str = "f1") -> go.Figure:
             annotation_text=f"chance {level:.0%}",
             annotation_position="top left",
         )
+    if shown.gap is not None:
+        left_out = len(metrics.get("per_class") or {}) - len(frame)
+        figure.add_vline(
+            x=shown.gap - 0.5,
+            line_dash="dash",
+            line_color=ORIGINAL_COLOUR,
+            annotation_text=f"{left_out:,} people between",
+            annotation_position="top",
+        )
     figure.update_yaxes(tickformat=".0%")
-    figure.update_layout(height=380, margin=dict(l=0, r=0, t=10, b=0), xaxis_title=None)
+    top = 30 if shown.gap is not None else 10  # room for the words over the gap
+    figure.update_layout(height=380, margin=dict(l=0, r=0, t=top, b=0), xaxis_title=None)
     return figure
 
 
 def confusion_figure(metrics: dict[str, Any], normalise: bool = False) -> go.Figure:
-    """Heatmap of true (rows) against predicted (columns); hover names both and the count."""
+    """Heatmap of true (rows) against predicted (columns); hover names both and the count.
+    For up to :data:`READABLE` people (beyond, :func:`confused_pairs_figure`)."""
     labels = metrics.get("labels") or []
-    counts = np.asarray(metrics.get("confusion_matrix") or [], dtype=float)
-    if counts.size == 0:
-        counts = np.zeros((len(labels), len(labels)))
+    counts = confusion_counts(metrics).astype(float)
     rows = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
     names = [display_name(label) for label in labels]
@@ -278,17 +349,67 @@ def confusion_figure(metrics: dict[str, Any], normalise: bool = False) -> go.Fig
     return figure
 
 
+def confused_pairs(metrics: dict[str, Any]) -> pd.DataFrame:
+    """Every true → predicted pair with at least one mistake, most photos first: labels, shown
+    names, ``photos`` and ``share`` of the true person's photos. From the confusion's
+    non-zero cells, so it grows with the mistakes, never with the square of the people."""
+    labels = np.asarray(metrics.get("labels") or [], dtype=object)
+    cells = confusion_cells(metrics)
+    support = np.bincount(cells["true"], weights=cells["count"], minlength=len(labels))
+    wrong = cells[cells["true"] != cells["predicted"]]
+    wrong = wrong.assign(share=wrong["count"] / support[wrong["true"].to_numpy()])
+    wrong = wrong.sort_values(
+        ["count", "share", "true", "predicted"], ascending=[False, False, True, True]
+    )
+    true, predicted = labels[wrong["true"].to_numpy()], labels[wrong["predicted"].to_numpy()]
+    return pd.DataFrame(
+        {
+            "true": true,
+            "predicted": predicted,
+            "true celebrity": [display_name(label) for label in true],
+            "predicted as": [display_name(label) for label in predicted],
+            "photos": wrong["count"].to_numpy(),
+            "share": wrong["share"].to_numpy(),
+        }
+    )
+
+
+def confused_pairs_figure(pairs: pd.DataFrame) -> go.Figure:
+    """Horizontal bars of confused pairs (``true → predicted``), most photos on top; a click
+    selects a pair (its labels are the bar's ``customdata``)."""
+    frame = pairs.assign(pair=pairs["true celebrity"] + " → " + pairs["predicted as"])
+    figure = px.bar(
+        frame,
+        x="photos",
+        y="pair",
+        orientation="h",
+        custom_data=["true", "predicted", "share"],
+        color_discrete_sequence=[RUN_COLOURS[0]],
+    )
+    figure.update_traces(
+        hovertemplate="%{y}<br>%{x} photo(s), %{customdata[2]:.0%} of the true person's"
+        "<extra></extra>"
+    )
+    figure.update_yaxes(autorange="reversed", title=None, categoryorder="array")
+    figure.update_xaxes(title="photos taken for the other person", tickformat="d", dtick=1)
+    figure.update_layout(
+        height=80 + 26 * len(frame), margin=dict(l=0, r=0, t=10, b=0), clickmode="event+select"
+    )
+    return figure
+
+
 def largest_confusion(metrics: dict[str, Any]) -> tuple[str, str] | None:
-    """The most frequent mistake (true, predicted), else the largest cell: the default pick."""
+    """The most confused pair (:func:`confused_pairs`' first), else the largest cell: the
+    default pick."""
     labels = metrics.get("labels") or []
-    counts = np.asarray(metrics.get("confusion_matrix") or [], dtype=float)
-    if counts.size == 0:
+    pairs = confused_pairs(metrics)
+    if len(pairs):
+        return pairs["true"].iloc[0], pairs["predicted"].iloc[0]
+    cells = confusion_cells(metrics)
+    if cells.empty:
         return None
-    off = counts.copy()
-    np.fill_diagonal(off, -1)
-    grid = off if off.max() > 0 else counts
-    i, j = np.unravel_index(int(np.argmax(grid)), grid.shape)
-    return labels[i], labels[j]
+    top = cells.sort_values(["count", "true"], ascending=[False, True]).iloc[0]
+    return labels[int(top["true"])], labels[int(top["predicted"])]
 
 
 def accuracy_figure(run: Run) -> go.Figure:
@@ -396,57 +517,90 @@ def compare_figure(comparison: Comparison) -> go.Figure:
     return figure
 
 
+THRESHOLD_STEP = 0.001  # the strangers threshold's even step: scores read to 3 decimals
+
+
 def threshold_tradeoff(known: np.ndarray, strangers: np.ndarray, threshold: float) -> pd.DataFrame:
-    """For every threshold worth trying: share of strangers accepted (false accepts) and of
-    known faces rejected (false rejects); a face is accepted when its score is at most the
-    threshold."""
-    candidates = np.unique(np.r_[known, strangers, threshold])
+    """For every threshold worth trying (each score, and ``threshold``): share of strangers
+    accepted (false accepts) and of known faces rejected (false rejects); a face is accepted
+    when its score is at most the threshold."""
+    return rates_at(known, strangers, np.unique(np.r_[known, strangers, threshold]))
+
+
+def rates_at(known: np.ndarray, strangers: np.ndarray, thresholds: np.ndarray) -> pd.DataFrame:
+    """Strangers accepted and known faces rejected at each of ``thresholds`` (sorted scores
+    and a binary search, not a pass over the faces per threshold)."""
+    accepted = np.searchsorted(np.sort(strangers), thresholds, side="right")
+    kept = np.searchsorted(np.sort(known), thresholds, side="right")
     return pd.DataFrame(
         {
-            "threshold": candidates,
-            "strangers accepted": [
-                (strangers <= t).mean() if len(strangers) else np.nan for t in candidates
-            ],
-            "known rejected": [(known > t).mean() if len(known) else np.nan for t in candidates],
+            "threshold": thresholds,
+            "strangers accepted": accepted / len(strangers) if len(strangers) else np.nan,
+            "known rejected": 1 - kept / len(known) if len(known) else np.nan,
         }
     )
+
+
+def threshold_range(
+    known: np.ndarray, strangers: np.ndarray, threshold: float
+) -> tuple[float, float]:
+    """The ends of an evenly stepped threshold control, on the :data:`THRESHOLD_STEP` grid:
+    from one step under every score (nobody accepted) to the highest score or the threshold
+    in force (everybody accepted)."""
+    values = np.r_[known, strangers, threshold]
+    low = np.floor(values.min() / THRESHOLD_STEP) * THRESHOLD_STEP - THRESHOLD_STEP
+    high = np.ceil(values.max() / THRESHOLD_STEP) * THRESHOLD_STEP
+    return round(float(max(low, 0.0)), 3), round(float(high), 3)
 
 
 def threshold_figure(
     known: np.ndarray, strangers: np.ndarray, threshold: float, chosen: float | None = None
 ) -> go.Figure:
-    """False accepts against false rejects over thresholds; the model's threshold marked (and
-    the one being considered, when another)."""
-    frame = threshold_tradeoff(known, strangers, threshold)
-    figure = px.line(
-        frame,
-        x="strangers accepted",
-        y="known rejected",
-        hover_data={"threshold": ":.3f", "strangers accepted": ":.1%", "known rejected": ":.1%"},
-        markers=True,
-        color_discrete_sequence=[RUN_COLOURS[0]],
+    """Strangers accepted and known faces rejected as the threshold moves, with the threshold
+    in force (and the one being considered) marked. Drawn against the threshold, not one rate
+    against the other: when the two sets separate perfectly the gap between them is what
+    shows, where a rate-against-rate curve lies flat on the axes."""
+    low, high = threshold_range(known, strangers, threshold)
+    steps = np.unique(np.r_[low, known, strangers, threshold, high])
+    long = rates_at(known, strangers, steps).melt(
+        id_vars="threshold", var_name="rate", value_name="share"
     )
-    marks = [("current threshold", threshold, RUN_COLOURS[1])]
-    if chosen is not None and chosen != threshold:
-        marks.append(("chosen threshold", chosen, RUN_COLOURS[2]))
-    for name, value, colour in marks:
-        point = frame.iloc[(frame["threshold"] - value).abs().argmin()]
-        figure.add_trace(
-            go.Scatter(
-                x=[point["strangers accepted"]],
-                y=[point["known rejected"]],
-                mode="markers+text",
-                marker={"size": 14, "color": colour, "symbol": "diamond"},
-                text=[f"{name} {value:.3f}"],
-                textposition="top right",
-                name=name,
-                hovertemplate=f"{name} {value:.3f}<br>strangers accepted %{{x:.1%}}"
-                "<br>known rejected %{y:.1%}<extra></extra>",
-            )
+    figure = px.line(
+        long,
+        x="threshold",
+        y="share",
+        color="rate",
+        line_shape="hv",
+        color_discrete_map={"strangers accepted": RUN_COLOURS[1], "known rejected": RUN_COLOURS[0]},
+        labels={"rate": "", "share": "share of faces"},
+        hover_data={"threshold": ":.3f", "share": ":.1%", "rate": True},
+    )
+    figure.for_each_trace(
+        lambda trace: trace.update(
+            name={
+                "strangers accepted": "strangers accepted (false accepts)",
+                "known rejected": "known faces rejected (false rejects)",
+            }[trace.name]
         )
-    figure.update_xaxes(tickformat=".0%", title="strangers accepted (false accepts)")
-    figure.update_yaxes(tickformat=".0%", title="known faces rejected (false rejects)")
-    figure.update_layout(height=380, margin=dict(l=0, r=0, t=10, b=0))
+    )
+    marks = [("in force", threshold, "solid")]
+    if chosen is not None and abs(chosen - threshold) >= THRESHOLD_STEP / 2:
+        marks.append(("considered", chosen, "dash"))
+    for name, value, dash in marks:
+        figure.add_vline(
+            x=value,
+            line_dash=dash,
+            line_color=ORIGINAL_COLOUR,
+            annotation_text=f"{name} {value:.3f}",
+            annotation_position="top",
+        )
+    figure.update_yaxes(tickformat=".0%", range=[-0.04, 1.08])
+    figure.update_xaxes(title="threshold (a face scoring above it is unknown)", range=[low, high])
+    figure.update_layout(
+        height=380,
+        margin=dict(l=0, r=0, t=30, b=0),
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
+    )
     return figure
 
 
@@ -476,3 +630,55 @@ def metrics_csv(metrics: dict[str, Any]) -> str:
     )
     per_class = per_class.rename(columns={"label": "scope"})
     return pd.concat([head, per_class], ignore_index=True).to_csv(index=False)
+
+
+# The built-in model's open-set protocol ------------------------------------------------------
+
+PROTOCOL_METRICS = {  # metric -> what it means, for the table and the chart
+    "rank1": "rank-1: the best gallery person is right",
+    "dir_far_1": "DIR at FAR 1%: right and above the threshold that names 1% of impostors",
+    "dir_far_0.1": "DIR at FAR 0.1%: the same at 1 impostor in 1,000",
+    "tar_far_0.1": "verification TAR at FAR 0.1%: same-person pairs accepted",
+}
+
+
+def protocol_words(protocol: dict) -> str:
+    """What the protocol is and what its figures mean, for the Evaluate page."""
+    return (
+        f"**Open-set identification on Labeled Faces in the Wild** ({protocol['photos']:,} "
+        f"faces, {protocol['people']:,} people). {protocol['protocol'].capitalize()}. "
+        "*DIR* (detection and identification rate) is the share of genuine probes named right "
+        "while the threshold names only 1% (or 0.1%) of the impostors: how well the model "
+        "names the people it knows while saying *unknown* to strangers. Reported as the mean "
+        "over the trials, its spread, and mean − sd (what published results report)."
+    )
+
+
+def protocol_table(protocol: dict) -> pd.DataFrame:
+    """The protocol's figures: this model's method and the nearest-face baseline."""
+    rows = []
+    for key, meaning in PROTOCOL_METRICS.items():
+        new, old = protocol["figures"][key], protocol["baseline"][key]
+        rows.append({
+            "measure": meaning,
+            "mean": f"{new['mean']:.3f}",
+            "sd": f"{new['sd']:.3f}",
+            "mean − sd": f"{new['mean_minus_sd']:.3f}",
+            "nearest face (before), mean − sd": f"{old['mean_minus_sd']:.3f}",
+        })
+    return pd.DataFrame(rows)
+
+
+def protocol_figure(protocol: dict) -> go.Figure:
+    """Each measure's trials, this model's method beside the nearest-face baseline."""
+    rows = []
+    for key in PROTOCOL_METRICS:
+        for method, label in (("figures", "this model"), ("baseline", "nearest face (before)")):
+            for trial, value in enumerate(protocol[method][key]["trials"]):
+                rows.append({"measure": key, "method": label, "trial": trial, "value": value})
+    figure = px.strip(
+        pd.DataFrame(rows), x="measure", y="value", color="method", hover_data=["trial"],
+        title="Every trial (10 random splits of the people)",
+    )
+    figure.update_layout(yaxis={"range": [0, 1], "title": "share"}, height=360)
+    return figure

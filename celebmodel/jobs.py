@@ -146,7 +146,7 @@ def _launch(config: TrainConfig, run: Run) -> None:
             {**queued, "state": "failed", "error": f"cannot start training: {exc}"},
         )
         raise JobError(f"cannot start the training process: {exc}") from exc
-    # The child needs seconds to import TensorFlow before it writes "running" itself.
+    # The child writes "running" itself within about a second (before importing TensorFlow).
     if (run.read_json("status.json") or {}).get("state") == "queued":
         atomic_write_json(run.file("status.json"), {**queued, "pid": process.pid})
     with _children_lock:

@@ -88,12 +88,76 @@ PRESETS = {  # name -> share of known validation faces it accepts (Balanced: the
 }
 
 
+def stranger_scores(
+    embeddings: np.ndarray, probabilities: np.ndarray, centroids: np.ndarray, labels: np.ndarray
+) -> np.ndarray:
+    """Each known face scored as if its person were not in the model (their class masked
+    out of the probabilities, so the face is judged against everyone else): what strangers
+    score, measured without any stranger photos. Sorted ascending (closest first)."""
+    if len(embeddings) == 0:
+        return np.zeros(0)
+    masked = np.asarray(probabilities, dtype=np.float64).copy()
+    masked[np.arange(len(masked)), np.asarray(labels, dtype=int)] = 0.0
+    masked /= np.maximum(masked.sum(axis=1, keepdims=True), 1e-12)
+    return np.sort(unknown_scores(embeddings, masked, centroids))
+
+
+def _share(values: np.ndarray, accepted: np.ndarray) -> float | None:
+    return float(np.mean(accepted)) if len(values) else None
+
+
+def _named(strangers: np.ndarray, closer: np.ndarray) -> float | None:
+    """Share of strangers named at a threshold, as :class:`celebmodel.matching.Confidence`
+    counts it (at least half a stranger: a finite sample cannot promise zero)."""
+    if not len(strangers):
+        return None
+    return max(int(np.sum(closer)), 0.5) / len(strangers)
+
+
+def threshold_for(calibration: dict, confidence: float) -> float:
+    """The threshold (the model's own scale) naming faces of at least this match confidence:
+    strangers reach it at most ``1 - confidence`` of the time. Read from ``calibration.json``
+    alone, so no model needs loading."""
+    if calibration.get("method") == "gallery":
+        closeness = np.asarray(calibration.get("strangers") or [], np.float64)
+        sign = 1.0
+    else:
+        closeness = -np.asarray(calibration.get("stranger_scores") or [], np.float64)
+        sign = -1.0
+    if not len(closeness):
+        raise ValueError("no stranger scores to set a confidence threshold")
+    value = float(np.quantile(np.sort(closeness), confidence, method="higher"))
+    return sign * value
+
+
 def presets(calibration: dict) -> dict[str, dict]:
-    """Strict / Balanced / Lenient thresholds, each with the share of the model's known
-    validation faces it accepts. Balanced is the calibrated threshold; the others need the
-    validation scores the calibration keeps (runs before them get Balanced alone)."""
+    """Strict / Balanced / Lenient, each with its ``threshold`` (the model's own scale) and
+    what it means on this model: ``known_named`` (share of known faces it names) and
+    ``strangers_named`` (share of strangers it names wrongly), where measured;
+    ``match_confidence`` (the confidence it needs) and, for trained runs, ``similarity``.
+
+    Gallery models define them by strangers (0.1% / 1% / 5% named wrongly, see
+    :mod:`celebmodel.public_figures`). Trained runs by the share of their known validation
+    faces accepted (90% / the calibrated threshold / 99%); their strangers are each known
+    face scored with its own person left out (:func:`stranger_scores`). Runs from before the
+    validation scores were kept get Balanced alone.
+    """
+    if calibration.get("method") == "gallery":
+        strangers = np.asarray(calibration.get("strangers") or [], np.float64)
+        found = {}
+        for name, preset in (calibration.get("presets") or {}).items():
+            value = float(preset["threshold"])
+            named = _named(strangers, strangers >= value)
+            found[name] = {
+                "threshold": value,
+                "match_confidence": None if named is None else 1.0 - named,
+                "known_named": preset.get("known_named"),
+                "strangers_named": named,
+            }
+        return found
     threshold = float(calibration["threshold"])
     scores = np.asarray(calibration.get("val_scores") or [], dtype=np.float64)
+    strangers = np.asarray(calibration.get("stranger_scores") or [], dtype=np.float64)
     found = {}
     for name, accept in PRESETS.items():
         if accept is None:
@@ -102,8 +166,13 @@ def presets(calibration: dict) -> dict[str, dict]:
             value = float(np.quantile(scores, accept, method="higher"))
         else:
             continue
-        accepted = (
-            float(np.mean(scores <= value)) if len(scores) else calibration.get("target_accept")
-        )
-        found[name] = {"threshold": value, "similarity": similarity(value), "accepts": accepted}
+        known = _share(scores, scores <= value)
+        named = _named(strangers, strangers <= value)
+        found[name] = {
+            "threshold": value,
+            "similarity": similarity(value),
+            "match_confidence": None if named is None else 1.0 - named,
+            "known_named": known if known is not None else calibration.get("target_accept"),
+            "strangers_named": named,
+        }
     return found

@@ -2,7 +2,10 @@
 one, rename, remove.
 
 Adding faces embeds them with the run's own network (a fine-tuned one included), adds them to
-the gallery and refits the softmax head on the whole gallery; the network is never retrained.
+the gallery and, for a trained run, refits the softmax head on the whole gallery; the network
+is never retrained. A gallery model (the built-in public-figures model's copies) has no head:
+its gallery and each face's normalisation statistics are all that change. The built-in model
+itself is read-only.
 Model, labels and gallery are replaced together or not at all. Names shown to users and people
 removed from a trained model are kept in ``people.json`` (a removed trained person is masked
 out when faces are identified; a person added later is deleted from the gallery and the head).
@@ -22,7 +25,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 import pandas as pd
 from PIL import Image
@@ -31,14 +33,14 @@ from .backbones import get_backbone
 from .config import TrainConfig
 from .dataset import display_name
 from .errors import ImageError, RunError, UploadError
-from .face_network import FaceEmbedder
 from .images import load_image, photo_files
-from .model import embedding_model, head_model, takes_embeddings, with_new_head
 from .open_set import l2_normalize
-from .pipeline import face_stage
 from .runs import Run
 from .sources import safe_name
 from .storage import atomic_write_json, data_root, now_iso, replace_together
+
+# TensorFlow (the network, the head) is imported inside the functions that add faces, so
+# listing, renaming, removing and restoring people take a fraction of a second.
 
 log = logging.getLogger("celebmodel")
 ADDED = "added:"  # gallery path prefix of a face given after training
@@ -71,23 +73,26 @@ def roster(run: Run) -> pd.DataFrame:
     """Every person of the run: label, name, photos in the gallery, trained or added later,
     removed or not, and one gallery photo to show as their face."""
     labels = run.labels()
-    _, gallery_labels = run.gallery()
-    paths = run.gallery_paths()
+    gallery_labels, paths = run.gallery_index()
     shown, gone = names(run), removed(run)
-    rows = []
-    for index, label in enumerate(labels):
-        mine = [paths[i] for i in np.flatnonzero(gallery_labels == index)]
-        rows.append(
-            {
-                "label": label,
-                "name": shown[label],
-                "photos": len(mine),
-                "kind": "added" if mine and all(p.startswith(ADDED) for p in mine) else "trained",
-                "removed": label in gone,
-                "face": next((p for p in mine if p and p != ADDED), ""),
-            }
-        )
-    return pd.DataFrame(rows, columns=["label", "name", "photos", "kind", "removed", "face"])
+    added = np.char.startswith(paths.astype(str), ADDED) if len(paths) else np.zeros(0, bool)
+    counts = np.bincount(gallery_labels, minlength=len(labels))[: len(labels)]
+    trained = np.bincount(gallery_labels[~added], minlength=len(labels))[: len(labels)]
+    usable = (paths != "") & (paths != ADDED)
+    first = {}  # one gallery photo per person, for a thumbnail (one pass over the gallery)
+    for label_index, path in zip(gallery_labels[usable][::-1], paths[usable][::-1], strict=True):
+        first[int(label_index)] = str(path)
+    return pd.DataFrame(
+        {
+            "label": labels,
+            "name": [shown[label] for label in labels],
+            "photos": counts,
+            "kind": np.where((counts > 0) & (trained == 0), "added", "trained"),
+            "removed": [label in gone for label in labels],
+            "face": [first.get(i, "") for i in range(len(labels))],
+        },
+        columns=["label", "name", "photos", "kind", "removed", "face"],
+    )
 
 
 def face_thumbnail(run: Run, path: str) -> Image.Image | None:
@@ -108,6 +113,7 @@ def _record(run: Run, **change: Any) -> dict[str, Any]:
 
 def rename(run: Run, label: str, name: str) -> None:
     """Show ``label`` as ``name`` everywhere (the label, the model's class, is unchanged)."""
+    run.check_writable()
     if label not in run.labels():
         raise RunError(f"{label}: not a person of {run.title}")
     name = " ".join(name.split())
@@ -121,6 +127,7 @@ def rename(run: Run, label: str, name: str) -> None:
 def remove(run: Run, label: str) -> None:
     """Take a person out of the model: a trained one is masked out when faces are identified
     (and can be restored), a person added later is deleted from the gallery and the head."""
+    run.check_writable()
     people = roster(run).set_index("label")
     if label not in people.index:
         raise RunError(f"{label}: not a person of {run.title}")
@@ -139,6 +146,9 @@ def remove(run: Run, label: str) -> None:
 
 def restore(run: Run, label: str) -> None:
     """Put a removed trained person back."""
+    run.check_writable()
+    if label not in removed(run):
+        raise RunError(f"{label}: not a removed person of {run.title}")
     data = _record(run, action="restore", label=label)
     data["removed"] = sorted(set(data.get("removed") or []) - {label})
     atomic_write_json(run.file("people.json"), data)
@@ -148,34 +158,49 @@ def restore(run: Run, label: str) -> None:
 
 
 def _checked(run: Run) -> TrainConfig:
+    run.check_writable()
     config = run.config()
     if get_backbone(config.backbone).kind != "embedding":
         raise RunError(f"{run.name}: enrolment needs a face-embedding run (--backbone dlib128)")
     return config
 
 
-def _faces(config: TrainConfig, photos: list[str | Path]) -> tuple[list, list, list]:
-    """The aligned face of each photo (the central one), the photos used, and those skipped."""
+def _faces(
+    config: TrainConfig, photos: list[str | Path], shown: dict[str, str] | None = None
+) -> tuple[list, list, list]:
+    """The aligned face of each photo (the central one), the photos used, and those skipped,
+    each ``{path, reason}`` (``shown`` maps a file to the name the user knows it by)."""
+    from .pipeline import face_stage
+
     stage = face_stage(config)
+    shown = shown or {}
     chips, used, skipped = [], [], []
     for photo in photo_files(photos):
+        name = shown.get(str(photo), str(photo))
         try:
-            chip, _ = stage.extract(load_image(photo))
-        except (ImageError, OSError) as exc:
-            skipped.append({"path": str(photo), "reason": str(exc)})
+            chip, _ = stage.extract(load_image(photo, name=name))
+        except ImageError as exc:
+            skipped.append({"path": name, "reason": exc.problem})
+            continue
+        except OSError as exc:
+            skipped.append({"path": name, "reason": exc.strerror or str(exc)})
             continue
         if chip is None:
-            skipped.append({"path": str(photo), "reason": "no face found"})
+            skipped.append({"path": name, "reason": "no face found"})
             continue
         chips.append(chip)
-        used.append(str(photo))
+        used.append(name)
     return chips, used, skipped
 
 
 def embed_faces(run: Run, model: Any, chips: list[np.ndarray]) -> np.ndarray:
-    """Unit-length embeddings of aligned faces by the run's own network."""
-    if takes_embeddings(model):  # a run from before the face network was in Keras
-        return FaceEmbedder(flip=True).embed(chips)
+    """Unit-length embeddings of aligned faces by the run's own network (a gallery model's:
+    dlib's network, face and mirror image averaged, as its gallery was made)."""
+    from .face_network import FaceEmbedder
+    from .model import embedding_model, takes_embeddings
+
+    if model is None or takes_embeddings(model):  # gallery model, or a run from before the
+        return FaceEmbedder(flip=True).embed(chips)  # face network was in Keras
     vectors = embedding_model(model).predict(np.asarray(chips, np.float32), verbose=0)[0]
     return l2_normalize(vectors)
 
@@ -208,25 +233,31 @@ def _rewrite(
     keep: list[int] | None = None,
     extra: list[tuple[Path, Path]] | None = None,
 ) -> None:
-    """Refit the head on ``gallery`` and replace model, labels, gallery (and ``extra`` files)
-    together: a failure leaves the old ones, never a model that disagrees with its labels."""
+    """Refit the head on ``gallery`` (a gallery model: recompute each face's normalisation
+    statistics) and replace model, labels, gallery (and ``extra`` files) together: a failure
+    leaves the old ones, never a model that disagrees with its labels."""
     embeddings, gallery_labels, paths = gallery
-    head = refit_head(config, model, embeddings, gallery_labels, len(labels), keep)
     partial = run.file(".model.tmp.keras")
     partial_labels = run.file(".labels.tmp.json")
     extra = extra or []
     try:
-        head.save(partial)
+        if model is None:  # a gallery model: no head, the statistics go with the gallery
+            from .matching import cohort_stats, unit
+
+            stored = embeddings.astype(np.float16)
+            faces = unit(stored.astype(np.float32))
+            stats = cohort_stats(faces, gallery_labels, faces, gallery_labels)
+            written = run.write_gallery(stored, gallery_labels, paths, stats)
+            files = [(written, run.file("gallery.npz"))]
+        else:
+            head = refit_head(config, model, embeddings, gallery_labels, len(labels), keep)
+            head.save(partial)
+            written = run.write_gallery(embeddings, gallery_labels, paths)
+            files = [(written, run.file("gallery.npz")), (partial, run.file("model.keras"))]
         partial_labels.write_text(json.dumps(labels), encoding="utf-8")
         os.chmod(partial_labels, 0o644)
-        replace_together(
-            [
-                *extra,
-                (run.write_gallery(embeddings, gallery_labels, paths), run.file("gallery.npz")),
-                (partial_labels, run.file("labels.json")),
-                (partial, run.file("model.keras")),
-            ]
-        )
+        replace_together([*extra, *files[:1], (partial_labels, run.file("labels.json")),
+                          *files[1:]])
     finally:
         for leftover in (partial, partial_labels, run.file(".gallery.tmp.npz")):
             leftover.unlink(missing_ok=True)
@@ -264,7 +295,7 @@ def add_faces(
     label = _label(name) if new else label
     if new and label in labels:
         raise RunError(f"{label}: already a person of {run.title}")
-    model = run.load_model()
+    model = None if run.scoring == "gallery" else run.load_model()
     vectors = embed_faces(run, model, chips) if vectors is None else l2_normalize(vectors)
     embeddings, gallery_labels = run.gallery()
     paths, files = _kept_paths(run, label, chips, sources, keep_faces)
@@ -297,19 +328,26 @@ def _drop_class(run: Run, label: str) -> None:
     )
     keep = [i for i in range(len(labels)) if i != index]
     remaining = [labels[i] for i in keep]
-    _rewrite(run, config, run.load_model(), gallery, remaining, keep=keep)
+    model = None if run.scoring == "gallery" else run.load_model()
+    _rewrite(run, config, model, gallery, remaining, keep=keep)
 
 
 def enroll(
-    run: Run, name: str, photos: list[str | Path], keep_faces: bool = False
+    run: Run,
+    name: str,
+    photos: list[str | Path],
+    keep_faces: bool = False,
+    shown: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Add a celebrity to a finished face-network run from a few photos (or add photos to one
-    it knows), without retraining the network. Recorded in ``enrolled.json``."""
+    it knows), without retraining the network. Recorded in ``enrolled.json``. ``shown`` maps
+    a photo's file to the name the user gave it (uploads are saved under other names)."""
     started = time.perf_counter()
     config = _checked(run)
-    chips, used, skipped = _faces(config, photos)
+    chips, used, skipped = _faces(config, photos, shown)
     if not chips:
-        raise RunError(f"{name}: none of the photos holds a usable face")
+        problems = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped) or "no photos given"
+        raise RunError(f"{name}: none of the photos holds a usable face ({problems})")
     label = add_faces(run, name, chips, used, keep_faces)
     record = {"name": label, "photos": used, "skipped": skipped, "when": now_iso()}
     history = run.read_json("enrolled.json", default=[]) or []
@@ -329,7 +367,10 @@ def refit_head(
 ) -> Any:
     """``model`` with a softmax head for ``n_classes`` refit on the whole gallery (the network
     is not touched), classes weighted so a few photos still count."""
+    import keras
     from sklearn.utils.class_weight import compute_class_weight
+
+    from .model import head_model, with_new_head
 
     keras.utils.set_random_seed(config.seed)
     model = with_new_head(model, config, n_classes, keep)
@@ -369,8 +410,10 @@ def enroll_uploaded(
 ) -> dict[str, Any]:
     """Add a celebrity (or photos of one) from uploaded photos, kept on disk only meanwhile."""
     data_root().mkdir(parents=True, exist_ok=True)
+    files = list(files)
     with tempfile.TemporaryDirectory(dir=data_root(), prefix=".enrol-") as tmp:
         photos = save_photos(files, Path(tmp))
         if not photos:
             raise UploadError("add at least one photo of the new celebrity")
-        return enroll(run, name, [str(p) for p in photos], keep_faces)
+        shown = {str(path): upload for path, (upload, _) in zip(photos, files, strict=True)}
+        return enroll(run, name, [str(p) for p in photos], keep_faces, shown)

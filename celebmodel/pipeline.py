@@ -17,7 +17,6 @@ import pandas as pd
 from .backbones import Backbone, get_backbone
 from .config import TrainConfig
 from .face_cache import cache_dir, embed_files, prepare
-from .face_network import FaceEmbedder
 from .faces import FaceStage
 from .progress import BarFactory, quiet_bar
 
@@ -37,7 +36,7 @@ def face_stage(config: TrainConfig) -> FaceStage:
 class Inputs:
     """Prepared photos of one subset: what the model reads, and what was skipped and why."""
 
-    records: pd.DataFrame  # path, label, route, n_faces, crop, error (+ subset when given)
+    records: pd.DataFrame  # path, label, route, n_faces, box, crop, error (+ subset if given)
     features: np.ndarray | None  # embeddings (embedding backbones) or None (CNNs read crops)
 
     @property
@@ -66,22 +65,33 @@ def prepare_inputs(
     ``rows`` holds ``path`` relative to ``root`` (default: the run's dataset) and ``label``.
     ``flip`` averages each embedding with its mirror image's (runs made before the face
     network moved into Keras were trained that way). ``bar`` makes the progress bars.
+    Without ``embed`` nothing here needs TensorFlow (:func:`with_embeddings` adds them).
     """
     stage = face_stage(config)
     folder = root if root is not None else config.data_dir
     records = pd.DataFrame(
         prepare(folder, list(rows["path"]), stage, cache_dir(), bar=bar),
-        columns=["path", "sha256", "route", "n_faces", "crop", "error"],
+        columns=["path", "sha256", "route", "n_faces", "box", "crop", "error"],
     )
     records = pd.concat([rows.reset_index(drop=True), records.drop(columns="path")], axis=1)
     if "sha256" not in records:
         records["sha256"] = None
-    backbone = get_backbone(config.backbone)
-    features = None
-    if backbone.kind == "embedding" and embed:
-        usable = records[records["crop"].notna()]
-        features = embed_files(list(usable["crop"]), FaceEmbedder(flip), bar=bar)
-    return Inputs(records=records, features=features)
+    inputs = Inputs(records=records, features=None)
+    return with_embeddings(config, inputs, bar, flip) if embed else inputs
+
+
+def with_embeddings(
+    config: TrainConfig, inputs: Inputs, bar: BarFactory = quiet_bar, flip: bool = False
+) -> Inputs:
+    """``inputs`` with the pretrained embeddings of their crops, for a face network (other
+    backbones read the crops themselves: ``inputs`` as given)."""
+    if get_backbone(config.backbone).kind != "embedding":
+        return inputs
+    from .face_network import FaceEmbedder
+
+    usable = inputs.records[inputs.records["crop"].notna()]
+    features = embed_files(list(usable["crop"]), FaceEmbedder(flip), bar=bar)
+    return Inputs(records=inputs.records, features=features)
 
 
 def image_dataset(

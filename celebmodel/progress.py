@@ -1,24 +1,28 @@
 """What a training is doing now, for whoever watches it: its stage, done/total and time left.
 
 The trainer's progress bars are tqdm bars whose refreshes (throttled by tqdm to one a second)
-also write the stage into the run's ``status.json``; epochs report through a Keras callback the
-same way. So the console and the Train page show the same counts, and no stage sits silent.
+also write the stage into the run's ``status.json``; epochs report through a Keras callback
+(:class:`celebmodel.estimator.EpochReporter`) the same way. So the console and the Train page
+show the same counts, and no stage sits silent. Nothing here imports TensorFlow: a training
+process records its first stage ("Importing TensorFlow") before that import starts.
 """
 
 from __future__ import annotations
 
 import io
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
 
-import keras
 from tqdm.auto import tqdm
 
+from .errors import Cancelled
 from .runs import Run
 from .storage import atomic_write_json
 
 STAGES = {  # key -> what the page calls it
+    "starting": "Importing TensorFlow",
     "scanning": "Scanning the dataset",
     "faces": "Finding faces",
     "embeddings": "Computing face embeddings",
@@ -29,8 +33,34 @@ STAGES = {  # key -> what the page calls it
     "saving": "Saving the model",
 }
 REPORT_EVERY = 1.0  # seconds between two writes of status.json
+ESTIMATE_AFTER = 2.0  # seconds of a stage before its time left is estimated from its rate
 
 BarFactory = Callable[..., Any]  # (desc=stage key, total=..., unit=...) -> a tqdm bar
+
+
+class _Stop:
+    """SIGTERM handling that never raises inside TensorFlow.
+
+    Outside ``fit`` the handler raises :class:`Cancelled` at once; during ``fit`` (and while the
+    finished model is written) it only sets ``requested``: the estimator's ``StopOnRequest``
+    ends training at the next batch, after which :meth:`check` raises. (An exception raised
+    from a handler inside TensorFlow can be swallowed by AutoGraph or wrapped by pybind11.)
+    It lives here, not beside the estimator, so it is in place before TensorFlow is imported.
+    """
+
+    requested: str | None = None
+    defer: bool = False
+
+    @classmethod
+    def handle(cls, signum: int, frame: Any) -> None:
+        cls.requested = f"stopped by signal {signal.Signals(signum).name}"
+        if not cls.defer:
+            raise Cancelled(cls.requested)
+
+    @classmethod
+    def check(cls) -> None:
+        if cls.requested:
+            raise Cancelled(cls.requested)
 
 
 def quiet_bar(**options: Any) -> tqdm:
@@ -60,9 +90,14 @@ class Stages:
         self._last = 0.0
         self._warnings: list[dict[str, Any]] = []
 
-    def warn(self, title: str, files: list[str] | None = None) -> None:
-        """Add a group to the run's ``warnings.json`` (what the page shows as alerts)."""
-        self._warnings.append({"title": title, "files": list(files or [])})
+    def warn(
+        self, title: str, files: list[str] | None = None, what: tuple[str, str] = ("file", "files")
+    ) -> None:
+        """Add a group to the run's ``warnings.json`` (what the page shows as alerts):
+        ``files`` lists what it is about, ``what`` calls one and several of them (a list of
+        celebrities is not "150 file(s)")."""
+        group = {"title": title, "files": list(files or []), "what": list(what)}
+        self._warnings.append(group)
         atomic_write_json(self.run.file("warnings.json"), self._warnings)
 
     def enter(self, key: str, done: int = 0, total: int | None = None, **extra: Any) -> None:
@@ -108,10 +143,16 @@ class Stages:
             def display(self, msg: str | None = None, pos: int | None = None) -> bool:
                 if stream is None:
                     super().display(msg, pos)
-                rate = self.format_dict.get("rate")
-                left = (self.total - self.n) / rate if rate and self.total else None
-                stages.report(desc, self.n, self.total, left, unit=unit)
+                stages.report(desc, self.n, self.total, self.seconds_left(), unit=unit)
                 return True
+
+            def seconds_left(self) -> float | None:
+                """From the rate so far, once the stage has run long enough for it to mean
+                something (``None``: the page says "estimating")."""
+                elapsed = self.format_dict.get("elapsed") or 0.0
+                if not self.total or self.n < 1 or elapsed < ESTIMATE_AFTER:
+                    return None
+                return (self.total - self.n) * elapsed / self.n
 
             def close(self) -> None:
                 if not self.disable:
@@ -122,51 +163,3 @@ class Stages:
         return StageBar(
             total=total, desc=desc, unit=unit, file=stream, mininterval=REPORT_EVERY, **options
         )
-
-    def epochs(self, key: str, max_epochs: int) -> keras.callbacks.Callback:
-        """A Keras callback recording epochs (and batches of the current epoch) of a phase."""
-        return EpochReporter(self, key, max_epochs)
-
-
-class EpochReporter(keras.callbacks.Callback):
-    """Epoch ``done`` of at most ``total``, the batch within it, and time left at most."""
-
-    def __init__(self, stages: Stages, key: str, max_epochs: int) -> None:
-        super().__init__()
-        self.stages, self.key, self.max_epochs = stages, key, max_epochs
-        self.epoch_seconds: list[float] = []
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self.stages.enter(self.key, 0, self.max_epochs, unit="epoch")
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.started = time.monotonic()
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        steps = self.params.get("steps")
-        done = len(self.epoch_seconds)
-        per_epoch = self._per_epoch(batch + 1, steps)
-        left = per_epoch * (self.max_epochs - done) - (time.monotonic() - self.started)
-        self.stages.report(
-            self.key,
-            done,
-            self.max_epochs,
-            max(0.0, left),
-            unit="epoch",
-            batch=batch + 1,
-            batches=steps,
-        )
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.epoch_seconds.append(time.monotonic() - self.started)
-        done = len(self.epoch_seconds)
-        left = self._per_epoch(None, None) * (self.max_epochs - done)
-        self.stages.report(self.key, done, self.max_epochs, left, force=True, unit="epoch")
-
-    def _per_epoch(self, batches_done: int | None, steps: int | None) -> float:
-        """Seconds an epoch takes: measured once one has ended, else from the first batches."""
-        if self.epoch_seconds:
-            return sum(self.epoch_seconds) / len(self.epoch_seconds)
-        if batches_done and steps:
-            return (time.monotonic() - self.started) / batches_done * steps
-        return 0.0

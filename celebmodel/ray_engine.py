@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .album_groups import AlbumGroups
 from .albums import COLUMNS, Album, identify_album
 from .backbones import get_backbone
 from .config import TrainConfig
@@ -243,7 +244,7 @@ class _Identifier:
 
 def _part(album: Album) -> str:
     """A block's album as JSON (floats round-trip exactly, so the CSV is the local one)."""
-    rows = album.rows.loc[:, [*COLUMNS, "name", "score"]].to_dict("records")
+    rows = album.rows.loc[:, [*COLUMNS, "nearest_name", "score"]].to_dict("records")
     return json.dumps(
         {
             "format": PART_FORMAT,
@@ -265,7 +266,7 @@ def merge(parts: Sequence[dict[str, Any]]) -> Album:
     rows = [row for part in parts for row in part["rows"]]
     vectors = [np.asarray(p["embeddings"], np.float32).reshape(-1, p["dim"]) for p in parts]
     return Album(
-        pd.DataFrame(rows, columns=[*COLUMNS, "name", "score"]),
+        pd.DataFrame(rows, columns=[*COLUMNS, "nearest_name", "score"]),
         np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32),
         [face for part in parts for face in part["faces"]],
         [error for part in parts for error in part["errors"]],
@@ -308,14 +309,18 @@ def identify_folder(
     top_k: int = 5,
     *,
     group: bool = False,
+    book: AlbumGroups | None = None,
     address: str | None = None,
     workers: int | None = None,
     bar: BarFactory = quiet_bar,
     block_size: int | None = None,
     keep: bool = False,
 ) -> Album:
-    """What :func:`~celebmodel.albums.identify_album` (then ``Album.group`` when ``group``)
-    gives for ``photos`` (pairs of a name and a file), computed by Ray actors.
+    """What :func:`~celebmodel.albums.identify_album` (then ``Album.group`` when ``group``,
+    through ``book`` if given) gives for ``photos`` (pairs of a name and a file), computed by
+    Ray actors. The grouping runs here, on the driver, after the merge: it needs only the
+    unknown faces' embeddings (512 bytes each) and grows with their number times the
+    neighbours kept (:mod:`celebmodel.grouping`).
 
     With ``csv``, each finished block is kept in :func:`parts_dir` first (blocks already
     there are not done again: a stopped job resumes), then the CSV is written atomically and
@@ -349,7 +354,7 @@ def identify_folder(
     album = merge([parts[block.id] for block in blocks])
     if group:
         gallery, labels = run.gallery()
-        album.group(l2_normalize(gallery), labels)
+        album.group(l2_normalize(gallery), labels, book)
     if csv:
         album.write_csv(csv)
         shutil.rmtree(folder, ignore_errors=True)

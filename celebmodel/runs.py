@@ -9,6 +9,7 @@ atomically, so a reader never sees half of one, and nothing in a run is unpickle
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import getpass
 import json
 import os
@@ -24,16 +25,18 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .backbones import BACKBONES
-from .config import RECIPES, TrainConfig
+from .config import TrainConfig
 from .dataset import read_split
 from .errors import RunError
 from .images import load_image
 from .storage import atomic_write_json, now_iso, runs_root
 
 STATES = ("queued", "running", "finished", "failed", "cancelled")
+BUILTIN = "lfw-public-figures"  # the built-in model's name (celebmodel.public_figures.NAME)
 ACTIVE_FILE = "active.json"  # the model the user chose, beside the runs
 ACTIVE = ("queued", "running")
+WORDS = ("file", "files")  # what a warning's list holds, unless it says
+PHASE_TITLES = {"head": "phase 1", "fine-tune": "phase 2", "full": "training"}  # history
 
 
 def prepare_root(root: str | Path | None = None) -> Path:
@@ -174,7 +177,32 @@ class Run:
         return "\n".join(text.splitlines()[-lines:])
 
     def has_model(self) -> bool:
+        """A trained network (``model.keras``) or, for a gallery model, its gallery."""
+        if self.scoring == "gallery":
+            return self.file("gallery.npz").is_file()
         return self.file("model.keras").is_file()
+
+    @property
+    def scoring(self) -> str:
+        """``"gallery"`` for a model that names people by their nearest faces (the built-in
+        public-figures model and copies of it), ``"classifier"`` for a trained softmax head."""
+        facts = self.config_dict().get("run") or {}
+        return "gallery" if facts.get("scoring") == "gallery" else "classifier"
+
+    @property
+    def builtin(self) -> bool:
+        """The read-only model shipped inside the package."""
+        from .builtin_model import folder
+
+        return self.path.resolve() == folder().resolve()
+
+    def check_writable(self) -> None:
+        """Refuse any change to the built-in model, saying how to get one that can change."""
+        if self.builtin:
+            raise RunError(
+                f"{self.title}: built in and read-only; make your own copy (People: "
+                f"\"Make my own copy\", or `celebmodel copy {BUILTIN}`) and change that"
+            )
 
     def versions(self) -> tuple[float, ...]:
         """When the files a Recognizer reads last changed (people added or removed, a new
@@ -188,6 +216,11 @@ class Run:
 
         if self.state != "finished" or not self.has_model():
             raise RunError(f"{self.path}: no finished model (state {self.state})")
+        if self.scoring == "gallery":
+            raise RunError(f"{self.title}: a gallery model has no trained network of its own; "
+                           "it uses dlib's face network as shipped")
+        from . import face_network  # noqa: F401 (registers the layers a dlib128 model is made of)
+
         try:
             return keras.models.load_model(self.file("model.keras"), compile=False, safe_mode=True)
         except Exception as exc:  # Keras raises many types for a broken archive
@@ -209,6 +242,25 @@ class Run:
         with self._gallery_file() as data:
             return data["embeddings"].astype(np.float32), data["labels"].astype(int)
 
+    def gallery_with_stats(
+        self,
+    ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+        """A gallery model's unit-length faces, their labels and each face's normalisation
+        statistics (``None`` when the file has none: they are then computed)."""
+        with self._gallery_file() as data:
+            embeddings = data["embeddings"].astype(np.float32)
+            labels = data["labels"].astype(int)
+            stats = None
+            if "cohort_mean" in data and "cohort_spread" in data:
+                stats = (data["cohort_mean"].astype(np.float32),
+                         data["cohort_spread"].astype(np.float32))
+        if embeddings.ndim != 2 or len(labels) != len(embeddings) or (
+            stats is not None and any(len(s) != len(labels) for s in stats)
+        ):
+            raise RunError(f"{self.file('gallery.npz')}: its arrays do not agree in length")
+        norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+        return embeddings / np.maximum(norms, 1e-12), labels, stats
+
     def gallery_paths(self) -> list[str]:
         """Where each gallery face came from: a dataset photo (relative to the run's dataset),
         ``added:<file>`` for a photo given later, or ``""`` (runs from before paths were kept)."""
@@ -218,20 +270,35 @@ class Run:
             return [""] * len(data["embeddings"])
 
     def write_gallery(
-        self, embeddings: np.ndarray, labels: np.ndarray, paths: list[str] | None = None
+        self,
+        embeddings: np.ndarray,
+        labels: np.ndarray,
+        paths: list[str] | None = None,
+        stats: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> Path:
         """Write gallery faces beside ``gallery.npz`` (plain arrays, strings as unicode, no
         pickle) and return that partial file, for the caller to rename into place with what
-        goes with it."""
+        goes with it. A gallery model's file also holds each face's normalisation ``stats``
+        (and keeps its faces at the precision given: the built-in model's are float16)."""
         partial = self.file(".gallery.tmp.npz")
         paths = [""] * len(embeddings) if paths is None else paths
-        np.savez(
-            partial,
-            embeddings=embeddings.astype(np.float32),
-            labels=labels.astype(np.int64),
-            paths=np.asarray(paths, dtype=str),
-        )
+        arrays = {
+            "embeddings": embeddings if stats is not None else embeddings.astype(np.float32),
+            "labels": labels.astype(np.int64),
+            "paths": np.asarray(paths, dtype=str),
+        }
+        if stats is not None:
+            arrays["cohort_mean"], arrays["cohort_spread"] = stats
+        np.savez(partial, **arrays)
         return partial
+
+    def gallery_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each gallery face's label index and source path, without reading the faces (what
+        listing people needs, quick for thousands of people)."""
+        with self._gallery_file() as data:
+            labels = data["labels"].astype(int)
+            paths = data["paths"] if "paths" in data else np.full(len(labels), "")
+        return labels, np.asarray(paths, dtype=str)
 
     # Queries the pages ask ------------------------------------------------------------------
 
@@ -260,24 +327,32 @@ class Run:
         return wrong.sort_values("probability", ascending=False).reset_index(drop=True)
 
     def several_faces(self) -> pd.DataFrame:
-        """Photos where several faces were found and the central one was taken."""
+        """Photos where several faces were found and the central one was taken, with the box
+        of the face taken (``[x, y, w, h]``; ``None`` in runs from before it was recorded)."""
+        columns = ["path", "label", "subset", "n_faces", "box"]
         try:
-            faces = pd.read_csv(self.file("faces.csv"))
+            faces = pd.read_csv(self.file("faces.csv"), keep_default_na=False)
         except FileNotFoundError:
-            return pd.DataFrame(columns=["path", "label", "subset", "n_faces"])
+            return pd.DataFrame(columns=columns)
         except (OSError, ValueError, pd.errors.ParserError) as exc:
             raise RunError(f"{self.file('faces.csv')}: unreadable ({exc})") from exc
-        chosen = faces[faces["route"] == "several"]
-        return chosen[["path", "label", "subset", "n_faces"]].reset_index(drop=True)
+        chosen = faces[faces["route"] == "several"].reset_index(drop=True)
+        boxes = chosen["box"] if "box" in chosen else [""] * len(chosen)
+        try:
+            chosen["box"] = [json.loads(b) if isinstance(b, str) and b else None for b in boxes]
+        except ValueError as exc:
+            raise RunError(f"{self.file('faces.csv')}: unreadable box ({exc})") from exc
+        return chosen[columns]
 
     def accuracies(self) -> dict[str, float | None]:
         return {s: (self.metrics(s) or {}).get("accuracy") for s in ("train", "val", "test")}
 
     def elapsed(self) -> float | None:
-        """Seconds since the run started (until it ended, once it did)."""
+        """Seconds since the run started (queued, for a training still starting), until it
+        ended once it did."""
         status = self.status()
         try:
-            started = dt.datetime.fromisoformat(status["started"])
+            started = dt.datetime.fromisoformat(status.get("started") or status["queued"])
         except (KeyError, TypeError, ValueError):
             return None
         ended = status.get("ended")
@@ -285,28 +360,47 @@ class Run:
         return max(0.0, (end - started).total_seconds())
 
     def progress(self) -> dict[str, Any]:
-        """Epochs done, the most the run can take (early stopping may end it sooner), the phase."""
-        config = self.config_dict()
+        """Epochs per phase (from ``history.csv``), the most a phase may take (early stopping
+        may end it sooner), and ``text``: one line a page shows under the stage, which never
+        repeats the stage's own epoch counter. While the training is active it is the time
+        since Start (a sign of life in every second of it), afterwards the epochs of each
+        phase and how long it all took."""
         history = self.history()
-        backbone = BACKBONES.get(config.get("backbone", ""))
-        recipe = RECIPES.get(config.get("recipe", ""))
-        fine_tune = config.get("fine_tune")
-        if fine_tune is None:
-            fine_tune = backbone.fine_tune if backbone else False
-        phases = 2 if recipe and recipe.two_phase and fine_tune else 1
-        max_epochs = int(config.get("max_epochs") or 0) * phases
         done = len(history)
+        phases: dict[str, int] = {}
+        if done and "phase" in history:
+            phases = {str(k): int(v) for k, v in history["phase"].value_counts(sort=False).items()}
+        status = self.status()
+        seconds = self.elapsed()
+        if status["state"] in ACTIVE:
+            text = f"{duration(seconds)} since Start" if seconds is not None else ""
+        else:
+            counts = ", ".join(
+                f"{PHASE_TITLES.get(phase, phase)}: {n}" for phase, n in phases.items()
+            )
+            words = f"{done} epoch{'s' if done != 1 else ''}" if done else ""
+            if len(phases) > 1:
+                words += f" ({counts})"
+            if seconds is not None:
+                words += f"{' in ' if words else 'took '}{duration(seconds)}"
+            text = words
         return {
             "epochs": done,
-            "max_epochs": max_epochs or None,
-            "fraction": min(1.0, done / max_epochs) if max_epochs else 0.0,
-            "phase": str(history["phase"].iloc[-1]) if done and "phase" in history else None,
+            "phases": phases,
+            "phase": str(history["phase"].iloc[-1]) if phases else None,
+            "max_epochs": int(self.config_dict().get("max_epochs") or 0) or None,
+            "text": text,
         }
 
     def stage_view(self) -> dict[str, Any] | None:
         """What a queued or running training is doing, as the Train page shows it: the bar's
         ``fraction``, its ``text`` (stage, counts, time left) and the stage ``key``; ``None``
-        once the run has ended."""
+        once the run has ended.
+
+        Counts are the stage's own: a phase's epochs, never the run's total. Time left is
+        "about" for a stage of known size, "at least" for epochs (early stopping decides how
+        many) and "estimating" until the trainer could measure it.
+        """
         status = self.status()
         if status["state"] not in ACTIVE:
             return None
@@ -315,18 +409,36 @@ class Run:
             return {"key": "starting", "fraction": 0.0, "text": "Starting the training process…"}
         done, total, unit = stage.get("done") or 0, stage.get("total"), stage.get("unit")
         words = [stage.get("name", "")]
-        if total:
-            most = "at most " if unit == "epoch" else ""
-            words.append(f"{done:,} of {most}{total:,} {unit or 'step'}s")
-        if stage.get("batches"):
-            words.append(f"batch {stage.get('batch', 0)} of {stage['batches']}")
-        left = stage.get("seconds_left")
-        if left is not None and total and done < total:
-            words.append(f"{'at most' if unit == 'epoch' else 'about'} {duration(left)} left")
         fraction = min(1.0, done / total) if total else 0.0
+        left = stage.get("seconds_left")
+        if unit == "epoch":
+            words.append(f"{done:,} of at most {total:,} epochs")
+            if stage.get("batches"):
+                words.append(f"batch {stage.get('batch', 0)} of {stage['batches']}")
+            patience, waited = stage.get("patience"), stage.get("waited") or 0
+            if patience and done:
+                words.append(f"{waited} of {patience} epochs without improvement")
+            words.append(
+                f"at least {duration(left)} left in this phase"
+                if left is not None
+                else "time left: estimating"
+            )
+            if stage.get("least") is not None:  # near the end early stopping allows at least
+                fraction = done / max(1, done + stage["least"])
+        elif total:
+            words.append(f"{done:,} of {total:,} {unit or 'step'}s")
+            if done < total:
+                words.append(
+                    f"about {duration(left)} left" if left is not None else "time left: estimating"
+                )
+        elif done:
+            people = stage.get("people")
+            words.append(
+                f"{done:,} {unit or 'item'}s" + (f" of {people:,} people" if people else "")
+            )
         return {
             "key": stage.get("key"),
-            "fraction": fraction,
+            "fraction": min(1.0, fraction),
             "text": " · ".join(w for w in words if w),
         }
 
@@ -363,6 +475,7 @@ class Run:
 
     def set_meta(self, name: str | None = None, notes: str | None = None) -> None:
         """Rename the run or change its notes (atomically, with who and when in its history)."""
+        self.check_writable()
         meta = self.meta()
         change = {k: v.strip() for k, v in (("name", name), ("notes", notes)) if v is not None}
         history = [*meta.get("history", []), {**change, "by": _user(), "when": now_iso()}]
@@ -371,6 +484,7 @@ class Run:
     def set_threshold(self, threshold: float, source: str) -> None:
         """Set the unknown threshold identification uses, keeping who, when and why in the
         calibration's history (``calibration.json``, written atomically)."""
+        self.check_writable()
         calibration = self.read_json("calibration.json", default={}) or {}
         entry = {
             "threshold": float(threshold),
@@ -390,19 +504,34 @@ class Run:
             return None
 
     def warnings(self) -> list[dict[str, Any]]:
-        """What the training noticed about the dataset, grouped (``warnings.json``)."""
+        """What the training noticed about the dataset, grouped (``warnings.json``), each with
+        ``list_title``: what its list holds, counted in its own words ("The 150 celebrities";
+        groups written before they said so list files)."""
         try:
             groups = self.read_json("warnings.json", default=[]) or []
         except RunError:
             return []
-        return [g for g in groups if isinstance(g, dict) and "title" in g]
+        kept = []
+        for group in groups:
+            if isinstance(group, dict) and "title" in group:
+                n = len(group.get("files") or [])
+                what = group.get("what")
+                one, several = what if isinstance(what, list) and len(what) == 2 else WORDS
+                kept.append({**group, "list_title": f"The {n} {one if n == 1 else several}"})
+        return kept
+
+    def results(self) -> tuple[int, float | None, float | None]:
+        """Epochs, best validation loss and test accuracy, read once per version of
+        ``history.csv`` and ``metrics_test.json``: the runs table lists every run on every
+        rerun, and a metrics file of thousands of people takes milliseconds to parse."""
+        stamps = tuple(_stamp(self.file(n)) for n in ("history.csv", "metrics_test.json"))
+        return _results(self.path, stamps)
 
     def summary(self) -> dict[str, Any]:
         """One row of the runs table, raw values (``None`` where the run does not say)."""
         config = self.config_dict()
         status = self.status()
-        history = self.history()
-        test = self.metrics("test") or {}
+        epochs, best_val_loss, test_accuracy = self.results()
         facts = config.get("run") or {}
         return {
             "run": self.name,
@@ -414,16 +543,31 @@ class Run:
             "backbone": config.get("backbone"),
             "weights": config.get("weights"),
             "recipe": config.get("recipe"),
-            "epochs": len(history),
+            "epochs": epochs,
             "seconds": self.elapsed(),
-            "best_val_loss": float(history["val_loss"].min())
-            if "val_loss" in history and len(history)
-            else None,
-            "test_accuracy": test.get("accuracy"),
+            "best_val_loss": best_val_loss,
+            "test_accuracy": test_accuracy,
             "started": status.get("started"),
             "ended": status.get("ended"),
             "error": status.get("error"),
         }
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
+@functools.lru_cache(maxsize=4096)
+def _results(path: Path, stamps: tuple) -> tuple[int, float | None, float | None]:
+    """:meth:`Run.results` of one version of its files (``stamps`` keys the cache)."""
+    run = Run(path)
+    history = run.history()
+    best = float(history["val_loss"].min()) if "val_loss" in history and len(history) else None
+    return len(history), best, (run.metrics("test") or {}).get("accuracy")
 
 
 def list_runs(root: str | Path | None = None) -> list[Run]:
@@ -457,7 +601,9 @@ def active_run(root: str | Path | None = None) -> Run | None:
 
     It changes only when the user picks another (:func:`choose_run`). When no model was ever
     chosen, the best finished run is chosen once and written down, so the first model ever
-    trained becomes the active one and later trainings never replace it by themselves.
+    trained becomes the active one and later trainings never replace it by themselves; with
+    no model of the user's at all, the built-in public-figures model is used (not written
+    down, so a first training still takes over).
     """
     root = Path(root) if root else runs_root()
     try:
@@ -466,9 +612,12 @@ def active_run(root: str | Path | None = None) -> Run | None:
         best = best_run(root)
         if best is not None:
             choose_run(best, root)
-        return best
+            return best
+        return builtin_run_or_none()
     except (OSError, ValueError):
         return None
+    if isinstance(chosen, dict) and chosen.get("builtin"):
+        return builtin_run_or_none()
     run = Run(root / str(chosen.get("run", ""))) if isinstance(chosen, dict) else None
     if run is None or not run.path.is_dir() or run.state != "finished" or not run.has_model():
         return None
@@ -489,8 +638,48 @@ def choose_run(run: Run, root: str | Path | None = None) -> None:
     """Make ``run`` the active model for every page and session, until another is chosen."""
     if run.state != "finished" or not run.has_model():
         raise RunError(f"{run.name}: no finished model to use")
-    root = Path(root) if root else run.path.parent
-    atomic_write_json(root / ACTIVE_FILE, {"run": run.name, "by": _user(), "when": now_iso()})
+    builtin = run.builtin
+    root = Path(root) if root else (runs_root() if builtin else run.path.parent)
+    prepare_root(root)
+    choice = {"run": BUILTIN if builtin else run.name, "by": _user(), "when": now_iso()}
+    atomic_write_json(root / ACTIVE_FILE, {**choice, **({"builtin": True} if builtin else {})})
+
+
+def builtin_run() -> Run:
+    """The built-in public-figures model, its files checked (a clear error naming a missing,
+    damaged or altered file)."""
+    from .builtin_model import verify
+
+    return Run(verify())
+
+
+def builtin_run_or_none() -> Run | None:
+    """The built-in model when it is installed and whole, else ``None`` (the studio then
+    offers to train your own; :func:`builtin_problem` says what is wrong)."""
+    try:
+        return builtin_run()
+    except RunError:
+        return None
+
+
+def builtin_problem() -> str | None:
+    """Why the built-in model cannot be used, or ``None`` when it can."""
+    try:
+        builtin_run()
+    except RunError as exc:
+        return str(exc)
+    return None
+
+
+def copy_run(run: Run, name: str | None = None, root: str | Path | None = None) -> Run:
+    """A writable copy of ``run`` (the built-in model included) under the runs folder: an
+    ordinary run, people can be added to it, renamed and removed."""
+    from .builtin_model import copy_to_runs
+
+    if run.state != "finished" or not run.has_model():
+        raise RunError(f"{run.title}: no finished model to copy")
+    title = " ".join((name or f"{run.title} (my copy)").split())
+    return Run(copy_to_runs(run.path, title, prepare_root(root)))
 
 
 def _user() -> str:
@@ -502,13 +691,21 @@ def _user() -> str:
 
 def delete_run(run: Run) -> None:
     """Remove a run; an active one is refused so a live process keeps its folder."""
+    run.check_writable()
     if run.state in ACTIVE:
         raise RunError(f"{run.name}: still {run.state}; stop it before deleting")
     shutil.rmtree(run.path)
 
 
 def load_run(path: str | Path) -> Run:
-    """A run directory given by the user, checked for the files a finished run must have."""
+    """A run directory given by the user, checked for the files a finished run must have.
+
+    The bare name ``lfw-public-figures`` always means the built-in model, whatever folder the
+    command runs in, so it means the same on every machine; a run folder of yours with that
+    name is reached by its path (``runs/lfw-public-figures``, ``./lfw-public-figures``).
+    """
+    if str(path) == BUILTIN:
+        return builtin_run()
     run = Run(Path(path).expanduser().resolve())
     if not run.path.is_dir():
         raise RunError(f"{path}: no such run directory")
@@ -529,6 +726,7 @@ TRACE_MARKERS = (
 
 RUN_COLUMNS = {  # summary key -> column title on the Train page
     "name": "name",
+    "state": "state",  # beside the name: a narrow window still shows it
     "dataset": "dataset folder",
     "people": "people",
     "photos": "photos",
@@ -538,7 +736,6 @@ RUN_COLUMNS = {  # summary key -> column title on the Train page
     "ended": "finished",
     "best_val_loss": "val loss",
     "test_accuracy": "test accuracy",
-    "state": "state",
     "error": "error",
 }
 

@@ -37,6 +37,7 @@ from fastapi import (
     File,
     Form,
     HTTPException,
+    Query,
     Request,
     Security,
     UploadFile,
@@ -69,7 +70,10 @@ Send = Callable[[Message], Awaitable[None]]
 class TopK(BaseModel):
     label: str = Field(description="the person's label (a class of the model)")
     name: str = Field(description="the name shown for them")
-    probability: float
+    probability: float | None = Field(None, description="class probability (trained runs)")
+    similarity: float | None = Field(
+        None, description="similarity of their nearest gallery face (gallery models)"
+    )
 
 
 class Evidence(BaseModel):
@@ -78,19 +82,26 @@ class Evidence(BaseModel):
     similarity: float = Field(description="cosine similarity of the two embeddings")
     path: str = Field(description="the gallery photo, relative to the run's dataset")
     runner_up: bool
+    photo: str | None = Field(None, description="built-in model: the LFW photo's file name")
+    link: str | None = Field(None, description="built-in model: the person's page on LFW's site")
 
 
 class Face(BaseModel):
     box: list[int] = Field(description="x, y, width, height in the photo's pixels")
-    confidence: float = Field(description="the detector's confidence, 0..1")
-    label: str = Field(description='the person, or "unknown" when too unlike everyone known')
-    nearest: str = Field(description="the closest person, even when unknown")
-    name: str = Field(description="the name shown for the closest person")
-    probability: float
+    confidence: float = Field(description="the face detector's confidence, 0..1")
     known: bool
-    score: float = Field(description="open-set score: lower is closer; known at most threshold")
-    similarity: float = Field(description="the score on a 0..1 scale (1 - score² / 2)")
-    top_k: list[TopK]
+    label: str = Field(description='the person, or "unknown" when too unlike everyone known')
+    name: str | None = Field(description="the name shown for the person; null when unknown")
+    nearest: str = Field(description="the closest person's label, even when unknown")
+    nearest_name: str = Field(description="the closest person's name, even when unknown")
+    match_confidence: float | None = Field(
+        description="how rarely strangers score as high as this face (1 - FAR, 0..1); null for "
+        "older runs never calibrated against strangers"
+    )
+    similarity: float = Field(description="raw similarity to the closest person, 0..1")
+    score: float = Field(description="the model's own decision scale (see calibration.json)")
+    probability: float | None = Field(description="class probability (trained runs, known)")
+    top_k: list[TopK] = Field(description="the most likely people (known faces only)")
     evidence: list[Evidence] = Field(description="the closest gallery faces")
 
 
@@ -111,6 +122,9 @@ class Person(BaseModel):
 
 class People(BaseModel):
     run: str
+    total: int = Field(description="people matching the query, on every page")
+    offset: int
+    limit: int
     people: list[Person]
 
 
@@ -292,6 +306,7 @@ def create_app(
     @app.post(
         "/identify",
         response_model=PhotoResult,
+        response_model_exclude_unset=True,  # what predict --json prints, no added nulls
         dependencies=guard,
         responses={
             400: PHOTO_PROBLEM,
@@ -314,7 +329,11 @@ def create_app(
         ] = None,
         min_similarity: Annotated[
             float | None,
-            Form(ge=0, le=1, description="unknown below this similarity (instead of threshold)"),
+            Form(ge=0, le=1, description="trained runs: unknown below this similarity"),
+        ] = None,
+        min_confidence: Annotated[
+            float | None,
+            Form(gt=0, lt=1, description="unknown below this match confidence (0..1)"),
         ] = None,
         top_k: Annotated[
             int | None, Form(ge=1, le=1000, description="most likely people listed per face")
@@ -323,10 +342,21 @@ def create_app(
         """The same JSON as `celebmodel predict --json` gives for this photo."""
         from .open_set import score_for
 
-        if threshold is not None and min_similarity is not None:
-            raise HTTPException(422, "threshold, min_similarity: give one, not both")
+        given = [n for n, v in (("threshold", threshold), ("min_similarity", min_similarity),
+                                ("min_confidence", min_confidence)) if v is not None]
+        if len(given) > 1:
+            raise HTTPException(422, f"{', '.join(given)}: give one, not several")
+        recognizer = current(request)
         if min_similarity is not None:
+            if recognizer.scoring == "gallery":
+                raise HTTPException(422, "min_similarity: this model decides on match "
+                                    "confidence; use min_confidence")
             threshold = score_for(min_similarity)
+        if min_confidence is not None:
+            if recognizer.strangers is None:
+                raise HTTPException(422, "min_confidence: this older run has no stranger "
+                                    "scores; use min_similarity")
+            threshold = recognizer.threshold_for(min_confidence)
         name = Path(file.filename or "").name or "upload"
         data = file.file.read(max_bytes + 1)
         if len(data) > max_bytes:
@@ -335,7 +365,6 @@ def create_app(
             pixels = load_image(data, name=name)
         except ImageError as exc:
             raise HTTPException(400, str(exc)) from None
-        recognizer = current(request)
         album = identify_album(recognizer, [(name, pixels)], threshold, top_k=top_k)
         if album.errors:  # the photo decoded above: this is the run's or the machine's problem
             raise HTTPException(500, album.errors[0]["error"])
@@ -348,10 +377,26 @@ def create_app(
         responses=protected,
         summary="Who the model knows",
     )
-    def people(request: Request) -> dict[str, Any]:
-        """Everyone the model can name (people removed from the run are left out)."""
+    def people(
+        request: Request,
+        offset: Annotated[int, Query(ge=0, description="people to skip")] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000, description="people per page")] = 100,
+        q: Annotated[str, Query(description="only names holding every word of this")] = "",
+    ) -> dict[str, Any]:
+        """Everyone the model can name (people removed from the run are left out), a page at
+        a time: ``total`` says how many match, ``offset`` and ``limit`` which are here."""
         recognizer = current(request)
-        return {"run": recognizer.run.name, "people": request.app.state.people}
+        everyone = request.app.state.people
+        words = q.lower().split()
+        found = [p for p in everyone
+                 if all(w in f"{p['name']} {p['label']}".lower() for w in words)]
+        return {
+            "run": recognizer.run.name,
+            "total": len(found),
+            "offset": offset,
+            "limit": limit,
+            "people": found[offset : offset + limit],
+        }
 
     @app.get("/health", response_model=Health, summary="Is the model loaded (no API key)")
     def health(request: Request) -> dict[str, Any]:

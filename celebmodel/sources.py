@@ -17,13 +17,10 @@ import stat
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
-
-import numpy as np
-from PIL import Image
 
 from .dataset import DatasetScan, scan_dataset
 from .errors import DatasetError, UploadError
@@ -253,92 +250,103 @@ def _has_celebrity_folder(folder: Path) -> bool:
     return any(not p.name.startswith(".") and p.is_dir() for p in folder.iterdir())
 
 
-def _iter_lfw_jpegs(
-    images: np.ndarray, target: np.ndarray, names: np.ndarray
-) -> Iterator[tuple[str, str, Image.Image]]:
-    """Yield (folder, file name, image) for sklearn's LFW arrays, numbered per person."""
-    scale = 255.0 if float(np.max(images)) <= 1.0 else 1.0
-    counters: dict[str, int] = {}
-    for pixels, index in zip(images, target, strict=True):
-        folder = "_".join(str(names[int(index)]).split())
-        counters[folder] = counters.get(folder, 0) + 1
-        rgb = np.clip(np.rint(np.asarray(pixels, dtype=np.float64) * scale), 0, 255)
-        yield folder, f"{folder}_{counters[folder]:04d}.jpg", Image.fromarray(rgb.astype(np.uint8))
+LFW_ARCHIVE = {  # LFW's official archive, at the address scikit-learn also fetches it from
+    "url": "https://ndownloader.figshare.com/files/5976018",
+    "sha256": "055f7d9c632d7370e6fb4afc7468d40f970c34a80d4c6f50ffec63f5a8d536c0",
+    "name": "lfw.tgz",
+}
+LFW_PHOTO = re.compile(r"^lfw/(?P<person>[^/]+)/(?P=person)_\d{4}\.jpg$")
 
 
 def fetch_lfw(dest: str | Path, min_faces: int = 60) -> DatasetScan:
-    """Download Labeled Faces in the Wild (via scikit-learn) into the folder layout.
+    """Download Labeled Faces in the Wild's official archive (``lfw.tgz``, 173 MB) into
+    ``dest`` in its own layout, ``<Person_Name>/<Person_Name>_0001.jpg ...`` (the photos
+    byte for byte as LFW publishes them), keeping people with at least ``min_faces`` photos
+    (``1``: everyone, what ``celebmodel build-lfw-model`` needs).
 
-    Writes ``dest/<Person_Name>/<Person_Name>_0001.jpg ...`` for people with at least
-    ``min_faces`` photos. scikit-learn's cache lives in ``dest/.sklearn`` (a hidden folder, so
-    scans skip it). The photos are written to a temporary sibling folder which is moved into
-    place only when complete: an interrupted fetch never leaves a folder that looks like a
-    finished dataset. A dest that already holds celebrity folders is reused as is.
+    The archive is checked against its sha256 and read entry by entry (only LFW's own photo
+    names are taken, so nothing in it can write elsewhere); the photos go to a hidden sibling
+    folder renamed into place only when complete, so an interrupted fetch never leaves a
+    folder that looks like a finished dataset. A dest that already holds celebrity folders
+    is reused as is.
 
     Raises
     ------
     DatasetError
-        When LFW cannot be downloaded (no internet) or scikit-learn rejects the request.
+        When LFW cannot be downloaded (no internet), or the download is not LFW's archive.
     """
-    from sklearn.datasets import fetch_lfw_people
-
     target = Path(dest).expanduser().resolve()
     if target.exists() and not target.is_dir():
         raise DatasetError(f"{target}: not a folder, cannot write LFW there")
     if _has_celebrity_folder(target):
         return scan_dataset(target)
-    cache = target / ".sklearn"
     try:
-        cache.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DatasetError(f"cannot create {cache}: {exc}") from exc
+        raise DatasetError(f"cannot create {target.parent}: {exc}") from exc
+    archive = target.parent / f".{target.name}.{LFW_ARCHIVE['name']}"
+    partial_dir = None
     try:
-        lfw = fetch_lfw_people(
-            min_faces_per_person=min_faces,
-            color=True,
-            resize=1.0,
-            slice_=None,
-            download_if_missing=True,
-            data_home=str(cache),
-        )
-    except OSError as exc:
-        _remove_empty(cache, target)
-        raise DatasetError(
-            f"cannot download LFW into {target} ({exc}): there seems to be no internet "
-            "access. Point the tool at a folder of photos instead (one sub-folder per "
-            "celebrity)."
-        ) from exc
-    except tarfile.TarError as exc:
-        raise DatasetError(
-            f"the LFW download in {cache} is corrupt ({exc}): delete that folder and retry"
-        ) from exc
-    except ValueError as exc:
-        _remove_empty(cache, target)
-        raise DatasetError(f"cannot fetch LFW with min_faces={min_faces}: {exc}") from exc
-
-    partial_dir = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
-    try:
-        for folder, filename, img in _iter_lfw_jpegs(lfw.images, lfw.target, lfw.target_names):
-            (partial_dir / folder).mkdir(exist_ok=True)
-            img.save(partial_dir / folder / filename, "JPEG", quality=95)
-        os.replace(cache, partial_dir / ".sklearn")
-        try:
+        _download(LFW_ARCHIVE["url"], archive, LFW_ARCHIVE["sha256"], target)
+        partial_dir = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
+        _extract_lfw(archive, partial_dir, min_faces)
+        with contextlib.suppress(FileNotFoundError):
             target.rmdir()
-            os.replace(partial_dir, target)
-        except OSError:
-            os.replace(partial_dir / ".sklearn", cache)
-            raise
+        os.replace(partial_dir, target)
     except OSError as exc:
-        shutil.rmtree(partial_dir, ignore_errors=True)
         raise DatasetError(f"cannot write LFW into {target}: {exc}") from exc
-    except BaseException:
-        shutil.rmtree(partial_dir, ignore_errors=True)
-        raise
+    finally:
+        archive.unlink(missing_ok=True)
+        if partial_dir is not None and partial_dir.exists():
+            shutil.rmtree(partial_dir, ignore_errors=True)
     return scan_dataset(target)
 
 
-def _remove_empty(*folders: Path) -> None:
-    """Remove folders created for a fetch that failed, if nothing was written into them."""
-    for folder in folders:
-        with contextlib.suppress(OSError):
-            folder.rmdir()
+def _download(url: str, path: Path, sha256: str, target: Path) -> None:
+    """``url`` into ``path``, checked against ``sha256``; offline is a clear message."""
+    import hashlib
+    import urllib.error
+    import urllib.request
+
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response, open(path, "wb") as out:
+            for chunk in iter(lambda: response.read(1 << 20), b""):
+                digest.update(chunk)
+                out.write(chunk)
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        path.unlink(missing_ok=True)
+        raise DatasetError(
+            f"cannot download LFW into {target} ({getattr(exc, 'reason', exc)}): there seems "
+            "to be no internet access. Point the tool at a folder of photos instead (one "
+            "sub-folder per celebrity), or copy LFW's lfw.tgz contents there."
+        ) from exc
+    if digest.hexdigest() != sha256:
+        path.unlink(missing_ok=True)
+        raise DatasetError(f"{url}: the download is not LFW's archive (its sha256 differs); "
+                           "try again later")
+
+
+def _extract_lfw(archive: Path, folder: Path, min_faces: int) -> None:
+    """LFW's photos from its archive into ``folder``: only entries named as LFW names its
+    photos (``lfw/<Person>/<Person>_0001.jpg``), regular files, for people with at least
+    ``min_faces`` photos."""
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            members = [m for m in tar.getmembers() if m.isfile() and LFW_PHOTO.match(m.name)]
+            counts: dict[str, int] = {}
+            for member in members:
+                person = LFW_PHOTO.match(member.name)["person"]
+                counts[person] = counts.get(person, 0) + 1
+            for member in members:
+                person = LFW_PHOTO.match(member.name)["person"]
+                if counts[person] < min_faces:
+                    continue
+                (folder / person).mkdir(exist_ok=True)
+                source = tar.extractfile(member)
+                with open(folder / person / Path(member.name).name, "wb") as out:
+                    shutil.copyfileobj(source, out)
+    except (tarfile.TarError, EOFError) as exc:
+        raise DatasetError(f"{archive.name}: not a readable LFW archive ({exc})") from exc
+    if not any(folder.iterdir()):
+        raise DatasetError(f"LFW: no person has {min_faces} or more photos")

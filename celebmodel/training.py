@@ -3,21 +3,28 @@
 :func:`train_run` scans and splits the dataset, runs the face stage, fits the estimator,
 computes the gallery, calibration and metrics, then writes the model atomically. The run's
 ``status.json`` says how it ended; SIGTERM cancels it cleanly, and a failure leaves no model.
+
+TensorFlow (seconds to import) is imported by :func:`train_run` itself, after the run says
+it is running, and on a thread of its own while the dataset is scanned and its faces found
+(which need none of it): a page watching a new training sees it at once, and the first
+epoch comes seconds sooner.
 """
 
 from __future__ import annotations
 
+import importlib
+import json
 import logging
 import os
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Iterable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
 
 from .backbones import get_backbone
@@ -31,14 +38,13 @@ from .dataset import (
     write_split,
 )
 from .errors import Cancelled, CelebmodelError, DatasetError, RunError
-from .estimator import CelebrityClassifier, _Stop
-from .evaluation import evaluate_subset
-from .inference import predict_inputs
-from .open_set import calibrate, centroids_of, unknown_scores
-from .pipeline import Inputs, prepare_inputs
-from .progress import Stages
+from .open_set import calibrate, centroids_of, stranger_scores, unknown_scores
+from .progress import Stages, _Stop
 from .runs import Run, new_run_dir, pid_alive
 from .storage import atomic_write_json, now_iso
+
+if TYPE_CHECKING:
+    from .pipeline import Inputs
 
 log = logging.getLogger("celebmodel")
 
@@ -123,7 +129,10 @@ def train_run(
     handler = _setup_logging(run)
     _Stop.requested, _Stop.defer = None, False
     previous = signal.signal(signal.SIGTERM, _Stop.handle)
-    run.set_status("running", pid=os.getpid(), started=now_iso(), ended=None, error=None)
+    starting = {"key": "starting", "name": "Importing TensorFlow", "done": 0, "total": None}
+    run.set_status(
+        "running", pid=os.getpid(), started=now_iso(), ended=None, error=None, stage=starting
+    )
     try:
         _train(config, run, progress, engine, ray_address, workers)
     except (Cancelled, KeyboardInterrupt) as exc:
@@ -165,16 +174,21 @@ def _train(
     ray_address: str | None = None,
     workers: int | None = None,
 ) -> None:
+    from .pipeline import prepare_inputs, with_embeddings
+
+    importing = threading.Thread(  # seconds of it, while the dataset's faces are found
+        target=importlib.import_module, args=("keras",), name="import-tensorflow", daemon=True
+    )
+    importing.start()
     config = config.resolved()
     stages = Stages(run, console=progress)
-    if config.precision == "mixed_bfloat16":
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
     backbone = get_backbone(config.backbone)
     if config.weights == "none" and backbone.kind == "cnn":
         log.warning("weights none: %s starts from random initialisation", backbone.name)
 
     stages.enter("scanning")
     scan = scan_dataset(config.data_dir)
+    stages.enter("scanning", len(scan.items), None, unit="photo", people=len(scan.labels))
     for skipped in scan.skipped:
         log.warning("skipped %s: %s", skipped.path, skipped.reason)
     for reason, paths in _grouped((s.reason, s.path) for s in scan.skipped):
@@ -194,6 +208,7 @@ def _train(
                 f"{len(short)} celebrit{'ies have' if len(short) > 1 else 'y has'} fewer than "
                 f"{config.per_class} photos: all their photos are used",
                 short,
+                what=("celebrity", "celebrities"),
             )
         for warning in (w for w in warnings if w not in short):
             stages.warn(warning)
@@ -205,7 +220,9 @@ def _train(
     for line in duplicates:
         log.warning(line)
     if duplicates:
-        stages.warn(f"{len(duplicates)} group(s) of identical photos", duplicates)
+        stages.warn(
+            f"{len(duplicates)} group(s) of identical photos", duplicates, what=("group", "groups")
+        )
     config.save(
         run.file("config.json"),
         extra={
@@ -230,18 +247,29 @@ def _train(
         prepare_faces(
             config, list(split["path"]), address=ray_address, workers=workers, bar=stages.bar
         )
-    prepared = prepare_inputs(config, split, stages.bar)
-    inputs = {s: prepared.subset(s) for s in SUBSETS}
+    prepared = prepare_inputs(config, split, stages.bar, embed=False)
     _record_face_stage(run, prepared, stages)
-    index = {label: i for i, label in enumerate(labels)}
     for subset in ("train", "val"):
-        if len(inputs[subset].usable) == 0:
+        if len(prepared.subset(subset).usable) == 0:
             raise DatasetError(f"no usable photo in the {subset} subset (see faces.csv)")
 
+    if importing.is_alive():
+        stages.enter("starting")
+        importing.join()
+    import keras
+
+    from .estimator import BatchCounter, CelebrityClassifier
+    from .evaluation import evaluate_subset
+    from .inference import predict_inputs
+
+    if config.precision == "mixed_bfloat16":
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    prepared = with_embeddings(config, prepared, stages.bar)
+    inputs = {s: prepared.subset(s) for s in SUBSETS}
+    index = {label: i for i, label in enumerate(labels)}
+
     log.info("training %s (%s recipe, weights %s)", backbone.name, config.recipe, config.weights)
-    classifier = CelebrityClassifier(
-        config, history_file=run.file("history.csv"), progress=stages.epochs
-    )
+    classifier = CelebrityClassifier(config, history_file=run.file("history.csv"), stages=stages)
     classifier.fit(inputs["train"], inputs["val"], labels)
     phases = {
         k: v if not isinstance(v, float) or np.isfinite(v) else None
@@ -258,14 +286,21 @@ def _train(
     run.set_status("running", phases=phases)
 
     outputs = {}
-    for done, subset in enumerate(SUBSETS):
-        stages.enter("evaluating", done, len(SUBSETS), unit="subset")
-        outputs[subset] = predict_inputs(classifier.model_, config, inputs[subset])
+    photos = sum(len(inputs[subset].usable) for subset in SUBSETS)
+    with stages.bar("evaluating", photos, unit="photo") as bar:
+        for subset in SUBSETS:  # the bar moves with every batch predicted
+            counted = BatchCounter(bar, config.batch_size, len(inputs[subset].usable))
+            outputs[subset] = predict_inputs(
+                classifier.model_, config, inputs[subset], callbacks=[counted]
+            )
     train_labels = np.array([index[x] for x in inputs["train"].usable["label"]], dtype=np.int64)
     paths = list(inputs["train"].usable["path"])
     save_gallery(run, outputs["train"][0], train_labels, paths)
     centroids = centroids_of(outputs["train"][0], train_labels, len(labels))
     calibration = calibrate(unknown_scores(*outputs["val"], centroids), OPEN_SET_ACCEPT)
+    val_labels = np.array([index[x] for x in inputs["val"].usable["label"]], dtype=np.int64)
+    strangers = stranger_scores(*outputs["val"], centroids, val_labels)
+    calibration["stranger_scores"] = [float(score) for score in strangers]
     atomic_write_json(run.file("calibration.json"), calibration)
     for subset in SUBSETS:
         evaluate_subset(run, subset, inputs[subset], *outputs[subset], labels=labels)
@@ -291,19 +326,22 @@ def _grouped(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, list[str]]]:
 def _record_face_stage(run: Run, prepared: Inputs, stages: Stages) -> None:
     """``faces.csv`` per photo, the routes photos took, and the photos left out, grouped."""
     records = prepared.records
-    columns = ["path", "label", "subset", "route", "n_faces", "error"]
-    records[columns].to_csv(run.file("faces.csv"), index=False)
+    columns = ["path", "label", "subset", "route", "n_faces", "box", "error"]
+    boxes = [json.dumps(box) if isinstance(box, list) else "" for box in records["box"]]
+    table = records.assign(box=boxes)
+    table[columns].to_csv(run.file("faces.csv"), index=False)
     counts = records["route"].value_counts().to_dict()
     log.info("face stage: %s", counts)
     skipped = records[records["route"].isin(["none", "error"])]
     for row in skipped.itertuples():
         log.warning("skipped %s", row.error or f"{row.path}: no face found")  # errors name it
     missing = list(skipped[skipped["route"] == "none"]["path"])
+    photos = ("photo", "photos")
     if missing:
-        stages.warn(f"{len(missing)} photo(s) with no face found: left out", missing)
+        stages.warn(f"{len(missing)} photo(s) with no face found: left out", missing, photos)
     broken = list(skipped[skipped["route"] == "error"]["error"])
     if broken:
-        stages.warn(f"{len(broken)} photo(s) that cannot be read: left out", broken)
+        stages.warn(f"{len(broken)} photo(s) that cannot be read: left out", broken, photos)
     run.set_status("running", face_routes=counts)
 
 

@@ -1,20 +1,34 @@
 """Evaluate: how good a run is and how sure we can be, where it errs, whether it overfits,
-how it treats strangers; compare runs on the photos they both held out."""
+how it treats strangers; compare runs on the photos they both held out.
+
+Each tab is a section function; only the open tab runs (``st.tabs`` with ``on_change``), so a
+run of thousands of people costs what the visible tab shows. A new section is one function
+and one entry in :data:`SECTIONS`.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import streamlit as st
 from PIL import Image
 
 from celebmodel import display, figures
 from celebmodel.archives import run_zip
 from celebmodel.dataset import display_name
-from celebmodel.evaluation import compare, open_set_scores, subset_metrics
+from celebmodel.errors import CelebmodelError
+from celebmodel.evaluation import (
+    OpenSetScores,
+    compare,
+    missing_metrics_note,
+    open_set_scores,
+    subset_metrics,
+)
 from celebmodel.export import export_zip, format_choices, format_label
 from celebmodel.images import photos_under
 from celebmodel.metrics import (
@@ -24,7 +38,7 @@ from celebmodel.metrics import (
     open_set_metrics,
     overfitting_verdict,
 )
-from celebmodel.runs import Run, active_run, finished_runs
+from celebmodel.runs import Run, active_run, builtin_run_or_none, finished_runs
 from celebmodel.sources import extract_photos
 from pages import ui
 
@@ -33,6 +47,7 @@ ui.through_app()
 EVALUATE_KEY = "evaluate_run"
 SUBSETS = {"test": "test", "val": "validation", "val+test": "validation + test", "train": "train"}
 GALLERY_COLUMNS = 4
+STRANGER_TESTS = 4  # strangers' scores kept per session (folder x model)
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
@@ -41,126 +56,35 @@ def crop(run_path: str, path: str) -> Image.Image | None:
     return display.crop_for(Run(Path(run_path)), path)
 
 
-@st.cache_data(max_entries=4, show_spinner="Finding and scoring the strangers' faces…")
-def stranger_test(run_path: str, model_time: float, folder: str, photos: tuple[str, ...]):
-    """Known test faces' and strangers' unknown scores (the same code as ``evaluate
-    --unknown``), recomputed when the model or the folder's photos change."""
-    scores = open_set_scores(Run(Path(run_path)), folder)
-    return scores.known, scores.strangers, scores.n_stranger_photos
+def photo_grid(run: Run, rows: Any, caption: Callable[[Any], str]) -> None:
+    grid = st.columns(GALLERY_COLUMNS)
+    for i, row in enumerate(rows.itertuples()):
+        with grid[i % GALLERY_COLUMNS], ui.shown_errors(row.path):
+            st.image(run.open_photo(row.path), caption=caption(row))
 
 
-st.title("Evaluate")
+# Sections -----------------------------------------------------------------------------------
 
-runs = finished_runs()
-if not runs:
-    st.info("No finished run to evaluate yet: train one first.")
-    st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
-    st.stop()
 
-by_name = {run.name: run for run in runs}
-asked = st.query_params.get("run")
-if asked in by_name:
-    st.session_state[EVALUATE_KEY] = asked
-    del st.query_params["run"]
-if st.session_state.get(EVALUATE_KEY) not in by_name:
-    st.session_state.pop(EVALUATE_KEY, None)
-active = active_run()
-names = list(by_name)
-pick, other_pick, subset_pick = st.columns([2, 2, 3])
-name = pick.selectbox(
-    "Run",
-    names,
-    index=names.index(active.name) if active and active.name in by_name else 0,
-    format_func=lambda n: ui.run_label(by_name[n]),
-    key=EVALUATE_KEY,
-)
-other_name = other_pick.selectbox(
-    "Compare with",
-    [n for n in names if n != name],
-    index=None,
-    format_func=lambda n: ui.run_label(by_name[n]),
-    placeholder="another run (optional)",
-    key="compare-run",
-)
-subset = subset_pick.radio(
-    "Photos", list(SUBSETS), format_func=SUBSETS.get, key="subset", horizontal=True
-)
-run = by_name[name]
-metrics = subset_metrics(run, subset)
-if not metrics or metrics.get("accuracy") is None:
-    st.warning(
-        f"{run.title} has no {SUBSETS[subset]} metrics. Compute them with "
-        f"`python -m celebmodel evaluate {run.path} --subset all`."
-    )
-    st.stop()
-
-# Headline -----------------------------------------------------------------------------------
-config = run.config_dict()
-notes = run.meta().get("notes")
-st.caption(
-    f"{run.title} · {config.get('backbone')} · {config.get('recipe')} recipe · {metrics['n']} "
-    f"{SUBSETS[subset]} photos · {len(metrics.get('skipped') or [])} skipped (no usable face)"
-    + (f" · {notes}" if notes else "")
-)
-ui.use_model_button(run, key="use-evaluated")
-verdict = learning_verdict(metrics)
-if verdict:
-    st.error(verdict, icon=":material/report:")
-cards = figures.headline(metrics)
-for row in range(0, len(cards), 3):
-    for column, card in zip(st.columns(3), cards[row : row + 3], strict=True):
-        value, original = card["value"], card["original"]
-        interval = figures.percent_interval(card["interval"])
-        column.metric(
-            card["title"],
-            f"{value:.1%}" if value is not None else "n/a",
-            delta=f"{value - original:+.1%} vs original {original:.1%}"
-            if value is not None and original is not None
-            else None,
-            help=(f"{interval} (Wilson) over {metrics['n']} photos. " if interval else "")
-            + (
-                f"The original recipe reached {original:.1%} on its test set."
-                if original is not None
-                else "The original recipe did not report this."
-            ),
-            border=True,
-        )
-        if interval:
-            column.caption(interval)
-note = one_error_note(metrics)
-if note:
-    st.info(note, icon=":material/info:")
-
-if other_name:
-    comparison = compare([run, by_name[other_name]], "test" if subset == "val+test" else subset)
-    st.subheader(f"{run.title} against {by_name[other_name].title}")
-    if comparison.same_photos:
-        st.caption(comparison.note())
-    else:
-        st.warning(comparison.note())
-    if comparison.common:
-        st.plotly_chart(figures.compare_figure(comparison), key="compare-chart")
-        st.dataframe(
-            figures.compare_table(comparison),
-            column_config={
-                column: st.column_config.NumberColumn(format="percent")
-                for column in figures.compare_table(comparison).columns
-            },
-        )
-
-per_class, confusion, overfitting, mistakes, strangers, downloads = st.tabs(
-    ["Per celebrity", "Confusion matrix", "Overfitting", "Mistakes", "Strangers", "Downloads"]
-)
-
-# Per celebrity ------------------------------------------------------------------------------
-with per_class:
-    sort_by = st.selectbox(
+def per_person(run: Run, metrics: dict, subset: str) -> None:
+    sort, find = st.columns([1, 2])
+    sort_by = sort.selectbox(
         "Sort by", figures.SORTS, key="sort-by", help="Bars are ordered by this, best first."
     )
-    st.plotly_chart(figures.per_class_figure(metrics, sort_by), key="per-class-chart")
+    query = find.text_input(
+        "Find people",
+        key="find-person",
+        placeholder="part of a name",
+        help="The chart and the table show the people whose name holds this.",
+    )
+    shown = figures.people_shown(metrics, sort_by, query)
+    if shown.note:
+        st.caption(shown.note)
+    st.plotly_chart(figures.per_class_figure(metrics, sort_by, query), key="per-class-chart")
     st.caption("Recall bars carry their 95% interval; the dotted line is chance (a blind guess).")
+    table = figures.find_people(figures.ranked(figures.per_class_frame(metrics), sort_by), query)
     st.dataframe(
-        figures.per_class_frame(metrics),
+        table,
         hide_index=True,
         column_config={
             column: st.column_config.NumberColumn(format="percent")
@@ -168,23 +92,48 @@ with per_class:
         },
     )
 
-# Confusion matrix ---------------------------------------------------------------------------
-with confusion:
-    normalise = st.toggle("Share of each true celebrity (row-normalised)", key="normalise")
-    event = st.plotly_chart(
-        figures.confusion_figure(metrics, normalise),
-        key="confusion-chart",
-        on_select="rerun",
-        selection_mode="points",
-    )
+
+def confusion(run: Run, metrics: dict, subset: str) -> None:
     labels = metrics["labels"]
-    by_display = {display_name(label): label for label in labels}
-    points = (event.get("selection") or {}).get("points") or [] if event else []
-    if points:
-        chosen = (by_display.get(points[0].get("y")), by_display.get(points[0].get("x")))
-        if None not in chosen and st.session_state.get("cell-applied") != chosen:
-            st.session_state["cell-applied"] = chosen
-            st.session_state["cell-true"], st.session_state["cell-pred"] = chosen
+    if len(labels) <= figures.READABLE:
+        normalise = st.toggle("Share of each true celebrity (row-normalised)", key="normalise")
+        event = st.plotly_chart(
+            figures.confusion_figure(metrics, normalise),
+            key="confusion-chart",
+            on_select="rerun",
+            selection_mode="points",
+        )
+        by_display = {display_name(label): label for label in labels}
+        points = (event.get("selection") or {}).get("points") or [] if event else []
+        cell = points[0] if points else {}
+        chosen = (by_display.get(cell.get("y")), by_display.get(cell.get("x")))
+        hint = "Or click a cell of the matrix."
+    else:
+        pairs = figures.confused_pairs(metrics)
+        st.caption(
+            f"{len(labels):,} people are too many for a matrix: these are the pairs most often "
+            f"confused, {min(figures.TOP_PAIRS, len(pairs))} of the {len(pairs):,} pairs with "
+            "a mistake (all of them in the table below). Click a bar to see its photos."
+        )
+        event = st.plotly_chart(
+            figures.confused_pairs_figure(pairs.head(figures.TOP_PAIRS)),
+            key="pairs-chart",
+            on_select="rerun",
+            selection_mode="points",
+        )
+        points = (event.get("selection") or {}).get("points") or [] if event else []
+        bar = points[0] if points else {}
+        chosen = tuple((bar.get("customdata") or [None, None])[:2])
+        hint = "Or click a bar of the chart."
+        st.dataframe(
+            pairs[["true celebrity", "predicted as", "photos", "share"]],
+            hide_index=True,
+            height=240,
+            column_config={"share": st.column_config.NumberColumn(format="percent")},
+        )
+    if points and None not in chosen and st.session_state.get("cell-applied") != chosen:
+        st.session_state["cell-applied"] = chosen
+        st.session_state["cell-true"], st.session_state["cell-pred"] = chosen
     default = figures.largest_confusion(metrics) or (labels[0], labels[0])
     left, right = st.columns(2)
     true = left.selectbox(
@@ -193,7 +142,7 @@ with confusion:
         index=labels.index(default[0]),
         format_func=display_name,
         key="cell-true",
-        help="Or click a cell of the matrix.",
+        help=hint,
     )
     predicted = right.selectbox(
         "Predicted as",
@@ -207,13 +156,10 @@ with confusion:
         f"{len(photos)} {SUBSETS[subset]} photo(s) of {display_name(true)} predicted as "
         f"{display_name(predicted)}" + (" (showing 12)" if len(photos) > 12 else "")
     )
-    grid = st.columns(GALLERY_COLUMNS)
-    for i, row in enumerate(photos.head(12).itertuples()):
-        with grid[i % GALLERY_COLUMNS], ui.shown_errors(row.path):
-            st.image(run.open_photo(row.path), caption=f"{row.path} · {row.probability:.0%}")
+    photo_grid(run, photos.head(12), lambda row: f"{row.path} · {row.probability:.0%}")
 
-# Overfitting --------------------------------------------------------------------------------
-with overfitting:
+
+def overfitting(run: Run, metrics: dict, subset: str) -> None:
     st.info(overfitting_verdict(run.accuracies(), chance(metrics)))
     left, right = st.columns([2, 3])
     left.plotly_chart(figures.accuracy_figure(run), key="accuracy-chart")
@@ -221,34 +167,65 @@ with overfitting:
     if len(history):
         right.plotly_chart(figures.learning_curves(history), key="curves-chart")
 
-# Mistakes -----------------------------------------------------------------------------------
-with mistakes:
+
+def mistakes(run: Run, metrics: dict, subset: str) -> None:
     wrong = run.misclassified(subset)
     if wrong.empty:
         st.success(f"No {SUBSETS[subset]} photo is misclassified.")
-    else:
-        shown = st.number_input(
-            f"Show the first of {len(wrong)} mistakes (most confident first)",
-            min_value=1,
-            max_value=len(wrong),
-            value=min(12, len(wrong)),
-            key="mistakes-shown",
-        )
-        grid = st.columns(GALLERY_COLUMNS)
-        for i, row in enumerate(wrong.head(int(shown)).itertuples()):
-            with grid[i % GALLERY_COLUMNS].container(border=True), ui.shown_errors(row.path):
-                photo, seen = st.columns(2)
-                photo.image(run.open_photo(row.path), caption="photo")
-                aligned = crop(str(run.path), row.path)
-                if aligned is not None:
-                    seen.image(aligned, caption="what the model saw")
-                st.caption(
-                    f"**{display_name(row.true)}** taken for **{display_name(row.predicted)}** "
-                    f"({row.probability:.0%}) · {row.path}"
-                )
+        return
+    shown = st.number_input(
+        f"Show the first of {len(wrong)} mistakes (most confident first)",
+        min_value=1,
+        max_value=len(wrong),
+        value=min(12, len(wrong)),
+        key="mistakes-shown",
+    )
+    grid = st.columns(GALLERY_COLUMNS)
+    for i, row in enumerate(wrong.head(int(shown)).itertuples()):
+        with grid[i % GALLERY_COLUMNS].container(border=True), ui.shown_errors(row.path):
+            photo, seen = st.columns(2)
+            photo.image(run.open_photo(row.path), caption="photo")
+            aligned = crop(str(run.path), row.path)
+            if aligned is not None:
+                seen.image(aligned, caption="what the model saw")
+            st.caption(
+                f"**{display_name(row.true)}** taken for **{display_name(row.predicted)}** "
+                f"({row.probability:.0%}) · {row.path}"
+            )
 
-# Strangers ----------------------------------------------------------------------------------
-with strangers:
+
+def stranger_scores(run: Run, folder: str) -> OpenSetScores:
+    """The strangers test of ``folder`` (the same code as ``evaluate --unknown``), run with
+    a progress bar, and kept in the session until the model or the folder's photos change."""
+    listed = tuple(str(p) for p in photos_under(folder)) if Path(folder).is_dir() else ()
+    scored_by = [run.file(name) for name in ("model.keras", "gallery.npz")]
+    versions = tuple(path.stat().st_mtime for path in scored_by if path.is_file())
+    key = (str(run.path), versions, folder, listed)
+    kept = st.session_state.setdefault("strangers-scores", {})
+    if key not in kept:
+        with st.container(border=True):
+            st.caption(
+                f"Finding the faces in the model's known test photos (cached since training) "
+                f"and in the {len(listed):,} photos of strangers, then scoring them with the "
+                "model…"
+            )
+            bar = st.progress(0.0, text="Loading the model…")
+            scores = open_set_scores(run, folder, bar=ui.streamlit_bar(bar))
+        while len(kept) >= STRANGER_TESTS:
+            kept.pop(next(iter(kept)))
+        kept[key] = scores
+        st.rerun()  # draw the results without the finished progress bar
+    return kept[key]
+
+
+def rate(value: float | None, flip: bool = False) -> str:
+    """A share as a percentage (``flip``: of the others), "n/a" when nobody was counted."""
+    if value is None:
+        return "n/a"
+    return f"{1 - value if flip else value:.1%}"
+
+
+def strangers(run: Run, metrics: dict, subset: str) -> None:
     st.caption(
         "People the model was never trained on must come back as unknown. Point at photos of "
         "such people (any layout) to see how many it rejects, how many known test faces it "
@@ -272,96 +249,100 @@ with strangers:
                     extract_photos(archive.getvalue(), archive.name)
                 )
         folder = st.session_state.get("strangers-extracted")
-    if folder:
-        with ui.shown_errors(f"Testing {folder}"):
-            listed = tuple(str(p) for p in photos_under(folder)) if Path(folder).is_dir() else ()
-            known, unknown, n_photos = stranger_test(
-                str(run.path), run.file("model.keras").stat().st_mtime, folder, listed
+    used = st.session_state.pop("threshold-used", None)
+    if used:
+        st.success(used)
+    if not folder:
+        return
+    with ui.shown_errors(f"Testing {folder}"):
+        scores = stranger_scores(run, folder)
+        known, unknown = scores.known, scores.strangers
+        threshold = float((run.read_json("calibration.json") or {})["threshold"])
+        current = open_set_metrics(known, unknown, threshold)
+        a, b, c = st.columns(3)
+        a.metric(
+            "Strangers rejected",
+            rate(current["unknown_rejected"]),
+            help=f"{current['n_unknown']} stranger faces from {scores.n_stranger_photos} photos",
+            border=True,
+        )
+        b.metric(
+            "Known faces accepted",
+            rate(current["known_accepted"]),
+            help=f"{current['n_known']} known test faces",
+            border=True,
+        )
+        c.metric(
+            "ROC AUC",
+            f"{current['auc']:.3f}" if current["auc"] is not None else "n/a",
+            help="1.0: every stranger scores above every known face",
+            border=True,
+        )
+        low, high = figures.threshold_range(known, unknown, threshold)
+        chosen = st.slider(
+            "Threshold to consider",
+            min_value=low,
+            max_value=high,
+            value=min(high, max(low, round(threshold, 3))),
+            step=figures.THRESHOLD_STEP,
+            format="%.3f",
+            key=f"strangers-threshold-{run.name}",
+            help="A face whose score is above the threshold is called unknown.",
+        )
+        considered = open_set_metrics(known, unknown, chosen)
+        st.caption(
+            f"At {chosen:.3f}: {rate(considered['unknown_rejected'], flip=True)} of strangers "
+            f"accepted, {rate(considered['known_accepted'], flip=True)} of known faces "
+            f"rejected. In force now: {threshold:.3f} "
+            f"({rate(current['unknown_rejected'], flip=True)} of strangers accepted, "
+            f"{rate(current['known_accepted'], flip=True)} of known faces rejected)."
+        )
+        st.plotly_chart(
+            figures.threshold_figure(known, unknown, threshold, chosen), key="threshold-chart"
+        )
+        if abs(chosen - threshold) >= figures.THRESHOLD_STEP / 2 and st.button(
+            f"Use {chosen:.3f} as this model's threshold", key="set-threshold"
+        ):
+            run.set_threshold(chosen, f"strangers test on {folder}")
+            st.session_state["threshold-used"] = (
+                f"{run.title} now calls a face unknown above {chosen:.3f} (recorded in its "
+                "calibration history)."
             )
-            threshold = float((run.read_json("calibration.json") or {})["threshold"])
-            current = open_set_metrics(known, unknown, threshold)
-            a, b, c = st.columns(3)
-            a.metric(
-                "Strangers rejected",
-                f"{current['unknown_rejected']:.1%}"
-                if current["unknown_rejected"] is not None
-                else "n/a",
-                help=f"{current['n_unknown']} stranger faces from {n_photos} photos",
-                border=True,
-            )
-            b.metric(
-                "Known faces accepted",
-                f"{current['known_accepted']:.1%}"
-                if current["known_accepted"] is not None
-                else "n/a",
-                help=f"{current['n_known']} known test faces",
-                border=True,
-            )
-            c.metric(
-                "ROC AUC",
-                f"{current['auc']:.3f}" if current["auc"] is not None else "n/a",
-                help="1.0: every stranger scores above every known face",
-                border=True,
-            )
-            tradeoff = figures.threshold_tradeoff(known, unknown, threshold)
-            options = list(tradeoff["threshold"])
-            chosen_threshold = st.select_slider(
-                "Threshold to consider",
-                options=options,
-                value=min(options, key=lambda t: abs(t - threshold)),
-                format_func=lambda t: f"{t:.3f}",
-                key=f"strangers-threshold-{run.name}",
-            )
-            row = tradeoff.iloc[int(np.argmin(np.abs(tradeoff["threshold"] - chosen_threshold)))]
-            st.caption(
-                f"At {chosen_threshold:.3f}: {row['strangers accepted']:.1%} of strangers "
-                f"accepted, {row['known rejected']:.1%} of known faces rejected "
-                f"(current threshold {threshold:.3f})."
-            )
-            st.plotly_chart(
-                figures.threshold_figure(known, unknown, threshold, chosen_threshold),
-                key="threshold-chart",
-            )
-            if chosen_threshold != threshold and st.button(
-                f"Use {chosen_threshold:.3f} as this model's threshold", key="set-threshold"
-            ):
-                run.set_threshold(chosen_threshold, f"strangers test on {folder}")
-                st.success(
-                    f"{run.title} now calls a face unknown above {chosen_threshold:.3f} "
-                    "(recorded in its calibration history)."
-                )
+            st.rerun()  # every number on the page from the threshold now in force
 
-# Downloads ----------------------------------------------------------------------------------
-with downloads:
-    st.download_button(
-        "Metrics (CSV)",
-        figures.metrics_csv(metrics),
-        file_name=f"{run.name}-metrics-{subset}.csv",
-        mime="text/csv",
-        key="download-csv",
-    )
-    st.download_button(
-        "Metrics (JSON)",
-        json.dumps(metrics, indent=2),
-        file_name=f"{run.name}-metrics-{subset}.json",
-        mime="application/json",
-        key="download-json",
-    )
-    st.download_button(
-        "Predictions (CSV)",
-        run.predictions(subset).to_csv(index=False),
-        file_name=f"{run.name}-predictions-{subset}.csv",
-        mime="text/csv",
-        key="download-predictions",
-    )
+
+def downloads(run: Run, metrics: dict | None, subset: str) -> None:
+    if metrics:
+        st.download_button(
+            "Metrics (CSV)",
+            partial(figures.metrics_csv, metrics),
+            file_name=f"{run.name}-metrics-{subset}.csv",
+            mime="text/csv",
+            key="download-csv",
+        )
+        st.download_button(
+            "Metrics (JSON)",
+            partial(json.dumps, metrics, indent=2),
+            file_name=f"{run.name}-metrics-{subset}.json",
+            mime="application/json",
+            key="download-json",
+        )
+        st.download_button(
+            "Predictions (CSV)",
+            lambda: run.predictions(subset).to_csv(index=False),
+            file_name=f"{run.name}-predictions-{subset}.csv",
+            mime="text/csv",
+            key="download-predictions",
+        )
     model = run.file("model.keras")
-    st.download_button(
-        f"Model file ({figures.human_size(model.stat().st_size)})",
-        model.read_bytes,
-        file_name=f"{run.name}-model.keras",
-        mime="application/octet-stream",
-        key="download-model",
-    )
+    if model.is_file():
+        st.download_button(
+            f"Model file ({figures.human_size(model.stat().st_size)})",
+            model.read_bytes,
+            file_name=f"{run.name}-model.keras",
+            mime="application/octet-stream",
+            key="download-model",
+        )
     st.download_button(
         "The whole run (.zip)",
         lambda: run_zip(run),
@@ -396,3 +377,164 @@ with downloads:
         "threshold and centroids, and a README giving the input it needs and a Python example "
         "that names faces as the studio does (the same as `celebmodel export`)."
     )
+
+
+def open_set_protocol(run: Run, metrics: Any, subset: str) -> None:
+    """A gallery model's figures: the open-set identification protocol on LFW."""
+    try:
+        protocol = run.read_json("protocol.json") or {}
+    except CelebmodelError:
+        protocol = {}
+    if "figures" not in protocol:
+        st.info(protocol.get("note") or f"{run.title} has no open-set protocol figures.")
+        return
+    st.markdown(figures.protocol_words(protocol))
+    st.dataframe(figures.protocol_table(protocol), hide_index=True, key="protocol-table")
+    st.plotly_chart(figures.protocol_figure(protocol), key="protocol-chart")
+    st.caption(
+        "Measure it again on any LFW folder: `celebmodel evaluate lfw-public-figures "
+        "--protocol open-set LFW_FOLDER` (every figure, both methods, 10 trials)."
+    )
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    draw: Callable[[Run, Any, str], None]  # (run, the subset's metrics, subset)
+    needs_metrics: bool = True  # left out for a run without metrics of the chosen photos
+    scoring: tuple[str, ...] = ("classifier", "gallery")  # the kinds of model it applies to
+
+
+SECTIONS = (
+    Section("Open-set protocol", open_set_protocol, needs_metrics=False, scoring=("gallery",)),
+    Section("Per person", per_person),
+    Section("Confusion", confusion),
+    Section("Overfitting", overfitting),
+    Section("Mistakes", mistakes),
+    Section("Strangers", strangers, needs_metrics=False, scoring=("classifier",)),
+    Section("Downloads", downloads, needs_metrics=False, scoring=("classifier",)),
+)
+
+
+# The page -----------------------------------------------------------------------------------
+
+st.title("Evaluate")
+
+builtin = builtin_run_or_none()
+runs = ([builtin] if builtin is not None else []) + finished_runs()
+if not runs:
+    st.info("No finished run to evaluate yet: train one first.")
+    st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+    st.stop()
+
+by_name = {ui.BUILTIN_KEY if run.builtin else run.name: run for run in runs}
+asked = st.query_params.get("run")
+if asked in by_name:
+    st.session_state[EVALUATE_KEY] = asked
+    del st.query_params["run"]
+if st.session_state.get(EVALUATE_KEY) not in by_name:
+    st.session_state.pop(EVALUATE_KEY, None)
+active = active_run()
+names = list(by_name)
+labels = {name: ui.run_label(run) for name, run in by_name.items()}
+pick, other_pick, subset_pick = st.columns([2, 2, 3])
+name = pick.selectbox(
+    "Run",
+    names,
+    index=names.index(ui.BUILTIN_KEY if active.builtin else active.name)
+    if active and (active.builtin or active.name in by_name)
+    else 0,
+    format_func=labels.get,
+    key=EVALUATE_KEY,
+)
+other_name = other_pick.selectbox(
+    "Compare with",
+    [n for n in names if n != name],
+    index=None,
+    format_func=labels.get,
+    placeholder="another run (optional)",
+    key="compare-run",
+)
+subset = subset_pick.radio(
+    "Photos", list(SUBSETS), format_func=SUBSETS.get, key="subset", horizontal=True
+)
+run = by_name[name]
+with ui.shown_errors(f"Reading the {SUBSETS[subset]} metrics of {run.title}"):
+    metrics = subset_metrics(run, subset)
+if not metrics or metrics.get("accuracy") is None:
+    metrics = None
+
+# Headline -----------------------------------------------------------------------------------
+config = run.config_dict()
+notes = run.meta().get("notes")
+st.caption(
+    f"{run.title} · {config.get('backbone')} · {config.get('recipe')} recipe"
+    + (
+        f" · {metrics['n']} {SUBSETS[subset]} photos · "
+        f"{len(metrics.get('skipped') or [])} skipped (no usable face)"
+        if metrics
+        else ""
+    )
+    + (f" · {notes}" if notes else "")
+)
+ui.use_model_button(run, key="use-evaluated")
+if metrics is None:
+    st.info(missing_metrics_note(run, subset), icon=":material/info:")
+else:
+    verdict = learning_verdict(metrics)
+    if verdict:
+        st.error(verdict, icon=":material/report:")
+    cards = figures.headline(metrics)
+    for row in range(0, len(cards), 3):
+        for column, card in zip(st.columns(3), cards[row : row + 3], strict=True):
+            value, original = card["value"], card["original"]
+            interval = figures.percent_interval(card["interval"])
+            column.metric(
+                card["title"],
+                f"{value:.1%}" if value is not None else "n/a",
+                delta=f"{value - original:+.1%} vs original {original:.1%}"
+                if value is not None and original is not None
+                else None,
+                help=(f"{interval} (Wilson) over {metrics['n']} photos. " if interval else "")
+                + (
+                    f"The original recipe reached {original:.1%} on its test set."
+                    if original is not None
+                    else "The original recipe did not report this."
+                ),
+                border=True,
+            )
+            if interval:
+                column.caption(interval)
+    note = one_error_note(metrics)
+    if note:
+        st.info(note, icon=":material/info:")
+
+if other_name:
+    with ui.shown_errors(f"Comparing with {by_name[other_name].title}"):
+        comparison = compare([run, by_name[other_name]], "test" if subset == "val+test" else subset)
+        st.subheader(f"{run.title} against {by_name[other_name].title}")
+        if comparison.same_photos:
+            st.caption(comparison.note())
+        else:
+            st.warning(comparison.note())
+        if comparison.common:
+            table = figures.compare_table(comparison)
+            st.plotly_chart(figures.compare_figure(comparison), key="compare-chart")
+            st.dataframe(
+                table,
+                column_config={
+                    column: st.column_config.NumberColumn(format="percent")
+                    for column in table.columns
+                },
+            )
+
+sections = [
+    section
+    for section in SECTIONS
+    if (metrics or not section.needs_metrics) and run.scoring in section.scoring
+]
+tabs = st.tabs([section.title for section in sections], key="evaluate-tab", on_change="rerun")
+for tab, section in zip(tabs, sections, strict=True):
+    if tab.open:
+        with tab, ui.shown_errors(section.title):
+            section.draw(run, metrics, subset)

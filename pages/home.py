@@ -1,4 +1,4 @@
-"""Home: what the studio does, the active model, and the first step when there is none."""
+"""Home: what the studio does, the model in use, and the first step to a model of your own."""
 
 from __future__ import annotations
 
@@ -20,41 +20,45 @@ st.markdown(
 run = active_run()
 if run is None:
     st.subheader("Get started")
+    ui.no_model_yet()
+    st.stop()
+
+config = run.config_dict()
+facts = config.get("run") or {}
+st.subheader(f"Model in use: {run.title}")
+if run.builtin:
     st.markdown(
-        "There is no trained model yet. On **Train**:\n"
-        "1. choose a dataset: a folder on this server with one sub-folder of photos per "
-        "celebrity, a .zip with that layout, or Labeled Faces in the Wild (needs internet);\n"
-        "2. keep the suggested settings (the offline `dlib128` face backbone trains in minutes "
-        "on a CPU) and press **Start training**;\n"
-        "3. when it finishes, identify faces on **Identify** and inspect the model on "
-        "**Evaluate**."
+        f"The studio knows **{run.people():,} public figures** out of the box: everyone in "
+        "*Labeled Faces in the Wild* (news photos of 2002–2004), from the "
+        f"{facts.get('n_photos', 0):,} photos in which a face was found. Upload a photo on "
+        "**Identify** and it names them, or says *unknown*."
     )
-    st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
-else:
-    config = run.config_dict()
-    test = run.metrics("test") or {}
-    facts = config.get("run") or {}
-    st.subheader(f"Active model: {run.title}")
+    st.markdown(
+        "**Someone missing?** Make your own copy on **People** and add anyone from a few "
+        "photos: the copy knows everyone the built-in model knows, plus them. Or train a "
+        "model of your own people on **Train**."
+    )
     left, middle, right = st.columns(3)
-    left.metric("Backbone", str(config.get("backbone", "?")), help=f"recipe {config.get('recipe')}")
-    middle.metric(
-        "Celebrities",
-        run.people(),
-        help=f"dataset {config.get('data_dir')}",
-    )
-    accuracy = test.get("accuracy")
-    right.metric(
-        "Test accuracy",
-        f"{accuracy:.1%}" if accuracy is not None else "n/a",
-        delta=f"{accuracy - ORIGINAL['accuracy']:+.1%} vs original 53%"
-        if accuracy is not None
-        else None,
-        help="Share of held-out test photos named correctly; the original recipe reached 53%.",
-    )
-    st.caption(f"Dataset: `{config.get('data_dir')}` · {facts.get('n_photos', '?')} photos")
-    columns = st.columns(3)
-    columns[0].page_link("pages/identify.py", label="Identify a photo", icon=":material/search:")
-    columns[1].page_link(
-        "pages/evaluate.py", label="Evaluate this model", icon=":material/analytics:"
-    )
-    columns[2].page_link("pages/train.py", label="Train another", icon=":material/model_training:")
+    left.page_link("pages/identify.py", label="Identify a photo", icon=":material/search:")
+    middle.page_link("pages/people.py", label="Add someone (People)", icon=":material/group:")
+    right.page_link("pages/train.py", label="Train your own", icon=":material/model_training:")
+    st.stop()
+
+test = run.metrics("test") or {}
+left, middle, right = st.columns(3)
+left.metric("Backbone", str(config.get("backbone", "?")), help=f"recipe {config.get('recipe')}")
+middle.metric("Celebrities", f"{run.people() or 0:,}", help=f"dataset {config.get('data_dir')}")
+accuracy = test.get("accuracy")
+right.metric(
+    "Test accuracy",
+    f"{accuracy:.1%}" if accuracy is not None else "n/a",
+    delta=f"{accuracy - ORIGINAL['accuracy']:+.1%} vs original 53%"
+    if accuracy is not None
+    else None,
+    help="Share of held-out test photos named correctly; the original recipe reached 53%.",
+)
+st.caption(f"Dataset: `{config.get('data_dir')}` · {facts.get('n_photos', '?')} photos")
+columns = st.columns(3)
+columns[0].page_link("pages/identify.py", label="Identify a photo", icon=":material/search:")
+columns[1].page_link("pages/evaluate.py", label="Evaluate this model", icon=":material/analytics:")
+columns[2].page_link("pages/train.py", label="Train another", icon=":material/model_training:")

@@ -6,12 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from celebmodel import display, people
+from celebmodel.album_groups import AlbumGroups, face_key, kept_with
+from celebmodel.albums import Album
 from celebmodel.errors import CelebmodelError
 from celebmodel.images import photo_files
-from celebmodel.open_set import presets, score_for, similarity
+from celebmodel.open_set import presets
 from celebmodel.ray_engine import identify_photos
 from celebmodel.runs import active_run
 from celebmodel.sources import extract_photos
@@ -33,69 +36,45 @@ st.title("Identify")
 
 run = active_run()
 if run is None:
-    st.warning(
-        "No model in use yet, so there is no one to recognise. Train one first (a few "
-        "minutes with the offline dlib128 backbone), or choose one in the sidebar."
-    )
-    st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+    ui.no_model_yet()
     st.stop()
 
 try:
     recognizer = ui.recognizer(run)
 except (CelebmodelError, OSError) as exc:
-    st.error(f"Cannot load the model of {run.name}: {exc}")
+    st.error(f"Cannot load {run.title}: {exc}")
     st.stop()
 
-shown = [recognizer.names[label] for label in recognizer.people]
+known_people = [recognizer.names[label] for label in recognizer.people]
 st.caption(
-    f"Model {run.name} ({recognizer.config.backbone}) knows {len(shown)} people: "
-    f"{', '.join(shown)}."
+    f"Model **{run.title}** ({'built in, ' if run.builtin else ''}{recognizer.config.backbone})"
+    f" knows {len(known_people):,} people."
 )
+ui.people_search(known_people, key=f"who-{run.name}")
 st.page_link("pages/people.py", label="Manage the people it knows", icon=":material/group:")
 
 # How sure a match must be --------------------------------------------------------------------
-options = presets(run.read_json("calibration.json") or {"threshold": recognizer.threshold})
+calibration = run.read_json("calibration.json") or {"threshold": recognizer.threshold}
+options = presets(calibration)
 balanced = options["Balanced"]
-
-
-def preset_words(name: str) -> str:
-    option = options[name]
-    accepts = f", accepts {option['accepts']:.0%} of known faces" if option["accepts"] else ""
-    return f"{name}: similarity at least {option['similarity']:.0%}{accepts}"
-
-
 preset = st.radio(
     "How sure must a match be?",
     list(options),
     index=list(options).index("Balanced"),
-    format_func=preset_words,
+    format_func=lambda name: display.preset_words(name, options[name]),
     key=f"preset-{run.name}",
-    help="Measured on the model's own validation faces. Balanced is the calibrated value.",
+    help=display.preset_help(run.scoring),
 )
-needed = options[preset]["similarity"]
+threshold = options[preset]["threshold"]
 with st.expander("Advanced"):
-    if st.toggle("Set the similarity myself", key="custom-threshold"):
-        needed = st.slider(
-            "Smallest similarity that names a face",
-            0.0,
-            1.0,
-            value=round(float(needed), 2),
-            step=0.01,
-            key=f"similarity-{run.name}",
-            help="Similarity = 1 − score²/2, where the score is the face's distance to the "
-            "person's mean face times (2 − top probability): for a confident prediction, the "
-            "cosine similarity to that mean face.",
-        )
-threshold = (
-    score_for(needed) if needed != options[preset]["similarity"] else options[preset]["threshold"]
-)
-if threshold > balanced["threshold"] + 1e-9:
+    if st.toggle("Set the threshold myself", key="custom-threshold"):
+        threshold = ui.threshold_input(recognizer, options[preset], key=f"custom-{run.name}")
+if display.looser(recognizer.scoring, threshold, balanced["threshold"]):
     st.warning(
-        f"Looser than Balanced (similarity {balanced['similarity']:.0%}): more strangers will "
-        "be named as someone they are not.",
+        f"Looser than Balanced ({display.needs_words(recognizer, balanced['threshold'])}): "
+        "more strangers will be named as someone they are not.",
         icon=":material/warning:",
     )
-needed = float(similarity(threshold))
 
 # Photos --------------------------------------------------------------------------------------
 source = st.radio("Photos", list(SOURCES), format_func=SOURCES.get, horizontal=True, key="source")
@@ -106,24 +85,24 @@ def show_face(number: int, face: dict, pixels: np.ndarray) -> None:
         thumb, text = st.columns([1, 4])
         thumb.image(display.face_crop(pixels, face["box"]), width=72)
         text.markdown(f"**{number}. {display.face_title(face)}**")
-        text.caption(display.face_details(face, needed))
+        text.caption(display.face_details(face, recognizer, threshold))
         if face["known"]:
             text.caption(display.top_k_line(face))
         same = [e for e in face["evidence"] if not e["runner_up"]]
         other = [e for e in face["evidence"] if e["runner_up"]]
-        if same:
-            words = " / ".join(f"{e['similarity']:.2f}" for e in same)
-            line = f"Looks most like these {len(same)} photos of {same[0]['name']}: {words}"
-            if other:
-                line += f"; next: {other[0]['name']} {other[0]['similarity']:.2f}"
-            st.caption(line)
-            strip = st.columns(len(same) + len(other))
-            for column, item in zip(strip, same + other, strict=True):
-                face_image = ui.gallery_face(run, item["path"])
-                if face_image is not None:
-                    column.image(face_image, caption=f"{item['name']} {item['similarity']:.2f}")
-                else:
-                    column.caption(f"{item['name']} {item['similarity']:.2f} (photo not kept)")
+        if not same:
+            return
+        st.caption(display.evidence_line(same, other))
+        if recognizer.lfw:  # LFW photos are not shipped: their names and the person's page
+            st.markdown(display.evidence_links(same + other))
+            return
+        strip = st.columns(len(same) + len(other))
+        for column, item in zip(strip, same + other, strict=True):
+            face_image = ui.gallery_face(run, item["path"])
+            if face_image is not None:
+                column.image(face_image, caption=f"{item['name']} {item['similarity']:.2f}")
+            else:
+                column.caption(f"{item['name']} {item['similarity']:.2f} (photo not kept)")
 
 
 def show_photo(name: str, content: bytes) -> None:
@@ -160,42 +139,54 @@ def show_photo(name: str, content: bytes) -> None:
             show_face(number, face, result["pixels"])
 
 
-def album_photos() -> list[tuple[str, object]]:
-    """The (name, source) pairs of the album chosen: a zip's photos or a folder's."""
+def album_photos() -> tuple[str, list[tuple[str, object]]]:
+    """The album chosen, as a name its groups are kept under and its (name, source) pairs:
+    a zip's photos or a folder's. A new zip first clears the last one's album, so a refused
+    zip leaves nothing of it on the page."""
     if source == "zip":
         archive = st.file_uploader("Zip of photos", type=["zip"], key="album-zip")
-        if archive is not None and st.session_state.get("album-zip-name") != archive.name:
+        if archive is not None and st.session_state.get("album-zip-id") != archive.file_id:
+            for stale in ("album-folder-extracted", "album-zip-id", "album", "album-key"):
+                st.session_state.pop(stale, None)
             with ui.shown_errors(f"Extracting {archive.name}"):
                 folder = extract_photos(archive.getvalue(), archive.name)
                 st.session_state["album-folder-extracted"] = str(folder)
-                st.session_state["album-zip-name"] = archive.name
+                st.session_state["album-zip-id"] = archive.file_id
         folder = st.session_state.get("album-folder-extracted") if archive is not None else None
+        album = f"zip:{archive.name}" if archive is not None else ""
     else:
         folder = st.text_input("Folder of photos (searched deeply)", key="album-folder").strip()
+        album = f"folder:{Path(folder).resolve()}" if folder else ""
     if not folder:
-        return []
+        return album, []
     root = Path(folder)
     if not root.is_dir():
         st.error(f"{folder}: no such folder")
-        return []
-    return [(str(path.relative_to(root)), path) for path in photo_files([root])]
+        return album, []
+    return album, [(str(path.relative_to(root)), path) for path in photo_files([root])]
 
 
-def show_album(photos: list[tuple[str, object]]) -> None:
-    """Every face of many photos in a table, unknown faces grouped, groups nameable."""
+def show_album(name: str, photos: list[tuple[str, object]]) -> None:
+    """Every face of many photos in a table; unknown faces in groups that keep their
+    numbers (kept with the run), each nameable, mergeable and splittable."""
     group = st.toggle("Group the unknown faces by person", value=True, key="group")
-    key = (run.name, run.versions(), threshold, group, tuple(name for name, _ in photos))
+    key = (run.name, run.versions(), threshold, tuple(name for name, _ in photos))
     if st.session_state.get("album-key") != key:
         bar = st.progress(0.0, text=f"Identifying {len(photos)} photos…")
         # on the cluster of $RAY_ADDRESS when the app was started with one, else here
         album = identify_photos(recognizer, photos, threshold, bar=ui.streamlit_bar(bar))
-        if group:
-            album.group(recognizer.gallery, recognizer.gallery_labels)
         thumbs = display.album_thumbnails(album, photos)
         st.session_state["album"] = (album, thumbs, display.album_table(album, thumbs))
         st.session_state["album-key"] = key
         bar.empty()
     album, thumbs, table = st.session_state["album"]
+    book = AlbumGroups.open(kept_with(run.path, name), run.name) if group else None
+    with ui.shown_errors("Grouping the unknown faces"):
+        if book is not None:  # cheap for faces already kept: only new ones are placed
+            album.group(recognizer.gallery, recognizer.gallery_labels, book)
+        else:
+            album.rows["group"] = ""
+    table["group"] = album.rows["group"].to_numpy()
     rows, groups = album.rows, album.groups()
     a, b, c, d = st.columns(4)
     a.metric("Photos", len(photos))
@@ -217,32 +208,91 @@ def show_album(photos: list[tuple[str, object]]) -> None:
         st.download_button(
             "Download the table (CSV)", album.csv(), file_name="faces.csv", mime="text/csv"
         )
+    if book is None:
+        return
+    if book.notice:
+        st.warning(book.notice, icon=":material/warning:")
+    if book.last_change() and st.button(f"Undo: {book.last_change()}", key="groups-undo"):
+        change_groups(book, book.undo)
     for number, members in groups.items():
-        with st.container(border=True):
-            st.markdown(
-                f"**Group {number}**: {len(members)} faces of someone the model does not know"
+        show_group(book, album, thumbs, number, members, [g for g in groups if g != number])
+
+
+def show_group(
+    book: AlbumGroups,
+    album: Album,
+    thumbs: list,
+    number: int,
+    members: pd.DataFrame,
+    others: list[int],
+) -> None:
+    """One group, every widget keyed on its number (which never moves to other faces)."""
+    faces = [face_key(p, f) for p, f in zip(members["photo"], members["face"], strict=True)]
+    with st.container(border=True, key=f"group-{number}"):
+        called = book.names.get(number)
+        st.markdown(
+            f"**Group {number}**{f' · {called}' if called else ''}: {len(members)} faces of "
+            "someone the model does not know"
+        )
+        st.image([thumbs[i] for i in members.index], width=64, caption=faces)
+        name_column, add_column, save_column = st.columns([3, 1, 1], vertical_alignment="bottom")
+        name = name_column.text_input(
+            "Name this person",
+            value=called or "",
+            key=f"group-name-{number}",
+            placeholder="e.g. Ada Lovelace",
+        )
+        if add_column.button("Add to the model", key=f"group-add-{number}"):
+            add_group(number, name, members, album, thumbs)
+        if save_column.button("Save the name", key=f"group-rename-{number}"):
+            change_groups(book, lambda: book.rename(number, name))
+        with st.expander("Merge or split this group"):
+            left, right = st.columns(2)
+            other = left.selectbox(
+                "Merge it with group", others, index=None, key=f"group-merge-with-{number}"
             )
-            st.image([thumbs[i] for i in members.index], width=64)
-            name_column, button_column = st.columns([3, 1], vertical_alignment="bottom")
-            name = name_column.text_input(
-                "Name this person", key=f"group-name-{number}", placeholder="e.g. Ada Lovelace"
+            if left.button("Merge", key=f"group-merge-{number}", disabled=other is None):
+                change_groups(book, lambda: book.merge(number, int(other)))
+            chosen = right.multiselect("Faces to take out", faces, key=f"group-split-{number}")
+            into = right.radio(
+                "Into", ["a new group", "no group"], horizontal=True, key=f"group-into-{number}"
             )
-            if button_column.button("Add to the model", key=f"group-add-{number}"):
-                with ui.shown_errors(f"Adding {name or 'this person'}"):
-                    if not name.strip():
-                        raise CelebmodelError("Name this person: the name is empty")
-                    label = people.add_faces(
-                        run,
-                        name,
-                        [np.asarray(thumbs[i]) for i in members.index],
-                        list(members["photo"]),
-                        vectors=album.embeddings[members.index],
-                    )
-                    st.session_state.pop("album-key", None)
-                    st.toast(
-                        f"Added {recognizer.names.get(label, name)} from {len(members)} faces."
-                    )
-                    st.rerun()
+            if right.button("Take them out", key=f"group-take-{number}"):
+                change_groups(book, lambda: book.split(chosen, new_group=into == "a new group"))
+
+
+def change_groups(book: AlbumGroups, change) -> None:
+    """One change to the groups (saved by the package), said in a toast; the widgets of the
+    groups it touched start again from the file."""
+    with ui.shown_errors("Changing the groups"):
+        done = change()
+        for widget in [k for k in st.session_state if str(k).startswith("group-")]:
+            del st.session_state[widget]
+        st.toast(done[0].upper() + done[1:] + ".")
+        st.rerun()
+
+
+def add_group(number: int, name: str, members: pd.DataFrame, album: Album, thumbs: list) -> None:
+    """Enrol group ``number`` as a new person (or more photos of a known one), with progress:
+    the model is rewritten, then the album identified again (its faces now known)."""
+    with ui.shown_errors(f"Adding {name or 'this person'}"):
+        if not name.strip():
+            raise CelebmodelError("Name this person: the name is empty")
+        with st.status(f"Adding {name} to the model from {len(members)} faces…") as status:
+            label = people.add_faces(
+                run,
+                name,
+                [np.asarray(thumbs[i]) for i in members.index],
+                list(members["photo"]),
+                vectors=album.embeddings[members.index],
+            )
+            status.update(label=f"Added {name}; identifying the album again…", state="complete")
+        for widget in [k for k in st.session_state if str(k).startswith("group-")]:
+            if str(widget).endswith(f"-{number}"):
+                del st.session_state[widget]
+        st.session_state.pop("album-key", None)
+        st.toast(f"Added {people.names(run).get(label, name)} from {len(members)} faces.")
+        st.rerun()
 
 
 if source == "photos":
@@ -260,12 +310,12 @@ if source == "photos":
         for name, content in photos:
             show_photo(name, content)
     else:
-        show_album(photos)
+        show_album("uploads", photos)
 elif source in ("zip", "folder"):
     with ui.shown_errors("The album"):
-        photos = album_photos()
+        album_name, photos = album_photos()
         if photos:
-            show_album(photos)
+            show_album(album_name, photos)
 elif source == "camera":
     shot = st.camera_input("Take a photo", key="camera")
     if shot is not None:

@@ -1,52 +1,112 @@
-"""People: who the active model knows; add a person or photos of one, rename, remove."""
+"""People: who the active model knows (searched and paged, for thousands); add a person or
+photos of one, rename, remove; a copy of the built-in model to change."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from celebmodel import people
+from celebmodel import display, people
 from celebmodel.backbones import BACKBONES
-from celebmodel.runs import active_run
+from celebmodel.runs import active_run, choose_run, copy_run
 from pages import ui
 
 ui.through_app()
 
+PAGE_SIZE = 24  # people per page of cards and rows
 
 st.title("People")
 run = active_run()
 if run is None:
-    st.info("No model in use yet: train one, or choose one in the sidebar.")
+    ui.no_model_yet()
     st.stop()
+
+for level, message in st.session_state.pop("people-done", []):  # what the last change did
+    getattr(st, level)(message)
 
 editable = BACKBONES[run.config_dict().get("backbone", "")].kind == "embedding"
 roster = people.roster(run)
-known = roster[~roster["removed"]]
+removed_count = int(roster["removed"].sum())
 st.caption(
-    f"{run.title} knows {len(known)} people"
-    + (f" ({int(roster['removed'].sum())} removed)" if roster["removed"].any() else "")
+    f"{run.title} knows {len(roster) - removed_count:,} people"
+    + (f" ({removed_count:,} removed)" if removed_count else "")
     + ". Changes apply at once, on every page."
 )
-if not editable:
+
+if run.builtin:
+    st.info(
+        "This is the built-in model: read-only, so it stays the same for everyone. Make your "
+        "own copy to add people from a few photos, rename or remove them; the copy knows "
+        "everyone this one knows and becomes the model in use.",
+        icon=":material/lock:",
+    )
+    if st.button("Make my own copy", type="primary", icon=":material/content_copy:"):
+        with ui.shown_errors("Making your copy"), st.spinner("Copying the model…"):
+            copy = copy_run(run)
+            choose_run(copy)
+            st.session_state["people-done"] = [
+                ("success", f"{copy.title} is ready and in use: add anyone below.")
+            ]
+            st.rerun()
+elif not editable:
     st.info(
         "People can be added, renamed or removed in a face-network run (dlib128); this run "
         "uses a CNN that would need retraining to learn someone new. Renaming and removing "
         "still work."
     )
 
-columns = st.columns(4)
-for i, person in enumerate(roster.itertuples()):
-    with columns[i % 4].container(border=True):
-        face = ui.gallery_face(run, person.face, 80) if person.face else None
-        if face is not None:
-            st.image(face, width=80)
-        state = " · removed" if person.removed else ""
-        st.markdown(f"**{person.name}**")
-        st.caption(f"{person.photos} photo(s) · {person.kind}{state}")
+# Who it knows: searched, filtered and paged ----------------------------------------------
+query, which = st.columns([3, 2])
+text = query.text_input("Search", key="people-search", placeholder="part of a name").strip()
+kinds = {"all": "Everyone", "added": "Added later", "removed": "Removed"}
+kind = which.segmented_control(
+    "Show", list(kinds), format_func=kinds.get, default="all", key="people-kind"
+) or "all"
+chosen = display.roster_matches(roster, text, kind)
+pages = max(1, -(-len(chosen) // PAGE_SIZE))
+page = 1
+if pages > 1:
+    page = int(
+        st.number_input(
+            f"Page (of {pages:,})", min_value=1, max_value=pages, value=1, key="people-page"
+        )
+    )
+shown = chosen.iloc[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+st.caption(
+    f"{len(chosen):,} of {len(roster):,} people" + (f" · page {page} of {pages:,}" if pages > 1
+                                                    else "")
+)
+if run.builtin or not shown["face"].str.len().any():
+    st.dataframe(
+        display.roster_table(shown, run.builtin),
+        hide_index=True,
+        column_config={"LFW page": st.column_config.LinkColumn(display_text="LFW page")},
+        key="people-table",
+    )
+else:
+    columns = st.columns(4)
+    for i, person in enumerate(shown.itertuples()):
+        with columns[i % 4].container(border=True):
+            face = ui.gallery_face(run, person.face, 80) if person.face else None
+            if face is not None:
+                st.image(face, width=80)
+            state = " · removed" if person.removed else ""
+            st.markdown(f"**{person.name}**")
+            st.caption(f"{person.photos} photo(s) · {person.kind}{state}")
 
+if run.builtin:
+    st.stop()
+
+# Changing someone ---------------------------------------------------------------------------
 st.subheader("Change someone")
-labels = list(roster["label"])
+options = list(chosen["label"].head(200))
 names = dict(zip(roster["label"], roster["name"], strict=True))
-label = st.selectbox("Person", labels, format_func=names.get, key="person")
+label = st.selectbox(
+    "Person",
+    options,
+    format_func=names.get,
+    key="person",
+    help="The people the search above finds (the first 200).",
+)
 if label:
     row = roster.set_index("label").loc[label]
     rename, change = st.columns(2)
@@ -55,18 +115,21 @@ if label:
         if st.form_submit_button("Rename"):
             with ui.shown_errors(f"Renaming {row['name']}"):
                 people.rename(run, label, new_name)
-                st.toast(f"{row['name']} is now shown as {new_name}.")
+                st.session_state["people-done"] = [
+                    ("success", f"{row['name']} is now shown as {new_name}.")
+                ]
                 st.rerun()
     with change:
         if row["removed"]:
             if st.button(f"Put {row['name']} back", key="restore"):
                 with ui.shown_errors(f"Restoring {row['name']}"):
                     people.restore(run, label)
+                    st.session_state["people-done"] = [("success", f"{row['name']} is back.")]
                     st.rerun()
         elif st.button(f"Remove {row['name']}", key="remove"):
             with ui.shown_errors(f"Removing {row['name']}"):
                 people.remove(run, label)
-                st.toast(f"Removed {row['name']}.")
+                st.session_state["people-done"] = [("success", f"Removed {row['name']}.")]
                 st.rerun()
         if editable:
             more = st.file_uploader(
@@ -80,7 +143,10 @@ if label:
                     report = people.enroll_uploaded(
                         run, label, [(f.name, f.getvalue()) for f in more]
                     )
-                    st.toast(f"Added {report['n_photos']} photo(s) of {row['name']}.")
+                    st.session_state["people-done"] = [
+                        ("success", f"Added {report['n_photos']} photo(s) of {row['name']}."),
+                        *display.skipped_lines(report["skipped"]),
+                    ]
                     st.rerun()
 
 if editable:
@@ -101,10 +167,10 @@ if editable:
                 report = people.enroll_uploaded(
                     run, new_name, [(f.name, f.getvalue()) for f in new_photos or []], keep
                 )
-                shown = people.names(run).get(report["name"], report["name"])
-                st.success(
-                    f"Added {shown} from {report['n_photos']} photo(s) in "
-                    f"{report['seconds']:.1f} s."
-                )
-                for problem in report["skipped"]:
-                    st.warning(f"Skipped {problem['path']}: {problem['reason']}")
+                shown_name = people.names(run).get(report["name"], report["name"])
+                st.session_state["people-done"] = [
+                    ("success", f"Added {shown_name} from {report['n_photos']} photo(s) in "
+                     f"{report['seconds']:.1f} s."),
+                    *display.skipped_lines(report["skipped"]),
+                ]
+                st.rerun()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from celebmodel import figures, jobs
+from celebmodel import display, figures, jobs
 from celebmodel.archives import import_run, run_zip
 from celebmodel.backbones import BACKBONES, keras_cache
 from celebmodel.config import DETECTORS, RECIPES, TrainConfig, hidden_settings
-from celebmodel.dataset import scan_dataset
+from celebmodel.dataset import folder_signature, scan_dataset
 from celebmodel.runs import (
     Run,
     active_run,
@@ -38,12 +38,17 @@ RECIPE_TITLES = {
 }
 
 
-@st.cache_data(ttl=30, show_spinner="Scanning the dataset…")
-def preview(folder: str) -> tuple:
-    """Photos per celebrity and skipped files of a dataset folder (re-read every 30 s)."""
+@st.cache_data(max_entries=16, show_spinner="Scanning the dataset…")
+def _preview(folder: str, signature: str) -> tuple:
     scan = scan_dataset(folder)
     counts, skipped = figures.dataset_tables(scan)
     return str(scan.root), counts, skipped
+
+
+def preview(folder: str) -> tuple:
+    """Photos per celebrity and skipped files of a dataset folder, cached under what is on
+    disk (:func:`folder_signature`): a change there is seen at once, never 30 s later."""
+    return _preview(folder, folder_signature(folder))
 
 
 st.title("Train")
@@ -77,6 +82,7 @@ elif source == "zip":
         "Dataset .zip (one folder per celebrity inside)", type=["zip"], key="dataset-zip"
     )
     if archive is not None and st.button("Extract", key="extract"):
+        st.session_state[DATASET_KEY] = ""  # a refused zip leaves no dataset behind it
         with ui.shown_errors(f"Extracting {archive.name}"), st.spinner("Extracting…"):
             scan = extract_dataset(archive.getvalue(), archive.name)
             st.session_state[DATASET_KEY] = str(scan.root)
@@ -87,6 +93,7 @@ elif source == "lfw":
         "scikit-learn: about 200 MB, needs internet."
     )
     if st.button("Fetch LFW", key="fetch-lfw"):
+        st.session_state[DATASET_KEY] = ""
         with ui.shown_errors("Fetching LFW"), st.spinner("Downloading and unpacking LFW…"):
             scan = fetch_lfw(datasets_dir() / "lfw")
             st.session_state[DATASET_KEY] = str(scan.root)
@@ -216,69 +223,57 @@ if run is not None and dataset_ok and run.config_dict().get("data_dir") == root:
         if len(several):
             with st.expander(f"{len(several)} photo(s) with several faces in {run.title}"):
                 st.caption(
-                    "The central face was taken as the celebrity. Leave out the photos where "
-                    "that guess is wrong."
+                    "The central face was taken as the celebrity (boxed in each photo). Leave "
+                    "out the photos where that guess is wrong."
                 )
-                st.dataframe(several, hide_index=True)
+                st.dataframe(several.drop(columns="box"), hide_index=True)
                 grid = st.columns(6)
-                for i, path in enumerate(several["path"].head(12)):
-                    with grid[i % 6], ui.shown_errors(path):
-                        st.image(run.open_photo(path), caption=path)
+                for i, row in enumerate(several.head(12).itertuples()):
+                    with grid[i % 6], ui.shown_errors(row.path):
+                        st.image(display.taken_face(run, row.path, row.box), caption=row.path)
                 exclude = st.multiselect(
                     "Leave out of the next training", list(several["path"]), key="exclude"
                 )
 
-# 3. Start and watch ------------------------------------------------------------------------
-st.header("3. Train")
-busy = None
-with ui.shown_errors("Looking for a running training"):
-    busy = jobs.active()
-if st.button(
-    "Start training",
-    type="primary",
-    disabled=busy is not None or not dataset_ok,
-    key="start",
-    help="Another training is running" if busy else None,
-):
-    with ui.shown_errors("Starting the training"):
-        config = TrainConfig(
-            data_dir=root,
-            backbone=backbone,
-            weights=weights,
-            recipe=recipe,
-            per_class=int(per_class) or None,
-            batch_size=int(batch_size),
-            patience=int(patience),
-            max_epochs=int(max_epochs),
-            image_size=int(image_size) if image_size else None,
-            faces=faces,
-            detector=detector,
-            augment=augment,
-            fine_tune=fine_tune if RECIPES[recipe].two_phase else None,
-            exclude=tuple(exclude),
-        )
-        started = jobs.start(config, name=run_name, notes=run_notes)
-        st.session_state[WATCH_KEY] = started.name
-        st.rerun()
+settings = None  # what Start hands the trainer, once there is a dataset to train on
+if dataset_ok:
+    settings = {
+        "data_dir": root,
+        "backbone": backbone,
+        "weights": weights,
+        "recipe": recipe,
+        "per_class": int(per_class) or None,
+        "batch_size": int(batch_size),
+        "patience": int(patience),
+        "max_epochs": int(max_epochs),
+        "image_size": int(image_size) if image_size else None,
+        "faces": faces,
+        "detector": detector,
+        "augment": augment,
+        "fine_tune": fine_tune if RECIPES[recipe].two_phase else None,
+        "exclude": tuple(exclude),
+    }
 
 
 def show_warnings(run: Run) -> None:
-    """What the training noticed about the dataset, one alert per group naming the files."""
+    """What the training noticed about the dataset, one alert per group naming what it is
+    about (files, celebrities, groups of identical photos)."""
     for group in run.warnings():
         files = group.get("files") or []
         st.warning(group["title"], icon=":material/warning:")
         if files:
-            with st.expander(f"The {len(files)} file(s)"):
+            with st.expander(group["list_title"]):
                 st.code("\n".join(files[:200]) + ("\n…" if len(files) > 200 else ""), None)
 
 
 def live() -> None:
     """The running training, else the last one watched here, else the newest run.
 
-    While a training is queued or running this is a fragment refreshed every 2 s from the run's
-    files, so every open page follows it. An idle page has no timer: with Streamlit 1.67 an
-    auto-refresh that meets a rerun of the user's own (a setting changed) can drop an element
-    elsewhere on the page, so the timer runs only when there is something to follow.
+    While a training is queued or running it is part of a fragment refreshed every 2 s from
+    the run's files (:func:`start_and_watch`), so every open page follows it. An idle page has
+    no timer: with Streamlit 1.67 an auto-refresh that meets a rerun of the user's own (a
+    setting changed) can drop an element elsewhere on the page, so the timer runs only when
+    there is something to follow.
     """
     with ui.shown_errors("Reading the training"):
         job = jobs.active()
@@ -307,14 +302,8 @@ def show_run(run: Run) -> None:
     if stage is not None:
         st.progress(stage["fraction"], text=stage["text"])
     progress = run.progress()
-    seconds = run.elapsed()
-    if progress["epochs"] or state not in ("queued", "running"):
-        most = f" of at most {progress['max_epochs']}" if progress["max_epochs"] else ""
-        phase = f" ({progress['phase']})" if progress["phase"] else ""
-        st.caption(
-            f"epoch {progress['epochs']}{most}{phase}"
-            + (f" · {seconds:.0f} s elapsed" if seconds is not None else "")
-        )
+    if progress["text"]:
+        st.caption(progress["text"])
     show_warnings(run)
     history = run.history()
     if len(history):
@@ -348,20 +337,53 @@ def show_run(run: Run) -> None:
         st.code(log, language=None)
 
 
-if busy is None:
+def start_and_watch(settings: dict | None, name: str, notes: str) -> None:
+    """Start training and the run it follows, one fragment: Start reruns only this part, so
+    the new run replaces the previous one on screen at once (a whole-page rerun first
+    redrew everything above while the previous run stayed shown)."""
+    busy = None
+    with ui.shown_errors("Looking for a running training"):
+        busy = jobs.active()
+    started = None
+    if st.button(
+        "Start training",
+        type="primary",
+        disabled=busy is not None or settings is None,
+        key="start",
+        help="Another training is running" if busy else None,
+    ):
+        with ui.shown_errors("Starting the training"):
+            started = jobs.start(TrainConfig(**settings), name=name, notes=notes)
+            st.session_state[WATCH_KEY] = started.name
     live()
-else:
-    st.fragment(run_every=2)(live)()
+    if started is not None:
+        st.rerun()  # the whole page, whose fragments now refresh while the training runs
 
-# 4. Past runs ------------------------------------------------------------------------------
-st.header("Past runs")
-with ui.shown_errors("Listing runs"):
+
+def runs_list() -> None:
+    """Every run with its state, refreshed with the live view while a training is active
+    (the table said "queued" of a run long running)."""
     table = runs_table()
     if table.empty:
         st.caption("No runs yet.")
     else:
         st.dataframe(runs_view(table), hide_index=True)
-        runs = {run.name: run for run in list_runs()}
+
+
+# 3. Start and watch ------------------------------------------------------------------------
+st.header("3. Train")
+# While a training is queued or running its parts refresh every 2 s from the run's files.
+refresh = None
+with ui.shown_errors("Looking for a running training"):
+    refresh = 2 if jobs.active() is not None else None
+st.fragment(start_and_watch, run_every=refresh)(settings, run_name, run_notes)
+
+# 4. Past runs ------------------------------------------------------------------------------
+st.header("Past runs")
+with ui.shown_errors("Listing runs"):
+    st.fragment(runs_list, run_every=refresh)()
+    runs = {run.name: run for run in list_runs()}
+    if runs:
         pick = st.selectbox(
             "Run",
             list(runs),

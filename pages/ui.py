@@ -22,9 +22,19 @@ from PIL import Image
 from celebmodel import display
 from celebmodel.errors import CelebmodelError
 from celebmodel.images import IMAGE_EXTENSIONS
+from celebmodel.progress import STAGES
 from celebmodel.recognize import Recognizer
-from celebmodel.runs import Run, active_run, choose_run, chosen_name, finished_runs
+from celebmodel.runs import (
+    Run,
+    active_run,
+    builtin_problem,
+    builtin_run_or_none,
+    choose_run,
+    chosen_name,
+    finished_runs,
+)
 
+BUILTIN_KEY = "lfw-public-figures"  # the built-in model's entry in the sidebar
 PHOTO_TYPES = sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)  # what datasets may hold
 EVALUATE_KEY = "evaluate_run"
 PAGES = (  # file, title, icon; the first is the default page
@@ -92,8 +102,9 @@ def through_app() -> None:
 def run_label(run: Run) -> str:
     """``LFW faces · dlib128 · 8 people`` for selectors: the run's name, backbone, people."""
     people = run.people()
-    count = f" · {people} people" if people is not None else ""
-    return f"{run.title} · {run.config_dict().get('backbone', '?')}{count}"
+    count = f" · {people:,} people" if people is not None else ""
+    kind = "built in" if run.builtin else run.config_dict().get("backbone", "?")
+    return f"{run.title} · {kind}{count}"
 
 
 def _choose(key: str, runs: dict[str, Run]) -> None:
@@ -106,18 +117,22 @@ def model_selector() -> Run | None:
     """The sidebar's active model: the user's choice, kept beside the runs for every session,
     changed only here or by a "Use this model" button."""
     runs = {run.name: run for run in finished_runs()}
+    builtin = builtin_run_or_none()
+    if builtin is not None:  # listed first, under the name every command knows it by
+        runs = {BUILTIN_KEY: builtin, **runs}
     if not runs:
         st.sidebar.info("No trained model yet.")
         return None
     active = active_run()
     gone = chosen_name() if active is None else None
     labels = {name: run_label(run) for name, run in runs.items()}
+    current = (BUILTIN_KEY if active.builtin else active.name) if active else None
     # A new choice elsewhere, or new labels (a person added), make it a new widget.
-    key = f"active-model-{active.name if active else ''}-{abs(hash(tuple(labels.values())))}"
+    key = f"active-model-{current or ''}-{abs(hash(tuple(labels.values())))}"
     st.sidebar.selectbox(
         "Active model",
         list(runs),
-        index=list(runs).index(active.name) if active else None,
+        index=list(runs).index(current) if current in runs else None,
         format_func=labels.get,
         placeholder="Choose the model to use",
         key=key,
@@ -130,6 +145,73 @@ def model_selector() -> Run | None:
     if gone:
         st.sidebar.warning(f"The model chosen before ({gone}) is gone: choose another.")
     return active
+
+
+def no_model_yet() -> None:
+    """What a page says when no model can be used: why the built-in one cannot (if it was
+    damaged), and how to train your own."""
+    problem = builtin_problem()
+    if problem:
+        st.error(f"The built-in public-figures model cannot be used: {problem}")
+    st.warning(
+        "No model in use yet, so there is no one to recognise. Train your own on Train (a "
+        "few minutes with the offline dlib128 backbone), or choose one in the sidebar."
+    )
+    if st.button("Go to Train", type="primary", icon=":material/model_training:", key="to-train"):
+        st.switch_page("pages/train.py")
+
+
+def people_search(names: list[str], key: str, shown: int = 20) -> None:
+    """A search over the people a model knows: never every name on the page."""
+    query = st.text_input(
+        "Is someone known? Search the people",
+        key=key,
+        placeholder="e.g. Tony Blair",
+        help="Type part of a name.",
+    ).strip()
+    if not query:
+        return
+    found = display.search_names(names, query)
+    if not found:
+        st.caption(f"No one called “{query}” is known.")
+        return
+    more = f" (first {shown} of {len(found):,})" if len(found) > shown else ""
+    st.caption(f"Known{more}: " + ", ".join(found[:shown]))
+
+
+def threshold_input(recognizer: Recognizer, preset: dict[str, Any], key: str) -> float:
+    """The fine setting under Advanced: the smallest match confidence that names a face (or,
+    for an older run without stranger scores, the smallest similarity); the threshold it
+    gives on the model's own scale."""
+    from celebmodel.open_set import score_for
+
+    if recognizer.strangers is not None:
+        start = preset.get("match_confidence") or 0.99
+        needed = st.number_input(
+            "Smallest match confidence that names a face (%)",
+            min_value=0.0,
+            max_value=99.99,
+            value=round(float(start) * 100, 2),
+            step=0.1,
+            format="%.2f",
+            key=key,
+            help="Match confidence: how rarely strangers score as high as the face. 99% means "
+            "1 stranger in 100 reaches it.",
+        )
+        return recognizer.threshold_for(needed / 100)
+    from celebmodel.open_set import similarity
+
+    needed = st.slider(
+        "Smallest similarity that names a face",
+        0.0,
+        1.0,
+        value=round(float(similarity(preset["threshold"])), 2),
+        step=0.01,
+        key=key,
+        help="Similarity = 1 − score²/2, where the score is the face's distance to the "
+        "person's mean face times (2 − top probability).",
+    )
+    return score_for(needed)
 
 
 def use_model_button(run: Run, key: str) -> None:
@@ -182,7 +264,8 @@ def gallery_face(run: Run, path: str, side: int = 96) -> Image.Image | None:
 
 def streamlit_bar(bar: Any) -> Callable[..., Any]:
     """A bar factory (as :mod:`celebmodel.progress` uses): tqdm counts, an ``st.progress``
-    shows the count and the rate, as the command line's bar does."""
+    shows the count and the rate, as the command line's bar does, led by the stage's name
+    when the bar is one of the package's stages ("Finding faces · 40 of 280 photos")."""
     from tqdm.auto import tqdm
 
     class Bar(tqdm):
@@ -193,6 +276,8 @@ def streamlit_bar(bar: Any) -> Callable[..., Any]:
             seconds = self.format_dict["elapsed"]
             if seconds > 0:  # the average rate
                 text += f" · {self.n / seconds:.1f} {self.unit}s/s"
+            if self.desc in STAGES:  # a stage of the package's work: say which
+                text = f"{STAGES[self.desc]} · {text}"
             bar.progress(min(1.0, self.n / max(self.total or 1, 1)), text=text)
             return True
 

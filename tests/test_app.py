@@ -39,7 +39,6 @@ from celebmodel import jobs
 from celebmodel.config import TrainConfig
 from celebmodel.errors import UploadError
 from celebmodel.figures import largest_confusion
-from celebmodel.open_set import similarity
 from celebmodel.runs import Run, best_run, first_line, readable_log
 from celebmodel.sources import Limits, extract_dataset
 from celebmodel.storage import atomic_write_json
@@ -75,6 +74,12 @@ def decode(value):
 def figures(at: AppTest) -> list[dict]:
     """The plotly figure JSON of every chart on the page, read from the element's proto."""
     return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def open_tab(at: AppTest, title: str) -> AppTest:
+    """Open a tab of Evaluate (its tabs run only the open one's content)."""
+    at.session_state["evaluate-tab"] = title
+    return open_page(at)
 
 
 def photo_bytes(colour: tuple[int, int, int], fmt: str = "PNG", size: int = 48) -> bytes:
@@ -160,24 +165,23 @@ def test_pages_render_with_finished_runs(folders, cnn_run, dlib_run):
     assert "original 53%" in card.delta
     open_page(at, "pages/identify.py")
     preset = at.radio(key=f"preset-{best.name}")
-    assert preset.value == "Balanced"  # the calibrated threshold, on the similarity scale
-    expected = f"Balanced: similarity at least {similarity(calibrated(best)):.0%}"
-    assert any(option.startswith(expected) for option in preset.options)
+    assert preset.value == "Balanced"  # the calibrated threshold, with what it means here
+    known = best.read_json("calibration.json")
+    assert len(known["stranger_scores"]) == best.metrics("val")["n"]
+    balanced = next(o for o in preset.options if o.startswith("Balanced: "))
+    assert "of known faces" in balanced and "of strangers wrongly" in balanced
     open_page(at, "pages/train.py")
     table = at.dataframe[0].value
     assert set(table["name"]) == {"20240102-000000-vgg16", "20240103-000000-dlib128"}
     open_page(at, "pages/evaluate.py")
     assert at.selectbox(key="evaluate_run").value == best.name
-    assert len(at.get("plotly_chart")) >= 4
+    assert at.get("plotly_chart")  # the open tab's chart (only the open tab is drawn)
 
     other = next(r for r in ("20240102-000000-vgg16", "20240103-000000-dlib128") if r != best.name)
     at.sidebar.selectbox[0].set_value(other)
     open_page(at, "pages/identify.py")  # the sidebar's choice is every page's model
-    assert at.caption[0].value.startswith(f"Model {other} ")
+    assert at.caption[0].value.startswith(f"Model **{other}** ")
 
-
-def calibrated(run: Run) -> float:
-    return float(run.read_json("calibration.json")["threshold"])
 
 
 def test_pages_render_with_failed_runs(folders, cnn_run):
@@ -211,7 +215,7 @@ def test_identify_upload_camera_and_unreadable_file(folders, cnn_run):
     at = open_page(app(), "pages/identify.py")
     at.toggle(key="custom-threshold").set_value(True)
     open_page(at)
-    at.slider(key=f"similarity-{run.name}").set_value(0.0)  # everyone is close enough
+    at.number_input(key=f"custom-{run.name}").set_value(0.0)  # everyone is close enough
     at.file_uploader(key="photos").set_value(
         [
             ("red.png", photo_bytes(COLOURS[0]), "image/png"),
@@ -233,7 +237,7 @@ def test_identify_upload_camera_and_unreadable_file(folders, cnn_run):
     assert total == pytest.approx(100, abs=len(labels))  # each rounded to a whole percent
     names = [m.value for m in at.markdown if m.value.startswith("**1. ")]
     assert names and any(label.replace("_", " ") in names[0] for label in labels)
-    assert any(c.value.startswith("similarity ") for c in at.caption)
+    assert any(c.value.startswith("match confidence ") for c in at.caption)
     evidence = next(c.value for c in at.caption if c.value.startswith("Looks most like these"))
     person = evidence.split(" photos of ")[1].split(":")[0]
     runner_up = evidence.split("; next: ")[1].rsplit(" ", 1)[0]
@@ -241,11 +245,13 @@ def test_identify_upload_camera_and_unreadable_file(folders, cnn_run):
     strip = [caption.rsplit(" ", 1)[0] for caption in strip if caption]  # the gallery faces
     assert strip == [person] * 3 + [runner_up]  # the faces behind the sentence, shown
 
-    at.slider(key=f"similarity-{run.name}").set_value(1.0)  # nobody is that close
+    at.number_input(key=f"custom-{run.name}").set_value(99.99)  # no stranger is that close
     open_page(at)
     assert [m.value for m in at.markdown if m.value.startswith("**1. ")] == ["**1. Unknown**"]
     closest = next(c.value for c in at.caption if c.value.startswith("closest: "))
-    assert "(needs 100%)" in closest
+    value, needed = (float(x.split("%")[0]) for x in closest.split("match confidence ")[1]
+                     .split(" (needs "))
+    assert value < needed  # the numbers shown read the way the decision went
     assert not [c for c in at.caption if c.value.startswith("likely: ")]  # known faces only
 
     at.file_uploader(key="photos").set_value(None)
@@ -306,7 +312,9 @@ def test_a_photo_without_a_face_and_a_new_person_on_the_people_page(folders, dli
     assert not list(data.glob(".enrol-*")), "uploaded photos must be deleted"
     assert "**Ada Lovelace**" in [m.value for m in open_page(at).markdown]  # at once, no reload
     identify = open_page(app(), "pages/identify.py")
-    assert "Ada Lovelace" in next(c.value for c in identify.caption if "knows 4 people" in c.value)
+    assert any("knows 4 people" in c.value for c in identify.caption)
+    identify.text_input(key=f"who-{run.name}").set_value("ada").run()  # a search, not a list
+    assert any(c.value == "Known: Ada Lovelace" for c in identify.caption), texts(identify)
 
 
 # Train ---------------------------------------------------------------------------------------
@@ -485,16 +493,27 @@ def test_delete_a_run_after_confirmation(folders, cnn_run):
 
 
 def test_photos_with_several_faces_can_be_left_out(folders, cnn_run, monkeypatch):
+    """The gallery boxes the face training took (from ``faces.csv``), and a photo ticked
+    there is left out of the next training."""
+    from celebmodel import display
+
     runs, _ = folders
     run = add_run(runs, cnn_run, "20240102-000000-vgg16")
     faces = run.file("faces.csv")
     table = faces.read_text().splitlines()
+    assert table[0] == "path,label,subset,route,n_faces,box,error"
     first = table[1].split(",")
-    table[1] = ",".join([first[0], first[1], first[2], "several", "2", ""])
+    table[1] = ",".join([first[0], first[1], first[2], "several", "2", '"[4, 6, 20, 24]"', ""])
     faces.write_text("\n".join(table) + "\n")
+    drawn: list[tuple] = []
+    taken = display.taken_face
+    monkeypatch.setattr(display, "taken_face", lambda *a: drawn.append(a) or taken(*a))
     at = open_page(app(), "pages/train.py")
     at.text_input(key="dataset-folder").set_value(run.config_dict()["data_dir"])
     open_page(at)
+    assert drawn[-1][1:] == (first[0], [4, 6, 20, 24])
+    pixels = np.asarray(taken(run, first[0], [4, 6, 20, 24]))
+    assert tuple(pixels[6, 12]) == display.KNOWN_COLOUR  # the top edge of the box taken
     at.multiselect(key="exclude").set_value([first[0]])
     open_page(at)
     assert at.multiselect(key="exclude").value == [first[0]]
@@ -503,6 +522,101 @@ def test_photos_with_several_faces_can_be_left_out(folders, cnn_run, monkeypatch
     at.button(key="start").click()
     open_page(at)
     assert [config.exclude for config in asked] == [(first[0],)]
+
+
+def train_preview(at: AppTest) -> dict[str, str]:
+    """The Train page's dataset cards and whether Start can be pressed."""
+    cards = {m.label: m.value for m in at.metric}
+    return {**cards, "start": "disabled" if at.button(key="start").disabled else "enabled"}
+
+
+def test_a_refused_zip_leaves_nothing_of_the_previous_dataset(folders, tmp_path):
+    """A zip with a ``../`` entry is refused: the dataset shown before goes with it, and
+    Start cannot train on it as if it were this zip's."""
+    dataset = make_dataset(tmp_path / "dataset", per_class=4, size=16)
+    at = open_page(app(), "pages/train.py")
+    at.text_input(key="dataset-folder").set_value(str(dataset))
+    open_page(at)
+    assert train_preview(at) == {
+        "Celebrities": "3",
+        "Photos": "12",
+        "Skipped files": "0",
+        "start": "enabled",
+    }
+    at.radio(key="dataset-source").set_value("zip")
+    open_page(at)
+    hostile = _zip({"../evil/x.jpg": PHOTO, "A/a.jpg": PHOTO})
+    at.file_uploader(key="dataset-zip").set_value(("evil.zip", hostile, "application/zip"))
+    open_page(at)
+    at.button(key="extract").click()
+    open_page(at)
+    assert any("outside the archive" in e.value for e in at.error)
+    assert train_preview(at) == {"start": "disabled"}
+    assert "Choose a dataset to see its celebrities and photo counts." in texts(at)
+
+
+def test_the_preview_shows_the_folder_as_it_is_on_disk(folders, tmp_path):
+    """A dataset broken on disk (its folders become symlinks to elsewhere) is refused at the
+    next look, with one sentence naming the people; fixed again, it is shown again: nothing
+    comes back from a cache keyed on time."""
+    dataset = make_dataset(tmp_path / "dataset", per_class=4, size=16)
+    elsewhere = tmp_path / "elsewhere"
+    at = open_page(app(), "pages/train.py")
+    at.text_input(key="dataset-folder").set_value(str(dataset))
+    open_page(at)
+    assert train_preview(at)["Celebrities"] == "3"
+
+    shutil.move(dataset, elsewhere)
+    dataset.mkdir()
+    for person in sorted(elsewhere.iterdir()):
+        (dataset / person.name).symlink_to(person)
+    open_page(at)
+    (error,) = [e.value for e in at.error]
+    assert error.count("symlink pointing outside the dataset") == 1, error
+    assert "Celebrity_A, Celebrity_B, Celebrity_C" in error
+    assert train_preview(at) == {"start": "disabled"}
+
+    for link in dataset.iterdir():
+        link.unlink()
+        shutil.copytree(elsewhere / link.name, link)
+    shutil.rmtree(elsewhere / "Celebrity_C")
+    shutil.rmtree(dataset / "Celebrity_C")
+    open_page(at)
+    assert not at.error
+    assert train_preview(at) == {
+        "Celebrities": "2",
+        "Photos": "8",
+        "Skipped files": "0",
+        "start": "enabled",
+    }
+
+
+def test_an_alert_counts_what_it_lists(folders):
+    """An alert about 150 celebrities lists "The 150 celebrities", not "The 150 file(s)"."""
+    runs, _ = folders
+    run = Run(runs / "20250301-000000-dlib128")
+    run.path.mkdir()
+    atomic_write_json(run.file("status.json"), {"state": "failed", "error": "stopped"})
+    people = [f"Person_{i} has only 20 photos" for i in range(150)]
+    atomic_write_json(
+        run.file("warnings.json"),
+        [
+            {
+                "title": "150 celebrities have fewer than 60 photos",
+                "files": people,
+                "what": ["celebrity", "celebrities"],
+            },
+            {
+                "title": "1 photo(s) with no face found",
+                "files": ["A/x.jpg"],
+                "what": ["photo", "photos"],
+            },
+            {"title": "2 file(s) left out", "files": ["A/.x", "B/.y"]},
+        ],
+    )
+    at = open_page(app(), "pages/train.py")
+    labels = [e.label for e in at.expander]
+    assert {"The 150 celebrities", "The 1 photo", "The 2 files"} <= set(labels), labels
 
 
 # Evaluate ------------------------------------------------------------------------------------
@@ -521,36 +635,39 @@ def test_evaluate_charts_carry_the_run_numbers(folders, cnn_run, dlib_run):
     assert cards["F1 (weighted)"].value == f"{test['f1_weighted']:.1%}"
     assert "vs original 52.9%" in cards["F1 (weighted)"].delta
 
-    per_class, confusion, accuracy, curves = figures(at)
+    (per_class,) = figures(at)  # only the open tab is drawn
     for trace in per_class["data"]:
         metric = trace["legendgroup"]
         by_name = dict(zip(trace["x"], decode(trace["y"]), strict=True))
         for label, values in test["per_class"].items():
             assert by_name[label.replace("_", " ")] == pytest.approx(values[metric])
         assert "photos=%{customdata" in trace["hovertemplate"]  # each bar's photo count
+    (confusion,) = figures(open_tab(at, "Confusion"))
     heat, cells = confusion["data"]
     assert decode(heat["z"]) == test["confusion_matrix"]
     assert "true: %{y}" in cells["hovertemplate"]  # the clickable layer over the cells
     assert np.array(decode(cells["customdata"]))[:, 0].tolist() == sum(test["confusion_matrix"], [])
-    bars = dict(zip(accuracy["data"][0]["x"], decode(accuracy["data"][0]["y"]), strict=True))
-    assert bars["test"] == pytest.approx(test["accuracy"])
-    assert bars["validation"] == pytest.approx(run.metrics("val")["accuracy"])
-    assert bars["train"] == pytest.approx(run.metrics("train")["accuracy"])
-    assert len(at.download_button) == 6  # metrics x2, predictions, model, run, export
-
     true, predicted = largest_confusion(test)
     cell = run.cell_photos("test", true, predicted)
     assert at.selectbox(key="cell-true").value == true
     assert len(at.get("image")) >= len(cell)
 
+    accuracy, _ = figures(open_tab(at, "Overfitting"))
+    bars = dict(zip(accuracy["data"][0]["x"], decode(accuracy["data"][0]["y"]), strict=True))
+    assert bars["test"] == pytest.approx(test["accuracy"])
+    assert bars["validation"] == pytest.approx(run.metrics("val")["accuracy"])
+    assert bars["train"] == pytest.approx(run.metrics("train")["accuracy"])
+    open_tab(at, "Downloads")
+    assert len(at.download_button) == 6  # metrics x2, predictions, model, run, export
+
+    open_tab(at, "Confusion")
     at.toggle(key="normalise").set_value(True)
     at.radio(key="subset").set_value("val")
-    at.selectbox(key="sort-by").set_value("support")
     at.selectbox(key="compare-run").set_value(other.name)
     open_page(at)
     val = run.metrics("val")
     assert {m.label: m.value for m in at.metric}["Accuracy"] == f"{val['accuracy']:.1%}"
-    compare, per_class, confusion, *_ = figures(at)
+    compare, confusion = figures(at)
     assert [t["name"] for t in compare["data"]] == [run.name, other.name, "original recipe"]
     shares = np.array(decode(confusion["data"][0]["z"]))
     assert shares.sum(axis=1) == pytest.approx(np.ones(len(val["labels"])))
@@ -564,7 +681,7 @@ def test_evaluate_offers_the_model_for_use_elsewhere(folders, dlib_run, monkeypa
     run = add_run(runs, dlib_run, "20240103-000000-dlib128")
     tfjs = dataclasses.replace(exporting.FORMATS["tfjs"], extra="surely_not_installed_tfjs")
     monkeypatch.setitem(exporting.FORMATS, "tfjs", tfjs)
-    at = open_page(app(), "pages/evaluate.py")
+    at = open_tab(open_page(app(), "pages/evaluate.py"), "Downloads")
     assert "Download for use elsewhere" in texts(at)
     chosen = at.selectbox(key="export-format")
     assert chosen.options == [

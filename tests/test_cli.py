@@ -219,6 +219,24 @@ def test_runs_lists_the_runs(capsys, runs_copy):
     assert empty.returncode == 0 and "no runs" in empty.stdout
 
 
+def test_runs_and_split_never_import_tensorflow(runs_copy, tmp_path):
+    """``runs`` and ``split`` need no network: they must not pay TensorFlow's seconds of
+    import (their speed is measured by ``bench/cli_speed.py``)."""
+    dataset = make_dataset(tmp_path / "dataset", per_class=3, size=16)
+    script = (
+        "import sys\n"
+        "from celebmodel.cli import main\n"
+        f"main(['runs', '--root', {str(runs_copy.runs)!r}])\n"
+        f"main(['split', {str(dataset)!r}, '--out', {str(tmp_path / 'split.csv')!r}])\n"
+        "print(sorted(m for m in ('tensorflow', 'keras', 'dlib') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert "finished" in done.stdout and (tmp_path / "split.csv").is_file()
+    assert done.stdout.splitlines()[-1] == "[]", done.stdout
+
+
 def test_train_into_an_unusable_runs_folder_exits_1_naming_it(capsys, tmp_path, monkeypatch):
     blocked = tmp_path / "runs-is-a-file"
     blocked.write_text("not a folder")

@@ -654,6 +654,32 @@ def test_sigterm_cancels_a_training_and_a_second_trainer_is_refused(tmp_path, sm
     assert not (run_dir / ".lock").exists()
 
 
+@pytest.mark.slow
+def test_sigterm_in_the_first_seconds_cancels_at_once(tmp_path, small_dataset):
+    """Stopped while TensorFlow is still being imported (on its own thread, beside the face
+    stage): the trainer ends cancelled in seconds, not after the import or every photo."""
+    from celebmodel.runs import Run
+
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "celebmodel", "train", str(small_dataset)]
+    args += ["--run-dir", str(run_dir), "--backbone", "dlib128"]
+    proc = subprocess.Popen(
+        args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        _wait_for(lambda: Run(run_dir).file("status.json").is_file(), 60, proc)
+        _wait_for(lambda: Run(run_dir).state == "running", 60, proc)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "cancelled" and "SIGTERM" in status["error"]
+    assert not (run_dir / ".lock").exists() and "Fatal Python error" not in stderr
+
+
 def _tree_digest(folder: Path) -> dict[str, bytes]:
     return {str(f.relative_to(folder)): f.read_bytes() for f in folder.rglob("*") if f.is_file()}
 

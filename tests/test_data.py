@@ -8,21 +8,19 @@ import io
 import os
 import resource
 from pathlib import Path
-from urllib.error import URLError
 
 import numpy as np
 import pandas as pd
 import pytest
-import sklearn.datasets
 from conftest import write_blank_bilevel_png
 from PIL import Image
-from sklearn.utils import Bunch
 
 from celebmodel.dataset import (
     DatasetScan,
     Skipped,
     display_name,
     find_duplicates,
+    folder_signature,
     make_split,
     read_split,
     scan_dataset,
@@ -320,6 +318,36 @@ def test_scan_errors(tmp_path: Path) -> None:
     assert "loose.jpg: loose file at the dataset root" in str(info.value)
 
 
+def test_a_dataset_of_symlinks_to_elsewhere_is_refused_in_one_sentence(tmp_path: Path) -> None:
+    """Every person a symlink pointing outside: one line names the reason and the people."""
+    elsewhere, dataset = tmp_path / "elsewhere", tmp_path / "dataset"
+    for name in ("Ada_Lovelace", "Alan_Turing", "Grace_Hopper"):
+        save_image(elsewhere / name / "a.jpg")
+        dataset.mkdir(exist_ok=True)
+        (dataset / name).symlink_to(elsewhere / name)
+    with pytest.raises(DatasetError) as info:
+        scan_dataset(dataset)
+    message = str(info.value)
+    assert message.count("symlink pointing outside the dataset") == 1, message
+    assert (
+        "Ada_Lovelace, Alan_Turing, Grace_Hopper: symlink pointing outside the dataset" in message
+    )
+
+
+def test_the_folder_signature_changes_with_what_a_scan_sees(tmp_path: Path) -> None:
+    save_image(tmp_path / "Alice" / "a.jpg")
+    first = folder_signature(tmp_path)
+    assert folder_signature(tmp_path) == first
+    (tmp_path / "Alice" / "a.jpg").write_bytes(b"")  # emptied in place: same names
+    emptied = folder_signature(tmp_path)
+    assert emptied != first
+    save_image(tmp_path / "Alice" / "a.jpg")
+    (tmp_path / "Bob").symlink_to(tmp_path / "elsewhere")  # broken, then mended
+    broken = folder_signature(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    assert folder_signature(tmp_path) != broken
+
+
 def test_display_name() -> None:
     assert display_name("George_W_Bush") == "George W Bush"
     assert display_name("  Ana__Maria ") == "Ana Maria"
@@ -547,21 +575,33 @@ def test_file_sha256(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- fetch_lfw
 
 
-def fake_lfw(n_per_person: tuple[int, int] = (3, 2)) -> Bunch:
-    """What fetch_lfw_people(color=True) returns: float images in [0, 1], (n, h, w, 3)."""
-    target = np.array([0] * n_per_person[0] + [1] * n_per_person[1])
-    images = np.zeros((len(target), 24, 20, 3), dtype=np.float32)
-    images[target == 0] = np.array(RED) / 255
-    images[target == 1] = np.array(BLUE) / 255
-    return Bunch(images=images, target=target, target_names=np.array(["Alice Smith", "Bob Jones"]))
+def lfw_archive(path: Path, monkeypatch, people: dict[str, int] | None = None) -> Path:
+    """A small archive in the layout of LFW's lfw.tgz (``lfw/<Person>/<Person>_0001.jpg``),
+    made the one ``fetch_lfw`` downloads (a file:// address and its sha256)."""
+    import hashlib
+    import tarfile
+
+    from celebmodel import sources
+
+    colours = {"Alice_Smith": RED, "Bob_Jones": BLUE}
+    with tarfile.open(path, "w:gz") as tar:
+        for person, count in (people or {"Alice_Smith": 3, "Bob_Jones": 2}).items():
+            for i in range(1, count + 1):
+                buffer = io.BytesIO()
+                Image.new("RGB", (20, 24), colours[person]).save(buffer, "JPEG", quality=95)
+                info = tarfile.TarInfo(f"lfw/{person}/{person}_{i:04d}.jpg")
+                info.size = len(buffer.getvalue())
+                tar.addfile(info, io.BytesIO(buffer.getvalue()))
+    monkeypatch.setitem(sources.LFW_ARCHIVE, "url", path.as_uri())
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    monkeypatch.setitem(sources.LFW_ARCHIVE, "sha256", digest)
+    return path
 
 
 def test_fetch_lfw_offline_raises_clear_error(tmp_path: Path, monkeypatch) -> None:
-    def offline(**kwargs):
-        Path(kwargs["data_home"]).mkdir(parents=True, exist_ok=True)
-        raise URLError("[Errno -3] Temporary failure in name resolution")
+    from celebmodel import sources
 
-    monkeypatch.setattr(sklearn.datasets, "fetch_lfw_people", offline)
+    monkeypatch.setitem(sources.LFW_ARCHIVE, "url", "http://127.0.0.1:9/lfw.tgz")
     dest = tmp_path / "lfw"
     with pytest.raises(DatasetError, match="cannot download LFW") as info:
         fetch_lfw(dest)
@@ -571,59 +611,44 @@ def test_fetch_lfw_offline_raises_clear_error(tmp_path: Path, monkeypatch) -> No
 
 
 def test_fetch_lfw_writes_the_folder_layout(tmp_path: Path, monkeypatch) -> None:
-    calls: list[dict] = []
-
-    def fake(**kwargs):
-        calls.append(kwargs)
-        return fake_lfw()
-
-    monkeypatch.setattr(sklearn.datasets, "fetch_lfw_people", fake)
+    lfw_archive(tmp_path.parent / f"{tmp_path.name}-lfw.tgz", monkeypatch)
     dest = tmp_path / "lfw"
     scan = fetch_lfw(dest, min_faces=2)
-    assert calls == [
-        dict(
-            min_faces_per_person=2,
-            color=True,
-            resize=1.0,
-            slice_=None,
-            download_if_missing=True,
-            data_home=str(dest / ".sklearn"),
-        )
-    ]
     assert scan.labels == ["Alice_Smith", "Bob_Jones"]
     assert scan.counts().to_dict() == {"Alice_Smith": 3, "Bob_Jones": 2}
     assert "Alice_Smith/Alice_Smith_0003.jpg" in set(scan.items["path"])
     pixel = load_image(dest / "Bob_Jones" / "Bob_Jones_0001.jpg")[5, 5]
     assert np.abs(pixel.astype(int) - BLUE).max() < 10
     assert [p.name for p in tmp_path.iterdir()] == ["lfw"]
+    assert fetch_lfw(tmp_path / "most", min_faces=3).labels == ["Alice_Smith"]
+    from celebmodel import sources
 
-    def must_not_download(**kwargs):
-        raise AssertionError("a complete dataset must be reused")
-
-    monkeypatch.setattr(sklearn.datasets, "fetch_lfw_people", must_not_download)
-    assert fetch_lfw(dest).fingerprint() == scan.fingerprint()
+    monkeypatch.setitem(sources.LFW_ARCHIVE, "url", "http://127.0.0.1:9/must-not-download")
+    assert fetch_lfw(dest).fingerprint() == scan.fingerprint()  # a complete dataset is reused
 
 
 def test_interrupted_fetch_leaves_no_complete_looking_dataset(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(sklearn.datasets, "fetch_lfw_people", lambda **kw: fake_lfw())
-    real_save = Image.Image.save
-    saved: list[object] = []
+    import shutil as shutil_module
 
-    def flaky_save(self, fp, *args, **kwargs):
-        if len(saved) == 2:
+    lfw_archive(tmp_path.parent / f"{tmp_path.name}-lfw.tgz", monkeypatch)
+    real_copy = shutil_module.copyfileobj
+    copied: list[object] = []
+
+    def flaky_copy(source, target, *args, **kwargs):
+        if len(copied) == 2:
             raise KeyboardInterrupt
-        saved.append(fp)
-        return real_save(self, fp, *args, **kwargs)
+        copied.append(target)
+        return real_copy(source, target, *args, **kwargs)
 
-    monkeypatch.setattr(Image.Image, "save", flaky_save)
+    monkeypatch.setattr(shutil_module, "copyfileobj", flaky_copy)
     dest = tmp_path / "lfw"
     with pytest.raises(KeyboardInterrupt):
-        fetch_lfw(dest)
+        fetch_lfw(dest, min_faces=1)
     with pytest.raises(DatasetError):
         scan_dataset(dest)
-    assert [p.name for p in tmp_path.iterdir()] == ["lfw"]
-    monkeypatch.setattr(Image.Image, "save", real_save)
-    assert fetch_lfw(dest).counts().sum() == 5
+    assert [p.name for p in tmp_path.iterdir()] == []  # no partial folder, no archive left
+    monkeypatch.setattr(shutil_module, "copyfileobj", real_copy)
+    assert fetch_lfw(dest, min_faces=1).counts().sum() == 5
 
 
 def test_image_error_and_skipped_are_plain_values() -> None:

@@ -155,6 +155,43 @@ def test_crops_and_embeddings_are_cached(tmp_path, astronaut, monkeypatch):
     assert np.array_equal(face_cache.embed_files([first[0]["crop"]], embedder), vector)
 
 
+def test_the_face_stage_of_a_folder_runs_on_every_core_with_the_same_results(
+    tmp_path, astronaut, monkeypatch
+):
+    """Photos are prepared by one thread per core, in any order, into the same records as one
+    thread gives; identical photos prepared at once leave one crop and no temporary file."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    names = []
+    for i, angle in enumerate((0, 4, -4, 0)):  # the first and the last are identical
+        photo = Image.fromarray(astronaut).resize((320, 320)).rotate(angle)
+        photo.save(root / f"{i}.jpg", quality=95)
+        names.append(f"{i}.jpg")
+    Image.fromarray(np.full((300, 300, 3), 200, np.uint8)).save(root / "blank.jpg")
+    names.append("blank.jpg")
+    threads = set()
+    real_detect = faces.detect
+    monkeypatch.setattr(
+        faces, "detect", lambda *a, **k: threads.add(threading.get_ident()) or real_detect(*a, **k)
+    )
+    stage = FaceStage(alignment="chip", size=150)
+    one = face_cache.prepare(root, names, stage, tmp_path / "one", workers=1)
+    several = face_cache.prepare(root, names, stage, tmp_path / "several", workers=3)
+    assert len(threads) >= 2  # the second call detected on worker threads
+    strip = lambda r: {k: v for k, v in r.items() if k != "crop"}  # noqa: E731
+    assert [strip(r) for r in several] == [strip(r) for r in one]
+    routes = [r["route"] for r in several]
+    assert set(routes[:-1]) <= {"face", "several"} and routes[-1] == "none", routes
+    assert several[0]["crop"] == several[3]["crop"]
+    for a, b in zip(one, several, strict=True):
+        if a["crop"]:
+            assert np.array_equal(
+                np.asarray(Image.open(a["crop"])), np.asarray(Image.open(b["crop"]))
+            )
+    left = [p.name for p in (tmp_path / "several").rglob("*") if p.name.startswith(".")]
+    assert not left, left
+
+
 def _augmented_astronauts(astronaut: np.ndarray, n: int, seed: int) -> list[Image.Image]:
     rng = np.random.default_rng(seed)
     photos = []

@@ -11,6 +11,7 @@ import io
 import json
 import math
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from celebmodel.metrics import (
     wilson_interval,
 )
 from celebmodel.runs import Run, active_run, choose_run, runs_table, runs_view
-from celebmodel.storage import atomic_write_json
+from celebmodel.storage import atomic_write_json, now_iso
 
 # --------------------------------------------------------------------------------------------
 # stages with progress
@@ -84,12 +85,126 @@ def test_the_stage_and_its_counts_show_before_the_first_epoch(folders):
         seconds_left=12.0,
         batch=5,
         batches=30,
+        patience=5,
+        waited=1,
+        least=4,
     )
     run.set_status("running", stage=stage)
     open_page(at)
     assert at.progress[0].text == (
-        "Phase 1: training the head · 3 of at most 100 epochs · batch 5 of 30 · at most 12 s left"
+        "Phase 1: training the head · 3 of at most 100 epochs · batch 5 of 30 · "
+        "1 of 5 epochs without improvement · at least 12 s left in this phase"
     )
+    assert at.progress[0].value == 42  # 3 epochs of the 7 early stopping allows at the least
+
+
+def test_one_epoch_counter_per_phase_and_the_run_summed_up_after(folders):
+    """Phase 2 of a run: the page counts phase 2's epochs once, with "estimating" for a time
+    it cannot know yet (it showed "7 of at most 100 epochs" beside "epoch 76 of at most 200
+    (fine-tune)"); once finished, each phase's epochs and the time it took."""
+    runs, _ = folders
+    stage = {
+        "key": "phase 2",
+        "name": "Phase 2: fine-tuning",
+        "done": 7,
+        "total": 100,
+        "unit": "epoch",
+        "patience": 5,
+        "waited": 2,
+        "least": 3,
+    }
+    run = running_run(runs, stage)
+    history = pd.DataFrame({"epoch": range(76), "loss": 1.0, "val_loss": 1.0})
+    history["phase"] = ["head"] * 69 + ["fine-tune"] * 7
+    history.to_csv(run.file("history.csv"), index=False)
+    at = open_page(app(), "pages/train.py")
+    shown = "\n".join([at.progress[0].text, texts(at)])
+    assert at.progress[0].text == (
+        "Phase 2: fine-tuning · 7 of at most 100 epochs · 2 of 5 epochs without improvement · "
+        "time left: estimating"
+    )
+    assert shown.count("of at most") == 1 and "76" not in shown
+    assert any(c.value.endswith(" since Start") for c in at.caption)
+
+    run.set_status("finished", ended="2025-03-01T00:03:05+00:00")
+    open_page(at)
+    assert "76 epochs (phase 1: 69, phase 2: 7) in 3 min 05 s" in [c.value for c in at.caption]
+    assert "of at most" not in texts(at)
+
+
+def test_time_left_in_a_phase_is_a_lower_bound_never_the_most_epochs(monkeypatch):
+    """100 epochs at most, patience 5, 10 s an epoch: the time left is what early stopping
+    needs at the least (never 100 epochs' worth: "at most 30 min" 2.5 min before the end),
+    and none at all until an epoch's time is known."""
+    from celebmodel import estimator
+
+    clock = [0.0]
+    monkeypatch.setattr(estimator.time, "monotonic", lambda: clock[0])
+    reports: list[dict] = []
+
+    class Recorder:  # what Stages is to the reporter
+        def enter(self, key, done, total, **extra):
+            reports.append({"done": done, "left": None, **extra})
+
+        def report(self, key, done, total, left, force=False, **extra):
+            reports.append({"done": done, "left": left, **extra})
+
+    reporter = estimator.EpochReporter(Recorder(), "phase 1", max_epochs=100, patience=5)
+    reporter.params = {"steps": 10}
+    reporter.on_train_begin()
+    for epoch, val_loss in enumerate([1.0, 0.9, 0.95, 0.97, 0.99, 0.98, 0.96]):
+        reporter.on_epoch_begin(epoch)
+        for batch in range(10):
+            clock[0] += 1.0
+            reporter.on_train_batch_end(batch)
+        reporter.on_epoch_end(epoch, {"val_loss": val_loss})
+    first = reports[1]  # batch 1 of the first epoch: too early to tell
+    assert first["left"] is None and first["batch"] == 1
+    assert reports[5]["left"] == pytest.approx(10.0 * 6 - 5)  # 5 s into epoch 1 of 6 at least
+    ends = [r for r in reports if "batch" not in r and r["done"]]
+    assert [r["waited"] for r in ends] == [0, 0, 1, 2, 3, 4, 5]
+    assert [r["left"] for r in ends] == pytest.approx([50.0, 50.0, 40.0, 30.0, 20.0, 10.0, 0.0])
+    assert max(r["left"] or 0 for r in reports) <= 10.0 * 6
+
+
+def test_the_first_seconds_of_a_training_say_what_is_happening(folders, tmp_path, monkeypatch):
+    """Before TensorFlow is imported (seconds), the run already says it is running and what
+    it does, and the page counts the seconds: no silent "queued · Starting…" for 15 s."""
+    import subprocess
+    import sys
+
+    from celebmodel import training
+    from celebmodel.config import TrainConfig
+
+    imported = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, celebmodel.training; print('tensorflow' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert imported.stdout.strip() == "False"  # the trainer's own module loads in a blink
+
+    seen: list[dict] = []
+    monkeypatch.setattr(training, "_train", lambda config, run, *rest: seen.append(run.status()))
+    runs, _ = folders
+    training.train_run(TrainConfig(data_dir=str(tmp_path)), tmp_path / "run")
+    assert seen[0]["state"] == "running" and seen[0]["stage"]["name"] == "Importing TensorFlow"
+
+    run = running_run(runs, seen[0]["stage"])
+    run.set_status("running", started=now_iso())
+    at = open_page(app(), "pages/train.py")
+    assert at.progress[0].text == "Importing TensorFlow"
+    assert any(re.fullmatch(r"\d+ s since Start", c.value) for c in at.caption), texts(at)
+    atomic_write_json(
+        run.file("status.json"), {"state": "queued", "pid": os.getpid(), "queued": now_iso()}
+    )
+    open_page(at)
+    assert at.progress[0].text == "Starting the training process…"
+    assert any(re.fullmatch(r"\d+ s since Start", c.value) for c in at.caption)
 
 
 @pytest.mark.slow
@@ -113,9 +228,24 @@ def test_the_trainer_records_every_stage_with_counts(tmp_path, monkeypatch):
     config = TrainConfig(data_dir=str(dataset), backbone="dlib128", max_epochs=3)
     run = train_run(config, tmp_path / "run")
     keys = list(dict.fromkeys(stage["key"] for stage in seen))
-    assert keys == ["scanning", "faces", "embeddings", "phase 1", "evaluating", "saving"]
+    assert keys == [
+        "starting",
+        "scanning",
+        "faces",
+        "embeddings",
+        "phase 1",
+        "evaluating",
+        "saving",
+    ]
+    scanning = [stage for stage in seen if stage["key"] == "scanning"]
+    assert (scanning[-1]["done"], scanning[-1]["people"]) == (18, 3)
     faces = [stage for stage in seen if stage["key"] == "faces"]
     assert faces[-1]["done"] == faces[-1]["total"] == 18 and faces[-1]["unit"] == "photo"
+    evaluating = [stage for stage in seen if stage["key"] == "evaluating"]
+    usable = sum(len(run.predictions(subset)) for subset in ("train", "val", "test"))
+    assert {stage["unit"] for stage in evaluating} == {"photo"}
+    assert evaluating[-1]["done"] == evaluating[-1]["total"] == usable
+    assert any(0 < stage["done"] < usable for stage in evaluating)  # batch by batch
     epochs = [stage for stage in seen if stage["key"] == "phase 1"]
     assert epochs[-1]["total"] == 3 and epochs[-1]["done"] == len(run.history())
     assert run.state == "finished"
@@ -134,7 +264,7 @@ def test_the_first_model_becomes_active_and_later_ones_never_replace_it(folders,
     atomic_write_json(second.file("metrics_test.json"), {**second.metrics("test"), "accuracy": 1.0})
     at = open_page(app(), "pages/home.py")
     assert active_run() == first  # a newer, better run did not take over
-    assert f"Active model: {first.title}" in texts(at)
+    assert f"Model in use: {first.title}" in texts(at)
     (selector,) = at.sidebar.selectbox
     assert selector.value == first.name
     selector.set_value(second.name)
@@ -172,6 +302,7 @@ def test_runs_get_names_and_notes_and_the_table_reads_well(folders, cnn_run):
     view = runs_view(runs_table())
     assert list(view.columns) == [
         "name",
+        "state",
         "dataset folder",
         "people",
         "photos",
@@ -181,7 +312,6 @@ def test_runs_get_names_and_notes_and_the_table_reads_well(folders, cnn_run):
         "finished",
         "val loss",
         "test accuracy",
-        "state",
         "error",
     ]
     cells = view.to_numpy().ravel().tolist()
@@ -351,6 +481,8 @@ def test_the_strangers_tab_computes_what_the_cli_computes_and_sets_the_threshold
     strangers = make_dataset(tmp_path / "strangers", per_class=4, seed=7)
     expected = evaluate_run(Run(run.path), "test", unknown_dir=strangers)["test"]["open_set"]
     at = open_page(app(), "pages/evaluate.py")
+    at.session_state["evaluate-tab"] = "Strangers"
+    open_page(at)
     at.text_input(key="strangers-folder").set_value(str(strangers))
     open_page(at)
     shown = {m.label: m.value for m in at.metric}
@@ -359,10 +491,9 @@ def test_the_strangers_tab_computes_what_the_cli_computes_and_sets_the_threshold
     assert shown["ROC AUC"] == f"{expected['auc']:.3f}"
     before = run.read_json("calibration.json")["threshold"]
     scores = open_set_scores(Run(run.path), strangers)
-    chosen = float(
-        figures.threshold_tradeoff(scores.known, scores.strangers, before)["threshold"].min()
-    )
-    at.select_slider(key=f"strangers-threshold-{run.name}").set_value(chosen)
+    lowest = figures.threshold_tradeoff(scores.known, scores.strangers, before)["threshold"].min()
+    chosen = round(float(lowest), 3)
+    at.slider(key=f"strangers-threshold-{run.name}").set_value(chosen)
     open_page(at)
     at.button(key="set-threshold").click()
     open_page(at)

@@ -1,0 +1,343 @@
+"""The built-in public-figures model (issue 18): built by a command from an LFW-style tree,
+shipped as numbers and names, named out of the box, read-only with a copy to change, its
+protocol, and the numbers beside a face. Nothing here reads LFW or ``../shared``: the tree is
+made by the tests (:func:`conftest.tiny_lfw`)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+from conftest import (
+    SHIPPED_BUILTIN,
+    add_run,
+    app,
+    astronauts,
+    cameramen,
+    open_page,
+    texts,
+    tiny_lfw,
+    write_names,
+)
+
+from celebmodel import builtin_model, people
+from celebmodel.cli import main
+from celebmodel.errors import DatasetError, RunError
+from celebmodel.protocol import identification, make_trial, run_protocol, verification
+from celebmodel.public_figures import lfw_photos
+from celebmodel.runs import BUILTIN, Run, active_run, choose_run, copy_run, load_run
+
+
+def jpeg(image) -> bytes:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=92)
+    return buffer.getvalue()
+
+
+# Building ------------------------------------------------------------------------------------
+
+
+def test_an_incomplete_lfw_folder_is_named_and_nothing_is_written(tmp_path, capsys):
+    people = tiny_lfw(tmp_path / "lfw")
+    names = write_names({**people, "Ghost_Person": 2}, tmp_path / "names.txt")
+    (tmp_path / "lfw" / "Chelsea_Cat" / "Chelsea_Cat_0002.jpg").unlink()
+    (tmp_path / "lfw" / "Not_In_Lfw").mkdir()
+    out = tmp_path / "model"
+    code = main(["build-lfw-model", str(tmp_path / "lfw"), "--out", str(out), "--names",
+                 str(names)])
+    err = capsys.readouterr().err
+    assert code == 1 and not out.exists()
+    assert "nothing was built" in err
+    for named in ("Ghost_Person", "Chelsea_Cat/Chelsea_Cat_0002.jpg", "Not_In_Lfw"):
+        assert named in err
+    # people known to be missing from a copy can be stated, and are then left out
+    (tmp_path / "lfw" / "Not_In_Lfw").rmdir()
+    shutil.copy(tmp_path / "lfw" / "Chelsea_Cat" / "Chelsea_Cat_0001.jpg",
+                tmp_path / "lfw" / "Chelsea_Cat" / "Chelsea_Cat_0002.jpg")
+    photos = lfw_photos(tmp_path / "lfw", ("Ghost_Person",), {**people, "Ghost_Person": 2})
+    assert len(photos) == sum(people.values())
+    with pytest.raises(DatasetError, match="Nobody not in LFW's list"):
+        lfw_photos(tmp_path / "lfw", ("Nobody",), people)
+
+
+@pytest.mark.slow
+def test_the_build_writes_numbers_and_names_only_and_a_rebuild_gives_the_same_files(
+    tiny_builtin_files, tmp_path, monkeypatch
+):
+    built = tiny_builtin_files
+    files = sorted(p.name for p in built.iterdir())
+    assert files == sorted([*builtin_model.FILES, "provenance.json"])
+    assert not [p for p in built.rglob("*") if p.suffix.lower() in {".jpg", ".png", ".jpeg"}]
+    provenance = json.loads((built / "provenance.json").read_text())
+    assert provenance["source"]["people"] == 7 and provenance["source"]["photos_with_a_face"] == 18
+    assert "for research" in provenance["licence"] and provenance["command"].startswith(
+        "celebmodel build-lfw-model lfw"
+    )
+    with np.load(built / "gallery.npz") as gallery:
+        faces = gallery["embeddings"]
+        assert faces.dtype == np.float16 and faces.shape == (18, 128)
+        assert "Astro_Naut/Astro_Naut_0001.jpg" in list(gallery["paths"])
+    # the same tree, elsewhere, with the date fixed: byte for byte the same model
+    tree = tmp_path / "lfw"
+    names = write_names(tiny_lfw(tree), tmp_path / "names.txt")
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")
+    again, once_more = tmp_path / "again", tmp_path / "once-more"
+    for out in (again, once_more):
+        assert main(["build-lfw-model", str(tree), "--out", str(out), "--names", str(names)]) == 0
+    for name in files:
+        assert (again / name).read_bytes() == (once_more / name).read_bytes(), name
+    for name in builtin_model.FILES:  # the session's build: only the date differs
+        assert (again / name).read_bytes() == (built / name).read_bytes(), name
+
+
+def test_the_shipped_model_is_whole_and_holds_no_photo():
+    shipped = SHIPPED_BUILTIN / builtin_model.NAME
+    assert builtin_model.verify(shipped) == shipped
+    provenance = builtin_model.provenance(shipped)
+    source = provenance["source"]
+    assert source["people"] >= 5700 and source["photos_with_a_face"] >= 13000
+    assert sum(p.stat().st_size for p in shipped.iterdir()) < 15 * 1024**2
+    assert not [p for p in shipped.rglob("*") if p.suffix.lower() in {".jpg", ".png"}]
+    protocol = json.loads((shipped / "protocol.json").read_text())
+    figures, baseline = protocol["figures"], protocol["baseline"]
+    assert figures["dir_far_1"]["mean_minus_sd"] > baseline["dir_far_1"]["mean_minus_sd"]
+    assert len(figures["rank1"]["trials"]) == 10
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "altered"])
+def test_a_damaged_builtin_file_is_one_clear_error_and_the_studio_still_starts(
+    damage, tmp_path, monkeypatch, folders
+):
+    copy = tmp_path / BUILTIN
+    shutil.copytree(SHIPPED_BUILTIN / BUILTIN, copy)
+    target = copy / "calibration.json"
+    if damage == "missing":
+        target.unlink()
+    elif damage == "truncated":
+        target.write_bytes(target.read_bytes()[:100])
+    else:
+        target.write_text(target.read_text().replace('"threshold"', '"threshold" ', 1))
+    monkeypatch.setattr(builtin_model, "folder", lambda: copy)
+    with pytest.raises(RunError) as caught:
+        load_run(BUILTIN)
+    assert str(target) in str(caught.value) and "train your own" in str(caught.value)
+    assert active_run() is None
+    at = open_page(app(), "pages/identify.py")  # no traceback: the train-your-own path
+    assert "calibration.json" in texts(at) and "Train your own" in texts(at)
+
+
+# Out of the box --------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_fresh_install_names_a_face_and_calls_a_stranger_unknown(tiny_builtin, folders):
+    runs, _ = folders
+    assert not list(runs.iterdir())
+    assert active_run().builtin  # nothing of the user's: the built-in model is in use
+    at = open_page(app(), "pages/identify.py")
+    assert "knows 7 people" in texts(at)
+    at.file_uploader(key="photos").set_value(
+        [("astro.jpg", jpeg(astronauts(1, seed=42)[0]), "image/jpeg"),
+         ("stranger.jpg", jpeg(cameramen(1, seed=7)[0]), "image/jpeg")]
+    )
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = texts(at)
+    assert re.search(r"\*\*\d\. Astro Naut\*\*", shown) and "**1. Unknown**" in shown
+    assert "match confidence" in shown and "Astro_Naut_000" in shown  # evidence: LFW names
+    assert not list(runs.iterdir()), "identifying writes nothing"
+    home = open_page(app())
+    assert "Model in use: LFW public figures" in texts(home) and "7 public figures" in texts(home)
+
+
+@pytest.mark.slow
+def test_the_builtin_is_read_only_and_my_copy_takes_a_new_person(tiny_builtin, folders):
+    builtin = load_run(BUILTIN)
+    assert builtin.builtin and builtin.scoring == "gallery"
+    for change in (
+        lambda: people.rename(builtin, "Astro_Naut", "Eileen"),
+        lambda: people.remove(builtin, "Astro_Naut"),
+        lambda: builtin.set_threshold(0.0, "test"),
+        lambda: builtin.set_meta(name="mine"),
+    ):
+        with pytest.raises(RunError, match="read-only; make your own copy"):
+            change()
+    at = open_page(app(), "pages/people.py")
+    assert "read-only" in texts(at)
+    next(b for b in at.button if b.label == "Make my own copy").click().run()
+    assert not at.exception
+    mine = active_run()
+    assert not mine.builtin and mine.title == "LFW public figures (my copy)"
+    assert "is ready and in use" in texts(at)
+    enrol = next(u for u in at.file_uploader if u.label == "Photos of this person")
+    enrol.set_value([(f"cam{i}.jpg", jpeg(p), "image/jpeg") for i, p in
+                     enumerate(cameramen(3, seed=11))])
+    at.text_input(key="new-name").set_value("Camera Man")
+    at.form_submit_button[-1].click()
+    open_page(at)
+    assert "Added Camera Man from 3 photo(s)" in texts(at)
+    assert "knows 8 people" in texts(at)  # the page shows the change at once
+    from celebmodel.recognize import Recognizer
+
+    face = Recognizer.from_run(mine).identify(np.asarray(cameramen(1, seed=99)[0]))[0]
+    assert face["known"] and face["name"] == "Camera Man"
+    assert load_run(BUILTIN).people() == 7  # the built-in model itself is unchanged
+
+
+@pytest.mark.slow
+def test_the_cli_names_with_the_builtin_and_a_user_run_of_that_name_does_not_clash(
+    tiny_builtin, folders, tmp_path, capsys, astro
+):
+    photo = tmp_path / "astro.jpg"
+    photo.write_bytes(jpeg(astronauts(1, seed=5)[0]))
+    stranger = tmp_path / "cam.jpg"
+    stranger.write_bytes(jpeg(cameramen(1, seed=8)[0]))
+    assert main(["predict", BUILTIN, str(photo), str(stranger), "--json"]) == 0
+    found = {r["image"]: r["faces"][0] for r in json.loads(capsys.readouterr().out)}
+    known, unknown = found[str(photo)], found[str(stranger)]
+    assert known["label"] == "Astro_Naut" and known["name"] == "Astro Naut"
+    assert known["evidence"][0]["link"].endswith("/person/Astro_Naut.html")
+    # an unknown face never carries a person's name outside the fields named for the nearest
+    assert unknown["label"] == "unknown" and unknown["name"] is None
+    assert unknown["nearest_name"] and unknown["top_k"] == []
+    assert 0 <= unknown["match_confidence"] < known["match_confidence"] <= 1
+    # a folder of the user's called lfw-public-figures is reached by its path; the bare name
+    # is the built-in model wherever the command runs
+    runs, _ = folders
+    mine = add_run(runs, astro, BUILTIN)
+    assert load_run(runs / BUILTIN).path == mine.path and not load_run(runs / BUILTIN).builtin
+    os.chdir(runs)
+    assert load_run(BUILTIN).builtin
+    assert main(["people", BUILTIN, "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "Astro_Naut" in listing and "Chelsea_Cat" in listing
+    assert main(["copy", BUILTIN, "--name", "Mine"]) == 0
+    assert "Mine" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_choosing_the_builtin_is_remembered_and_a_first_training_does_not_take_over_then(
+    tiny_builtin, folders, astro
+):
+    runs, _ = folders
+    builtin = load_run(BUILTIN)
+    choose_run(builtin)
+    assert json.loads((runs / "active.json").read_text())["builtin"] is True
+    add_run(runs, astro, "20240101-000000-dlib128")
+    assert active_run().builtin  # the user's choice stands
+    choose_run(Run(runs / "20240101-000000-dlib128"))
+    assert not active_run().builtin
+    copy = copy_run(builtin)
+    assert copy.path.parent == runs and copy.scoring == "gallery"
+
+
+# The protocol, by hand ----------------------------------------------------------------------
+
+
+def test_the_protocol_split_keeps_learning_people_out_of_every_test():
+    labels = np.repeat(np.arange(60), np.r_[np.full(30, 1), np.full(30, 3)])
+    trial = make_trial(labels, seed=0, learn_people=20, gallery_people=15)
+    learn = set(labels[trial.learn])
+    assert len(learn) == 20
+    assert not learn & set(labels[np.r_[trial.gallery, trial.genuine, trial.impostor]])
+    gallery = labels[trial.gallery]
+    assert len(set(gallery)) == 15 == len(gallery)  # one photo per gallery person
+    assert set(labels[trial.genuine]) <= set(gallery)
+    assert not set(labels[trial.impostor]) & set(gallery)
+    # every photo of a gallery person but the gallery one is a genuine probe
+    assert len(trial.genuine) == sum((labels == p).sum() - 1 for p in gallery)
+    assert make_trial(labels, 0, 20, 15).gallery.tolist() == trial.gallery.tolist()
+
+
+def test_rank1_dir_and_tar_by_hand():
+    truth = np.array([0, 1, 2, 3])
+    best = np.array([0, 1, 2, 9])  # the fourth genuine probe is named wrongly
+    genuine = np.array([0.9, 0.5, 0.3, 0.95])
+    impostor = np.linspace(0, 0.6, 101)  # FAR 1% threshold: 0.594; 0.1%: 0.5994
+    found = identification(best, truth, genuine, impostor)
+    assert found["rank1"] == 0.75
+    assert found["dir_far_1"] == 0.25  # only 0.9 is right AND above the threshold
+    assert found["dir_far_0.1"] == 0.25
+    # verification: two people, unit vectors; every pair counted once
+    faces = np.array([[1, 0], [0.96, 0.28], [0, 1], [0.28, 0.96]], float)
+    labels = np.array([0, 0, 1, 1])
+    assert verification(faces, labels, far=0.5) == 1.0  # both genuine pairs at 0.96
+    assert verification(np.array([[1, 0], [0, 1], [1, 0], [0, 1]], float),
+                        np.array([0, 0, 1, 1]), far=0.5) == 0.0
+
+
+def test_the_protocol_scores_separated_people_perfectly_and_plain_noise_at_chance():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(300, 32))
+    labels = np.repeat(np.arange(300), 3)
+    tight = centres[labels] + 0.01 * rng.normal(size=(900, 32))
+    found = run_protocol(tight, labels, seeds=range(2), learn_people=80, gallery_people=100)
+    assert found["rank1"]["mean"] == 1.0 and found["tar_far_0.1"]["mean"] == 1.0
+    assert found["dir_far_1"]["mean"] > 0.95
+    noise = rng.normal(size=(900, 32))
+    found = run_protocol(noise, labels, seeds=range(2), learn_people=80, gallery_people=100)
+    assert found["rank1"]["mean"] < 0.1 and found["dir_far_1"]["mean"] < 0.1
+    assert found["rank1"]["mean_minus_sd"] == pytest.approx(
+        found["rank1"]["mean"] - found["rank1"]["sd"]
+    )
+
+
+# LFW's archive ------------------------------------------------------------------------------
+
+
+def _lfw_archive(path, extra: dict[str, bytes] | None = None) -> str:
+    """A small .tgz in the layout of LFW's lfw.tgz (and any ``extra`` entries); its sha256."""
+    import hashlib
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        entries = {f"lfw/Ada_Lovelace/Ada_Lovelace_{i:04d}.jpg": jpeg(p)
+                   for i, p in enumerate(astronauts(3, seed=1), start=1)}
+        entries["lfw/Bob_Only/Bob_Only_0001.jpg"] = jpeg(cameramen(1, seed=1)[0])
+        for name, data in {**entries, **(extra or {})}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_fetch_lfw_takes_the_official_archive_byte_for_byte_and_only_its_photos(
+    tmp_path, monkeypatch
+):
+    from celebmodel import sources
+
+    archive = tmp_path / "lfw.tgz"
+    digest = _lfw_archive(archive, {"lfw/../../evil.jpg": b"x", "lfw/README": b"hi"})
+    monkeypatch.setitem(sources.LFW_ARCHIVE, "url", archive.as_uri())
+    monkeypatch.setitem(sources.LFW_ARCHIVE, "sha256", digest)
+    scan = sources.fetch_lfw(tmp_path / "everyone", min_faces=1)
+    assert sorted(scan.labels) == ["Ada_Lovelace", "Bob_Only"]
+    assert not (tmp_path / "evil.jpg").exists() and not list(tmp_path.glob(".everyone*"))
+    first = (tmp_path / "everyone" / "Ada_Lovelace" / "Ada_Lovelace_0001.jpg").read_bytes()
+    assert first == jpeg(astronauts(3, seed=1)[0])
+    assert sources.fetch_lfw(tmp_path / "most", min_faces=2).labels == ["Ada_Lovelace"]
+    monkeypatch.setitem(sources.LFW_ARCHIVE, "sha256", "0" * 64)
+    with pytest.raises(DatasetError, match="not LFW's archive"):
+        sources.fetch_lfw(tmp_path / "tampered", min_faces=1)
+    assert not (tmp_path / "tampered").exists()
+    monkeypatch.setitem(sources.LFW_ARCHIVE, "url", "http://127.0.0.1:9/lfw.tgz")
+    with pytest.raises(DatasetError, match="no internet"):
+        sources.fetch_lfw(tmp_path / "offline", min_faces=1)
+
+
+def test_evaluate_shows_the_builtin_models_protocol(shipped_builtin, folders):
+    at = open_page(app(), "pages/evaluate.py")
+    assert at.selectbox(key="evaluate_run").value == BUILTIN
+    shown = texts(at)
+    assert "Open-set identification on Labeled Faces in the Wild" in shown
+    assert "no held-out metrics per person" in shown
+    table = at.dataframe[0].value
+    dir_row = table[table["measure"].str.startswith("DIR at FAR 1%")].iloc[0]
+    protocol = json.loads((shipped_builtin / "protocol.json").read_text())
+    assert dir_row["mean − sd"] == f"{protocol['figures']['dir_far_1']['mean_minus_sd']:.3f}"
+    assert not [t for t in at.tabs if t.label in ("Strangers", "Downloads", "Per person")]
