@@ -1,9 +1,13 @@
 """Grouping at archive scale: all of LFW as strangers, methods compared, 100k/300k faces,
-new photos joining an album; old (the code at d5e5885) beside new, in one run.
+new photos joining an album; old beside new, in one run (``--old``: the code before grouping
+scaled, d5e5885, and the first scalable grouping, b78bb13).
 
 The faces are the package's own: every photo of an LFW folder (``--lfw``, one sub-folder per
 person) through the face stage and the face network, via the face cache (``$CELEBMODEL_DATA``;
-a second run reads them back in seconds). The cut comes from a gallery as a model's would:
+a second run reads them back in seconds), in two spaces: as the network gives them (what a
+trained run's model gave albums before) and averaged with their mirror images (what albums
+are grouped on now: gallery models embed so, and a trained run's own embedding is averaged
+with its mirror image's). The cut comes from a gallery as a model's would, in the same space:
 the faces of LFW's 8 people with the most photos (the LFW-8 model's people). Each grouping
 runs in a child process of its tree (``PYTHONPATH``), so its time and peak memory are its own.
 
@@ -24,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +48,7 @@ EIGHT = [
     "Tony_Blair",
 ]
 NOISE = 0.01  # per-dimension noise of a repeated face: about 0.11 from its original
+SPACES = {"mirror-averaged": True, "as embedded": False}  # the first: what albums group on
 
 CHILD = """
 import json, sys, time
@@ -53,7 +59,7 @@ faces, gallery, labels = data["faces"], data["gallery"], data["labels"]
 start = time.perf_counter()
 if hasattr(grouping, "group_cuts"):
     cut = grouping.group_cuts(gallery, labels)
-    cuts = [cut.pair, cut.group]
+    cuts = list(vars(cut).values())
 else:
     cut = grouping.group_distance(gallery, labels)
     cuts = [cut]
@@ -76,13 +82,16 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lfw", required=True, help="LFW photos: one folder per person")
     parser.add_argument("--sizes", type=int, nargs="*", default=[100_000, 300_000])
-    parser.add_argument("--old", default="d5e5885", help="git ref of the old code")
+    parser.add_argument(
+        "--old", nargs="*", default=["d5e5885", "b78bb13"], help="git refs of older code"
+    )
     parser.add_argument("--skip-old", action="store_true")
     return parser.parse_args()
 
 
-def lfw_faces(root: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Every LFW photo's face embedding (through the face cache) and its person."""
+def lfw_faces(root: Path) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
+    """Every LFW photo's face embedding in both spaces (through the face cache), and its
+    person."""
     from celebmodel.face_cache import cache_dir, embed_files, prepare
     from celebmodel.face_network import FaceEmbedder
     from celebmodel.faces import FaceStage
@@ -90,12 +99,14 @@ def lfw_faces(root: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     paths = sorted(str(p.relative_to(root)) for p in root.glob("*/*.jpg"))
     stage = FaceStage(enabled=True, detector="hog", alignment="chip", size=150)
     records = [r for r in prepare(root, paths, stage, cache_dir()) if r["crop"]]
-    faces = embed_files([r["crop"] for r in records], FaceEmbedder(False))
+    crops = [r["crop"] for r in records]
+    spaces = {space: embed_files(crops, FaceEmbedder(flip)) for space, flip in SPACES.items()}
     people = [r["path"].split("/")[0] for r in records]
     names = sorted(set(people))
     index = {name: i for i, name in enumerate(names)}
-    faces = faces / np.linalg.norm(faces, axis=1, keepdims=True)
-    return faces.astype(np.float32), np.array([index[p] for p in people]), names
+    for space, faces in spaces.items():
+        spaces[space] = (faces / np.linalg.norm(faces, axis=1, keepdims=True)).astype(np.float32)
+    return spaces, np.array([index[p] for p in people]), names
 
 
 def scores(truth: np.ndarray, groups: np.ndarray) -> dict[str, float]:
@@ -194,19 +205,24 @@ def compare_methods(faces, truth, gallery, labels) -> None:
         scores(truth, grouping.number_groups(single)),
     )
     for name, cut in (
-        ("pair cut", Cuts(cuts.pair, cuts.pair)),
-        ("group cut", Cuts(cuts.group, cuts.group)),
+        ("one cut (pair)", Cuts(cuts.pair, cuts.pair, cuts.pair)),
+        ("one cut (group)", Cuts(cuts.group, cuts.group, cuts.group)),
+        ("one cut (loose)", Cuts(cuts.loose, cuts.loose, cuts.loose)),
+        ("cut by size, no loose pass", Cuts(cuts.pair, cuts.group, cuts.group)),
+        ("loose pass, no margin", None),
+        ("cut by size + loose pass (new)", cuts),
     ):
         start = time.perf_counter()
+        if cut is None:  # every rival as far as can be: the loose cut alone decides
+            margin, grouping.MARGIN = grouping.MARGIN, np.inf
+            found = group_faces(faces, cuts)
+            grouping.MARGIN = margin
+        else:
+            found = group_faces(faces, cut)
         line(
-            f"graph average linkage, one cut ({name})",
-            {**scores(truth, group_faces(faces, cut)), "s": time.perf_counter() - start},
+            f"graph average linkage, {name}",
+            {**scores(truth, found), "s": time.perf_counter() - start},
         )
-    start = time.perf_counter()
-    line(
-        "graph average linkage, cut by size (new)",
-        {**scores(truth, group_faces(faces, cuts)), "s": time.perf_counter() - start},
-    )
 
 
 def full_linkage_sweep(faces, truth, method: str) -> None:
@@ -274,37 +290,42 @@ def incremental(faces, truth, gallery, labels, work: Path) -> None:
 
 def main() -> None:
     args = parse_args()
-    faces, truth, names = lfw_faces(Path(args.lfw))
+    spaces, truth, names = lfw_faces(Path(args.lfw))
     mask = np.isin(truth, [names.index(n) for n in EIGHT if n in names])
-    gallery, labels = faces[mask], truth[mask]
     counts = np.bincount(truth)[truth]
     middle = (counts >= 10) & (counts <= 19)
     print(
-        f"LFW: {len(faces)} faces of {len(names)} people; gallery {len(gallery)} faces of "
-        f"{len(np.unique(labels))} people; lfw_10to19: {middle.sum()} faces of "
+        f"LFW: {len(truth)} faces of {len(names)} people; gallery {mask.sum()} faces of "
+        f"{len(np.unique(truth[mask]))} people; lfw_10to19: {middle.sum()} faces of "
         f"{len(np.unique(truth[middle]))} people; load {os.getloadavg()[0]:.1f}\n"
     )
-    with tempfile.TemporaryDirectory() as tmp, trees(args.old, args.skip_old) as versions:
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         work = Path(tmp)
+        versions = dict(stack.enter_context(trees(None, True)))
+        for ref in [] if args.skip_old else args.old:
+            versions.update(stack.enter_context(trees(ref, False)))
         print("## Old beside new: each in a child process of its tree\n")
-        for label, subset in (("all of LFW", slice(None)), ("lfw_10to19", middle)):
-            for name, tree in versions:
-                result = in_child(tree, faces[subset], gallery, labels, work)
-                if "error" in result:
-                    line(f"{name}: {label}", {"error": result["error"]})
-                    continue
-                line(
-                    f"{name}: {label}",
-                    {
-                        **scores(truth[subset], result["groups"]),
-                        "s": result["seconds"],
-                        "MB": result["added_mb"],
-                        "cuts": " ".join(f"{c:.3f}" for c in result["cuts"]),
-                    },
-                )
+        for space, faces in spaces.items():
+            for label, subset in (("all of LFW", slice(None)), ("lfw_10to19", middle)):
+                for name, tree in versions.items():
+                    result = in_child(tree, faces[subset], faces[mask], truth[mask], work)
+                    if "error" in result:
+                        line(f"{name}: {label}, {space}", {"error": result["error"]})
+                        continue
+                    line(
+                        f"{name}: {label}, {space}",
+                        {
+                            **scores(truth[subset], result["groups"]),
+                            "s": result["seconds"],
+                            "MB": result["added_mb"],
+                            "cuts": " ".join(f"{c:.3f}" for c in result["cuts"]),
+                        },
+                    )
+        faces = spaces["mirror-averaged"]
+        gallery, labels = faces[mask], truth[mask]
         print(
-            "\n## Methods on all of LFW (same faces, same gallery; * = cut chosen on the"
-            " answers, a ceiling)\n"
+            "\n## Methods on all of LFW, mirror-averaged (same faces, same gallery; * = cut"
+            " chosen on the answers, a ceiling)\n"
         )
         compare_methods(faces, truth, gallery, labels)
         for method in ("average", "weighted"):
@@ -315,17 +336,16 @@ def main() -> None:
         points = []
         for size in args.sizes:
             big, big_truth = repeated(faces, truth, size)
-            for name, tree in versions[:1]:  # the old code needs size^2 memory: 80 GB at 100k
-                result = in_child(tree, big, gallery, labels, work)
-                line(
-                    f"{name}: {size:,} faces",
-                    {
-                        **scores(big_truth, result["groups"]),
-                        "s": result["seconds"],
-                        "MB": result["added_mb"],
-                    },
-                )
-                points.append((size, result["seconds"], result["added_mb"]))
+            result = in_child(versions["new"], big, gallery, labels, work)
+            line(
+                f"new: {size:,} faces",
+                {
+                    **scores(big_truth, result["groups"]),
+                    "s": result["seconds"],
+                    "MB": result["added_mb"],
+                },
+            )
+            points.append((size, result["seconds"], result["added_mb"]))
         if len(points) >= 2:
             (n1, t1, m1), (n2, t2, m2) = points[-2:]
             power = np.log(t2 / t1) / np.log(n2 / n1)

@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -41,6 +42,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 
 def table(rows: list[dict], title: str) -> None:
@@ -173,7 +175,7 @@ def identify_measure(run: str, data: Path) -> dict:
     recognizer = Recognizer.from_run(run).warm_up()
     load = time.perf_counter() - started
     photos = []
-    for person in sorted(data.iterdir())[:8]:
+    for person in sorted(p for p in data.iterdir() if p.is_dir())[:8]:
         for path in sorted(person.iterdir())[:3]:
             face = Image.open(path).convert("RGB").resize((300, 300))
             canvas = Image.new("RGB", (640, 480), (90, 90, 90))
@@ -203,7 +205,7 @@ def in_process(tree: Path, *args: str) -> dict:
 
 
 def train_in(tree: Path, data: Path, work: Path) -> Path:
-    run = work / "run"
+    run = work / "20240101-000000-dlib128"
     subprocess.run(
         [sys.executable, "-m", "celebmodel", "train", str(data), "--backbone", "dlib128",
          "--run-dir", str(run)],
@@ -227,6 +229,84 @@ def speed(old_ref: str | None, skip_old: bool) -> None:
                 rows.append({"tree": name, "model": "built-in, 5,748 people",
                              **in_process(tree, "--identify", "lfw-public-figures")})
     table(rows, "Identify one 640x480 photo with one face (warm, 24 photos x 3), memory")
+
+
+# Pages in a real browser, the app started as the README does --------------------------------
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, MB (from /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def pages_measure(tree: Path, runs: Path, work: Path, known: int) -> dict:
+    """People's first paint (the people table on screen) and Identify's (the model's
+    caption), then the app's memory with the model loaded."""
+    from pages_speed import CHROMIUM_ARGS, serve
+    from playwright.sync_api import sync_playwright
+
+    env = {**os.environ, "CELEBMODEL_RUNS": str(runs), "CELEBMODEL_DATA": str(work / "data")}
+    url, server = serve(tree, env, work)
+    found = {}
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS
+            )
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            page.get_by_text("Celebrity face studio").first.wait_for(timeout=600_000)
+            for visit in ("first", "again"):
+                started = time.perf_counter()
+                page.goto(f"{url}/people")
+                page.get_by_text(f"knows {known:,} people", exact=False).first.wait_for(
+                    timeout=600_000
+                )
+                page.locator("[data-testid='stDataFrame'], [data-testid='stImage']").first \
+                    .wait_for(timeout=600_000)
+                found[f"People first paint ({visit}, s)"] = time.perf_counter() - started
+            started = time.perf_counter()
+            page.goto(f"{url}/identify")
+            page.get_by_text("Photos", exact=True).first.wait_for(timeout=600_000)
+            found["Identify ready, model loaded (s)"] = time.perf_counter() - started
+            found["app memory, model loaded (MB)"] = rss_mb(server.pid)
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return found
+
+
+def pages(old_ref: str | None, skip_old: bool) -> None:
+    """The new tree with no run of the user's (the built-in model, 5,748 people) against the
+    old tree with a 5,748-person run written by ``tests/generated_runs.py`` (the old code
+    cannot open the built-in model); memory: the new app with the built-in model against the
+    old app with an 8-person trained model."""
+    from face_network import trees
+    from generated_runs import generated_run
+
+    rows = []
+    with trees(old_ref, skip_old) as measured:
+        for name, tree in measured:
+            work = Path(tempfile.mkdtemp(prefix="celebbench-"))
+            runs = work / "runs"
+            runs.mkdir()
+            if name == "new":
+                rows.append({"tree": name, "model": "built-in (5,748 people)",
+                             **pages_measure(tree, runs, work, 5748)})
+            else:
+                generated_run(runs, 5748, photos=(2, 1, 1), photo_files=None, model="head")
+                rows.append({"tree": name, "model": "generated, 5,748 people",
+                             **pages_measure(tree, runs, work, 5748)})
+                eight = Path(tempfile.mkdtemp(prefix="celebbench-"))
+                (eight / "runs").mkdir()
+                train_in(tree, SHARED / "lfw", eight / "runs")
+                rows.append({"tree": name, "model": "8 people (trained)",
+                             **pages_measure(tree, eight / "runs", eight, 8)})
+    table(rows, "Pages in Chromium, the app started as the README does")
 
 
 # Trained runs: their own score against gallery scoring ------------------------------------------
@@ -305,6 +385,8 @@ def main() -> None:
     parser.add_argument("--old", help="git ref of the old path (default d5e5885)")
     parser.add_argument("--skip-old", action="store_true")
     parser.add_argument("--trained", action="store_true", help="also the dev-set comparison")
+    parser.add_argument("--pages", action="store_true", help="also People and Identify in "
+                        "Chromium, and the app's memory")
     parser.add_argument("--identify", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.identify:
@@ -316,6 +398,8 @@ def main() -> None:
         if args.external:
             external(Path(args.external), plain, labels, names)
     speed(args.old or "d5e5885", args.skip_old)
+    if args.pages:
+        pages(args.old or "d5e5885", args.skip_old)
     if args.trained:
         for known, strangers in (("lfw_10to19", "lfw"), ("lfw", "lfw_10to19")):
             found = trained(SHARED / known, SHARED / strangers)

@@ -130,6 +130,8 @@ class AlbumGroups:
         if (groups < 0).any() or (n and groups.max() >= int(meta["next_id"])):
             raise ValueError("a group id out of range")
         cuts = meta.get("cuts")
+        if not (isinstance(cuts, list) and len(cuts) == 3):
+            cuts = None  # none yet, or an older version's two: the next assign records them
         return cls(
             path,
             str(meta["model"]),
@@ -140,7 +142,7 @@ class AlbumGroups:
             {int(k): str(v) for k, v in meta.get("names", {}).items()},
             int(meta["next_id"]),
             list(meta.get("history", [])),
-            Cuts(float(cuts[0]), float(cuts[1])) if cuts else None,
+            Cuts(*(float(c) for c in cuts)) if cuts else None,
         )
 
     # Reading -----------------------------------------------------------------------------
@@ -358,7 +360,7 @@ class AlbumGroups:
         meta = {
             "format": FORMAT,
             "model": self.model,
-            "cuts": [self.cuts.pair, self.cuts.group] if self.cuts else None,
+            "cuts": self.cuts.values() if self.cuts else None,
             "names": {str(k): v for k, v in self.names.items()},
             "next_id": self.next_id,
             "history": self.history,

@@ -90,8 +90,9 @@ def lfw_photos(
     """
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise DatasetError(f"{root}: no such folder (give the folder that holds LFW's "
-                           "<Person>/ folders)")
+        what = "not a folder" if root.exists() else "no such folder"
+        raise DatasetError(f"{root}: {what} (give the folder that holds LFW's <Person>/ "
+                           "folders)")
     expected = people or lfw_people()
     unknown_ok = sorted(set(missing_ok) - set(expected))
     if unknown_ok:

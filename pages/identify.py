@@ -117,6 +117,8 @@ def show_photo(name: str, content: bytes) -> None:
     faces = result["faces"]
     width, height = result["size"]
     st.caption(f"{len(faces)} face(s) found in {result['seconds']:.2f} s · {width}×{height} photo")
+    if faces:
+        st.caption(display.preset_effect(faces, recognizer, options))
     if not faces:
         st.warning(
             f"{name}: no face found. Try a photo where the face is larger, turned to the "

@@ -310,7 +310,8 @@ def test_a_photo_without_a_face_and_a_new_person_on_the_people_page(folders, dli
     assert any("Added Ada Lovelace from 3 photo(s)" in s.value for s in at.success), texts(at)
     assert "Ada_Lovelace" in run.labels()
     assert not list(data.glob(".enrol-*")), "uploaded photos must be deleted"
-    assert "**Ada Lovelace**" in [m.value for m in open_page(at).markdown]  # at once, no reload
+    assert "Ada Lovelace" in set(at.dataframe[0].value["name"])  # at once, no reload
+    assert "knows 4 people" in texts(at)
     identify = open_page(app(), "pages/identify.py")
     assert any("knows 4 people" in c.value for c in identify.caption)
     identify.text_input(key=f"who-{run.name}").set_value("ada").run()  # a search, not a list

@@ -287,6 +287,9 @@ def test_every_command_runs_as_a_real_process(runs_copy, tiny_dataset, tmp_path)
         "people": (("people", runs_copy.predict_run, "list"), 0, "Celebrity_A"),
         "serve": (("serve", tmp_path / "nowhere"), 1, "no such run directory"),
         "export": (("export", runs_copy.predict_run, tmp_path / "exported"), 0, "wrote"),
+        "groups": (("groups", tmp_path / "none.csv", "list"), 1, "no groups yet"),
+        "build-lfw-model": (("build-lfw-model", not_a_folder), 1, "not a folder"),
+        "copy": (("copy", runs_copy.predict_run, "--name", "Mine"), 0, "copied"),
     }
     assert set(commands) == set(subcommands())
     procs = {

@@ -18,7 +18,7 @@ from conftest import add_run, app, astronauts, cameramen, fill_disk_at, open_pag
 from PIL import Image
 from skimage import data as skdata
 
-from celebmodel import people
+from celebmodel import display, people
 from celebmodel.errors import RunError
 from celebmodel.open_set import (
     l2_normalize,
@@ -28,6 +28,7 @@ from celebmodel.open_set import (
     stranger_scores,
     threshold_for,
 )
+from celebmodel.recognize import Recognizer
 from celebmodel.runs import Run
 
 # --------------------------------------------------------------------------------------------
@@ -338,3 +339,34 @@ def test_an_album_zip_is_grouped_and_a_group_is_named_in_one_step(run):
     cams = table[table["photo"].str.contains("cam")]
     assert list(cams["closest"]) == ["Ada Lovelace"] * 3  # the new person, at once
     assert (cams["name"] == "Ada Lovelace").sum() >= 2  # named where the threshold allows
+
+
+def test_percentages_read_the_way_the_decision_went():
+    # 91.99% against 92%: shown with the decimals that tell them apart, never "92% (needs 92%)"
+    assert display.percent_pair(0.9199, 0.92, reached=False) == ("91.99%", "92.00%")
+    assert display.percent_pair(0.95, 0.92, reached=True) == ("95%", "92%")
+    assert display.percent_pair(0.92, 0.92, reached=True) == ("92%", "92%")  # reached exactly
+    value, needed = display.percent_pair(0.99995, 0.99996, reached=False)
+    assert float(value.rstrip("%")) < float(needed.rstrip("%"))
+
+
+@pytest.mark.slow
+def test_an_unknown_face_names_its_real_closest_person_and_the_presets_say_what_they_change(
+    run,
+):
+    recognizer = Recognizer.from_run(run)
+    stranger = np.stack([skdata.camera()] * 3, axis=-1)
+    (face,) = [f for f in recognizer.identify(stranger) if not f["known"]][:1]
+    assert face["name"] is None and face["label"] == "unknown"
+    same = [e for e in face["evidence"] if not e["runner_up"]]
+    other = [e for e in face["evidence"] if e["runner_up"]]
+    # the closest person shown is the one whose gallery face is closest to the face
+    assert same[0]["label"] == face["nearest"] and same[0]["name"] == face["nearest_name"]
+    assert not other or same[0]["similarity"] >= other[0]["similarity"]
+    options = presets(run.read_json("calibration.json"))
+    words = display.preset_effect([face], recognizer, options)
+    named = {n: recognizer.is_known(face["score"], o["threshold"]) for n, o in options.items()}
+    if len(set(named.values())) == 1:
+        assert words == "Every preset gives the same answers on this face."
+    else:
+        assert words.startswith("Faces named under each preset here:")

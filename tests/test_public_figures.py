@@ -341,3 +341,59 @@ def test_evaluate_shows_the_builtin_models_protocol(shipped_builtin, folders):
     protocol = json.loads((shipped_builtin / "protocol.json").read_text())
     assert dir_row["mean − sd"] == f"{protocol['figures']['dir_far_1']['mean_minus_sd']:.3f}"
     assert not [t for t in at.tabs if t.label in ("Strangers", "Downloads", "Per person")]
+
+
+# Pages at thousands of people ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_people_and_identify_at_2000_people_search_and_page_instead_of_listing(folders):
+    import time
+
+    from generated_runs import generated_run
+
+    runs, _ = folders
+    run = generated_run(runs, 2000, photos=(2, 1, 1), photo_files=None, model="head")
+    choose_run(run)
+    started = time.perf_counter()
+    at = open_page(app(), "pages/people.py")
+    seconds = time.perf_counter() - started
+    assert seconds < 20, seconds  # generous on a loaded CI machine; the bench measures 1 s
+    assert "knows 2,000 people" in texts(at)
+    rows = at.dataframe[0].value
+    assert len(rows) == 24  # one page, never every person
+    assert "page 1 of 84" in texts(at)
+    name = rows["name"].iloc[3]
+    at.text_input(key="people-search").set_value(name).run()
+    assert name in set(at.dataframe[0].value["name"])
+    assert at.selectbox(key="person").value in set(run.labels())
+    identify = open_page(app(), "pages/identify.py")
+    caption = next(c.value for c in identify.caption if "knows 2,000 people" in c.value)
+    assert len(caption) < 200  # the count, not 2,000 names
+    identify.text_input(key=f"who-{run.name}").set_value(name).run()
+    assert any(c.value.startswith("Known") and name in c.value for c in identify.caption)
+
+
+def test_the_api_lists_people_a_page_at_a_time(folders):
+    from fastapi.testclient import TestClient
+    from generated_runs import generated_run
+
+    from celebmodel.serve import create_app
+
+    runs, _ = folders
+    run = generated_run(runs, 300, photos=(2, 1, 1), photo_files=None, model="head")
+    with TestClient(create_app(run.path)) as client:
+        first = client.get("/people", params={"limit": 100}).json()
+        assert first["total"] == 300 and len(first["people"]) == 100 and first["offset"] == 0
+        last = client.get("/people", params={"offset": 250, "limit": 100}).json()
+        assert len(last["people"]) == 50
+        everyone = [p["label"] for p in first["people"]] + [
+            p["label"]
+            for offset in (100, 200)
+            for p in client.get("/people", params={"offset": offset}).json()["people"]
+        ]
+        assert everyone == run.labels()
+        name = first["people"][7]["name"]
+        found = client.get("/people", params={"q": name}).json()
+        assert found["total"] >= 1 and name in [p["name"] for p in found["people"]]
+        assert client.get("/people", params={"limit": 5000}).status_code == 422
