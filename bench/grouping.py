@@ -9,12 +9,14 @@ precision, recall and F-measure; an ungrouped face is a group of its own).
 Each LFW photo is centred on its person; other faces in it (people in the background) have no
 known identity, so only the face nearest the photo's centre is scored (the others are counted).
 
-With ``--old WORKTREE`` (a checkout of the code before grouping scaled, e.g.
-``git worktree add --detach /tmp/old d5e5885``) the same command runs from that checkout with
-a model it trained itself, in the same run: its groups scored and its speed, beside these.
+With ``--old WORKTREE`` (a checkout of earlier code, e.g. ``git worktree add --detach
+/tmp/old d5e5885``; repeat it for more) the same command runs from that checkout with a model
+it trained itself, in the same run: its groups scored and its speed, beside these. The speed
+is the whole command's (TensorFlow's start-up included); a trained run's albums now embed each
+face twice (as it is and mirrored), so it shows that cost too.
 
     python bench/grouping.py
-    python bench/grouping.py --old /tmp/old
+    python bench/grouping.py --old /tmp/old --old /tmp/first-scalable
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ def parse_args() -> argparse.Namespace:
     shared = HERE.parent / "shared" / "data"
     parser.add_argument("--known", default=str(shared / "lfw"), help="folder the model learns")
     parser.add_argument("--strangers", default=str(shared / "lfw_10to19"), help="folder grouped")
-    parser.add_argument("--old", help="a checkout of the previous code, for its predict speed")
+    parser.add_argument(
+        "--old", action="append", default=[], help="a checkout of earlier code (repeatable)"
+    )
     parser.add_argument("--work", help="folder for runs and caches (default: a temporary one)")
     return parser.parse_args()
 
@@ -85,8 +89,9 @@ def main_faces(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.loc[nearest]
 
 
-def bcubed(truth: list[str], clusters: list[str]) -> tuple[float, float]:
-    """BCubed precision and recall of ``clusters`` against ``truth`` (one entry per item)."""
+def bcubed(truth: list[str], clusters: list[str]) -> tuple[float, float, float]:
+    """BCubed precision and recall of ``clusters`` against ``truth`` (one entry per item), and
+    the pairwise F-measure (pairs of items put together)."""
     frame = pd.DataFrame({"truth": truth, "cluster": clusters})
     both = frame.groupby(["cluster", "truth"]).size()
     per_cluster = frame.groupby("cluster").size()
@@ -94,7 +99,11 @@ def bcubed(truth: list[str], clusters: list[str]) -> tuple[float, float]:
     pairs = both.reset_index(name="n")
     precision = (pairs["n"] ** 2 / per_cluster[pairs["cluster"]].to_numpy()).sum() / len(frame)
     recall = (pairs["n"] ** 2 / per_truth[pairs["truth"]].to_numpy()).sum() / len(frame)
-    return float(precision), float(recall)
+    same = (pairs["n"] * (pairs["n"] - 1) / 2).sum()
+    pair_p = same / max((per_cluster * (per_cluster - 1) / 2).sum(), 1)
+    pair_r = same / max((per_truth * (per_truth - 1) / 2).sum(), 1)
+    pairwise = 2 * pair_p * pair_r / max(pair_p + pair_r, 1e-12)
+    return float(precision), float(recall), float(pairwise)
 
 
 def score(csv: Path, strangers: Path) -> dict[str, float]:
@@ -104,7 +113,7 @@ def score(csv: Path, strangers: Path) -> dict[str, float]:
     clusters = [
         f"group {group}" if group else f"alone {i}" for i, group in enumerate(main["group"])
     ]
-    precision, recall = bcubed(truth, clusters)
+    precision, recall, pairwise = bcubed(truth, clusters)
     grouped = main[main["group"] != ""]
     return {
         "faces": len(rows),
@@ -118,54 +127,46 @@ def score(csv: Path, strangers: Path) -> dict[str, float]:
         "BCubed precision": precision,
         "BCubed recall": recall,
         "BCubed F": 2 * precision * recall / (precision + recall),
+        "pairwise F": pairwise,
     }
+
+
+def measure(code: Path, work: Path, known: str, strangers: Path) -> tuple[dict, float]:
+    """Train a model with ``code``, then ``predict --group`` the strangers: scores, seconds."""
+    work.mkdir(parents=True, exist_ok=True)
+    run = train(code, work, known)
+    csv = work / "strangers.csv"
+    _, seconds = celebmodel(
+        code, work, "predict", str(run), str(strangers), "--group", "--csv", str(csv)
+    )
+    return score(csv, strangers), seconds
 
 
 def main() -> None:
     args = parse_args()
     strangers = Path(args.strangers).resolve()
     photos = sum(1 for p in strangers.rglob("*") if p.suffix.lower() in {".jpg", ".png"})
+    codes = [("this code", HERE)] + [
+        (f"old {i + 1}", Path(o).resolve()) for i, o in enumerate(args.old)
+    ]
+    results, speed = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        run = train(HERE, work, args.known)
-        csv = work / "strangers.csv"
-        _, seconds = celebmodel(
-            HERE, work, "predict", str(run), str(strangers), "--group", "--csv", str(csv)
-        )
-        results = score(csv, strangers)
-        speed = {"this code: predict --group --csv (s)": seconds}
-        speed["this code: photos/s"] = photos / seconds
-        old_results = {}
-        if args.old:
-            old = Path(args.old).resolve()
-            old_work = work / "old"
-            old_run = train(old, old_work, args.known)
-            old_csv = old_work / "strangers.csv"
-            _, old_seconds = celebmodel(
-                old,
-                old_work,
-                "predict",
-                str(old_run),
-                str(strangers),
-                "--group",
-                "--csv",
-                str(old_csv),
-            )
-            old_results = score(old_csv, strangers)
-            speed["old code: predict --group --csv (s)"] = old_seconds
-            speed["old code: photos/s"] = photos / old_seconds
+        for i, (name, code) in enumerate(codes):
+            results[name], seconds = measure(code, work / f"code{i}", args.known, strangers)
+            speed[f"{name}: predict --group --csv (s)"] = seconds
+            speed[f"{name}: photos/s"] = photos / seconds
     print(f"\n## Grouping {photos} photos of {strangers.name} with a model of {args.known}\n")
-    print(f"{'':34} {'this code':>10} {'old code' if old_results else '':>10}")
-    for name, value in results.items():
-        before = old_results.get(name, "")
-        if isinstance(value, float):
-            print(f"{name:34} {value:10.4f} {before if before == '' else f'{before:10.4f}'}")
-        else:
-            print(f"{name:34} {value:>10} {before!s:>10}")
+    for name, code in codes[1:]:
+        print(f"{name}: {code}")
+    print(f"{'':34}" + "".join(f"{name:>11}" for name, _ in codes))
+    for key in results["this code"]:
+        values = [results[name][key] for name, _ in codes]
+        shown = [f"{v:11.4f}" if isinstance(v, float) else f"{v!s:>11}" for v in values]
+        print(f"{key:34}" + "".join(shown))
     print("\n## Speed (wall time of the command, TensorFlow start-up included)\n")
     for name, value in speed.items():
-        print(f"{name:44} {value:.2f}" if isinstance(value, float) else f"{name:44} {value}")
+        print(f"{name:44} {value:.2f}")
 
 
 if __name__ == "__main__":

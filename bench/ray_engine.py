@@ -111,6 +111,7 @@ def driver_share(album, photos: list, recognizer, work: Path) -> dict[str, float
             [face for face, keep in zip(album.faces, mask, strict=True) if keep],
             [error for error in album.errors if error["photo"] in names],
             [name for name, _ in block.items],
+            album.grouped[mask],
         )
         answers.append((block.id, ray_engine._part(piece)))
     folder = work / "driver.csv.parts"
@@ -124,8 +125,7 @@ def driver_share(album, photos: list, recognizer, work: Path) -> dict[str, float
     merged.write_csv(work / "driver.csv")
     merge_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    gallery, labels = recognizer.run.gallery()
-    merged.group(ray_engine.l2_normalize(gallery), labels)
+    merged.group(recognizer.cuts)
     return {"merge": merge_seconds, "group": time.perf_counter() - start}
 
 

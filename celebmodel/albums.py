@@ -19,7 +19,7 @@ import pandas as pd
 
 from .album_groups import AlbumGroups
 from .errors import CelebmodelError
-from .grouping import UNGROUPED, group_cuts, group_faces
+from .grouping import UNGROUPED, Cuts, group_faces
 from .images import load_image
 from .progress import BarFactory, quiet_bar
 from .recognize import Recognizer
@@ -34,31 +34,32 @@ COLUMNS = (
 @dataclass
 class Album:
     """The faces of many photos: ``rows`` (:data:`COLUMNS`, ``nearest_name``, ``score``), one
-    unit-length embedding per row, and the photos that could not be read."""
+    unit-length embedding per row, the photos that could not be read, and the faces as they
+    are grouped (:meth:`~celebmodel.recognize.Recognizer.analyse_for_groups`; ``None``: the
+    embeddings)."""
 
     rows: pd.DataFrame
     embeddings: np.ndarray
     faces: list[dict[str, Any]] = field(default_factory=list)  # Recognizer's dict, per row
     errors: list[dict[str, str]] = field(default_factory=list)
     photos: list[str] = field(default_factory=list)
+    grouped: np.ndarray | None = None
 
-    def group(
-        self, gallery: np.ndarray, gallery_labels: np.ndarray, book: AlbumGroups | None = None
-    ) -> Album:
-        """Number the groups of unknown faces (the cut comes from the gallery): afresh, or
-        through ``book``, which keeps each face's group and saves the new ones."""
+    def group(self, cuts: Cuts, book: AlbumGroups | None = None) -> Album:
+        """Number the groups of unknown faces at ``cuts`` (the recognizer's
+        :attr:`~celebmodel.recognize.Recognizer.cuts`): afresh, or through ``book``, which
+        keeps each face's group and saves the new ones."""
         unknown = ~self.rows["known"].to_numpy(dtype=bool)
         groups = np.full(len(self.rows), UNGROUPED, dtype=int)
-        cuts = group_cuts(gallery, gallery_labels) if unknown.any() else None
+        vectors = (self.embeddings if self.grouped is None else self.grouped)[unknown]
         if book is not None:
             photos, faces = list(self.rows["photo"]), self.rows["face"].to_numpy(dtype=int)
             strangers = [p for p, u in zip(photos, unknown, strict=True) if u]
             book.forget([p for p, u in zip(photos, unknown, strict=True) if not u], faces[~unknown])
-            if cuts is not None:
-                vectors = self.embeddings[unknown]
+            if unknown.any():
                 groups[unknown] = book.assign(strangers, faces[unknown], vectors, cuts)
-        elif cuts is not None:
-            groups[unknown] = group_faces(self.embeddings[unknown], cuts)
+        elif unknown.any():
+            groups[unknown] = group_faces(vectors, cuts)
         self.rows["group"] = [str(g) if g != UNGROUPED else "" for g in groups]
         for face, number in zip(self.faces, self.rows["group"], strict=True):
             face["group"] = number
@@ -94,11 +95,11 @@ def identify_album(
     """Identify every face of ``photos`` (pairs of a name to show and a path, bytes or
     array); faces numbered left to right within each photo. ``threshold`` and ``top_k``
     default to the recognizer's."""
-    rows, vectors, details, errors = [], [], [], []
+    rows, vectors, grouped, details, errors = [], [], [], [], []
     with bar(desc="photos", total=len(photos), unit="photo") as progress:
         for name, source in photos:
             try:
-                faces, embeddings = recognizer.analyse(
+                faces, embeddings, as_grouped = recognizer.analyse_for_groups(
                     load_image(source, name=name), threshold, top_k
                 )
             except (CelebmodelError, OSError) as exc:
@@ -126,12 +127,14 @@ def identify_album(
                     }
                 )
                 vectors.append(embeddings[i])
+                grouped.append(as_grouped[i])
                 details.append(face)
             progress.update(1)
     dim = recognizer.centroids.shape[1]
     embeddings = np.stack(vectors) if vectors else np.zeros((0, dim), np.float32)
+    as_grouped = np.stack(grouped) if grouped else embeddings
     frame = pd.DataFrame(rows, columns=[*COLUMNS, "nearest_name", "score"])
-    return Album(frame, embeddings, details, errors, [name for name, _ in photos])
+    return Album(frame, embeddings, details, errors, [name for name, _ in photos], as_grouped)
 
 
 def photo_results(album: Album) -> list[dict[str, Any]]:

@@ -249,7 +249,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         recognizer = Recognizer.from_run(args.run, top_k=args.top_k)
         album = identify_album(recognizer, photos, threshold, bar=bar)
         if args.group:
-            album.group(recognizer.gallery, recognizer.gallery_labels, book)
+            album.group(recognizer.cuts, book)
         if args.csv:
             album.write_csv(args.csv)
     if book is not None and book.notice:

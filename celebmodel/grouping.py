@@ -20,9 +20,10 @@ ungrouped.
 
 Chosen by ``bench/grouping_scale.py`` on all of LFW as strangers (13,232 faces, 5,748 people)
 and on its 96 people with 10 to 19 photos, faces averaged with their mirror images: BCubed F
-0.952 and 0.977. Without the second pass the two pulled the cut in opposite directions (0.949
-at the cut that suited LFW, 0.941 on the 96); average linkage over every pair of faces reached
-0.93 on LFW at its best single cut, in 20 s and 1.5 GB, HDBSCAN 0.91, single linkage 0.90.
+0.952 and 0.977 (as the network gives them, 0.944 and 0.966). Without the second pass the two
+pulled the cut in opposite directions (0.947 and 0.938); the loose cut without the margin
+merged strangers (0.914 on LFW); average linkage over every pair of faces reached 0.937 on LFW
+at its best single cut, in seconds and 1.5 GB; HDBSCAN 0.92, single linkage 0.92.
 """
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ import numpy as np
 from .open_set import l2_normalize
 
 # Of the gallery's same-person pairwise distances (LFW-8's gallery, mirror-averaged faces:
-# 0.314, 0.345 and 0.392).
+# 0.311, 0.352 and 0.407).
 PAIR_QUANTILE = 0.60
 GROUP_QUANTILE = 0.88
 LOOSE_QUANTILE = 0.99
 MARGIN = 0.90  # past the group cut, a merge's rivals must be 1/0.9 times as far
 RIVAL_FACES = 2  # a single face is no rival: it may be an odd photo of the same person
 PROFILE = np.linspace(0, 100, 101)  # the percentiles of a gallery's distances a run records
+MIRRORED = "mirrored_distances"  # where in calibration.json: its gallery, mirror-averaged
 PER_PERSON = 1_000  # gallery faces of one person measured (evenly spaced): memory stays small
 NEIGHBOURS = 10  # k of the k-nearest-neighbour graph (30 grouped LFW no better, 3x slower)
 EXACT_UP_TO = 20_000  # faces searched exactly; above, faiss's inverted file (IVF)
@@ -64,6 +66,7 @@ class Cuts:
         return far - (far - self.pair) / (np.asarray(n_a) * np.asarray(n_b))
 
     def values(self) -> list[float]:
+        """``pair``, ``group`` and ``loose``, as a groups file keeps them."""
         return [self.pair, self.group, self.loose]
 
 
@@ -91,9 +94,11 @@ def distance_profile(gallery: np.ndarray, labels: np.ndarray) -> np.ndarray:
 def profile_cuts(profile: np.ndarray | list[float]) -> Cuts:
     """The cuts from a gallery's :func:`distance_profile` (as a run records it)."""
     profile = np.asarray(profile, dtype=np.float64)
-    if profile.shape != PROFILE.shape or not np.isfinite(profile).all() or (
-        np.diff(profile) < 0
-    ).any():
+    if (
+        profile.shape != PROFILE.shape
+        or not np.isfinite(profile).all()
+        or (np.diff(profile) < 0).any()
+    ):
         raise ValueError(f"not a distance profile of {len(PROFILE)} rising percentiles")
     quantiles = [PAIR_QUANTILE, GROUP_QUANTILE, LOOSE_QUANTILE]
     return Cuts(*(float(v) for v in np.interp(np.multiply(quantiles, 100), PROFILE, profile)))
@@ -110,18 +115,23 @@ def _as_cuts(cuts: Cuts | float) -> Cuts:
 
 
 def neighbour_edges(
-    embeddings: np.ndarray, max_distance: float, k: int = NEIGHBOURS
+    embeddings: np.ndarray,
+    max_distance: float,
+    k: int = NEIGHBOURS,
+    queries: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each face's ``k`` nearest other faces within ``max_distance``: (faces, neighbours,
-    distances), one entry per edge. Exact up to :data:`EXACT_UP_TO` faces; above, faiss's
-    IVF index with :data:`PROBES` cells per face (memory: the embeddings and the edges)."""
+    """Each face's ``k`` nearest other faces within ``max_distance`` (of the faces
+    ``queries`` only, if given): (faces, neighbours, distances), one entry per edge. Exact up
+    to :data:`EXACT_UP_TO` faces; above, faiss's IVF index with :data:`PROBES` cells per face
+    (memory: the embeddings and the edges)."""
     import faiss
 
     x = np.ascontiguousarray(embeddings, dtype=np.float32)
     n, dim = x.shape
     k = min(k, n - 1)
+    rows = np.arange(n, dtype=np.int64) if queries is None else np.asarray(queries, np.int64)
     empty = np.zeros(0, np.int64)
-    if k < 1:
+    if k < 1 or not len(rows):
         return empty, empty, np.zeros(0, np.float32)
     if n <= EXACT_UP_TO:
         index = faiss.IndexFlatIP(dim)
@@ -132,8 +142,8 @@ def neighbour_edges(
         index.train(x[np.sort(sample)])
         index.nprobe = PROBES
     index.add(x)
-    similarity, found = index.search(x, k + 1)  # the face itself is among them
-    rows = np.repeat(np.arange(n, dtype=np.int64), k + 1)
+    similarity, found = index.search(x[rows], k + 1)  # the face itself is among them
+    rows = np.repeat(rows, k + 1)
     found = found.ravel().astype(np.int64)
     distance = np.sqrt(np.clip(2.0 - 2.0 * similarity.ravel(), 0.0, 4.0))
     keep = (found >= 0) & (found != rows) & (distance <= max_distance)
@@ -154,90 +164,107 @@ def _linkage(sums: np.ndarray, sizes: np.ndarray, a: np.ndarray, b: np.ndarray) 
 def cluster_faces(embeddings: np.ndarray, cuts: Cuts | float) -> np.ndarray:
     """A cluster id for every face (any integer; equal ids, same person) by average linkage on
     the neighbour graph: within the group cut first, then within the loose cut where no rival
-    is near. Level by level: the faces' graph first, then a graph of the groups it left
-    (their mean faces), until a level merges nothing; so a group whose neighbours were all its
-    own near-duplicates still meets the rest, and no face holds more than ``NEIGHBOURS``."""
+    is near. Level by level: the faces' graph first; after a level, the groups that grew look
+    for their nearest groups again (by their mean faces), until a level merges nothing; so a
+    group whose neighbours were all its own near-duplicates still meets the rest, and no face
+    holds more than ``NEIGHBOURS``."""
     cuts = _as_cuts(cuts)
     x = l2_normalize(np.asarray(embeddings, dtype=np.float32))
     owner = np.arange(len(x))
     sums, sizes = x.copy(), np.ones(len(x))
-    passes = [(False, cuts.group)]
-    if cuts.loose > cuts.group:  # rivals up to loose / MARGIN away matter
-        passes.append((True, cuts.loose / MARGIN))
-    for loose, reach in passes:
-        alive = np.unique(owner)
-        while len(alive) > 1:
-            a, b, _ = neighbour_edges(l2_normalize(sums[alive]), max(cuts.pair, reach))
-            relabel = _merge_rounds(alive[a], alive[b], sums, sizes, cuts, loose)
-            if relabel is None:
+    reach = max(cuts.pair, cuts.group, cuts.loose / MARGIN)  # the farthest rival that matters
+    a, b, _ = neighbour_edges(x, reach)
+    for loose in (False, True) if cuts.loose > cuts.group else (False,):
+        while True:
+            relabel, a, b = _merge_rounds(a, b, sums, sizes, cuts, loose)
+            grown = np.unique(relabel[relabel != np.arange(len(relabel))])
+            if not len(grown):
                 break
             owner = relabel[owner]
             alive = np.unique(owner)
+            found, near, _ = neighbour_edges(
+                l2_normalize(sums[alive]), reach, queries=np.searchsorted(alive, grown)
+            )
+            a, b = np.r_[a, alive[found]], np.r_[b, alive[near]]
     return owner
+
+
+def _unique_edges(a: np.ndarray, b: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The edges ``a``-``b`` (of ``n`` groups) once each, low end first, none to itself."""
+    keep = a != b
+    key = np.unique(np.minimum(a[keep], b[keep]) * n + np.maximum(a[keep], b[keep]))
+    return key // n, key % n
 
 
 def _closest(ends: np.ndarray, others: np.ndarray, values: np.ndarray, n: int):
     """Per group (of ``n``), over the edges ``ends``-``others`` of linkage ``values``: its
-    closest other group (-1: none), that linkage, and the linkage of the next closest."""
-    closest = np.full(n, -1)
-    first, second = np.full(n, np.inf), np.full(n, np.inf)
-    if not len(ends):
-        return closest, first, second
-    order = np.lexsort((others, values, ends))
-    ends = ends[order]
-    start = np.flatnonzero(np.r_[True, ends[1:] != ends[:-1]])
-    closest[ends[start]] = others[order[start]]
-    first[ends[start]] = values[order[start]]
-    after = start + 1
-    has = after < len(order)
-    has[has] = ends[after[has]] == ends[start[has]]
-    second[ends[start[has]]] = values[order[after[has]]]
-    return closest, first, second
+    closest other group (-1: none) and that linkage (ties: the lower group)."""
+    closest, first = np.full(n, -1), np.full(n, np.inf)
+    if len(ends):
+        order = np.lexsort((others, values, ends))
+        lead = order[np.r_[True, ends[order][1:] != ends[order][:-1]]]
+        closest[ends[lead]] = others[lead]
+        first[ends[lead]] = values[lead]
+    return closest, first
+
+
+def _nearest_rival(a, b, value, sizes, p, q):
+    """For each pair ``p``-``q`` about to merge, the linkage of the closest other group of
+    :data:`RIVAL_FACES` or more faces to either of them, over the edges ``a``-``b``."""
+    n = len(sizes)
+    partner = np.full(n, -1)
+    partner[p], partner[q] = q, p
+    near = np.flatnonzero((partner[a] >= 0) | (partner[b] >= 0))
+    ends, others = np.r_[a[near], b[near]], np.r_[b[near], a[near]]
+    keep = (partner[ends] >= 0) & (others != partner[ends]) & (sizes[others] >= RIVAL_FACES)
+    nearest = np.full(n, np.inf)
+    np.minimum.at(nearest, ends[keep], np.r_[value[near], value[near]][keep])
+    return np.minimum(nearest[p], nearest[q])
 
 
 def _merge_rounds(
     a: np.ndarray, b: np.ndarray, sums: np.ndarray, sizes: np.ndarray, cuts: Cuts, loose: bool
-) -> np.ndarray | None:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Merges on the edges ``a``-``b`` until none is left (``sums`` and ``sizes`` updated in
     place): each round, groups that are each other's closest among the edges within the cut
-    merge; in the ``loose`` pass only if no rival is near, else that edge is set aside. Where
-    each group went, or ``None`` if nothing merged."""
+    merge; in the ``loose`` pass only if no rival is near, else that edge is set aside. Only
+    the edges of groups that merged are measured again. Where each group went, and the edges
+    left between groups."""
     n = len(sums)
     moved = np.arange(n)
-    merged = False
-    refused = np.zeros(0, np.int64)  # edges whose merge had a rival (this level)
-    while len(a):
-        keep = a != b
-        low, high = np.minimum(a[keep], b[keep]), np.maximum(a[keep], b[keep])
-        key = np.unique(low * n + high)
-        a, b = key // n, key % n
-        value = _linkage(sums, sizes, a, b)
-        allowed = (value <= cuts.at(sizes[a], sizes[b], loose)) & ~np.isin(key, refused)
-        if not allowed.any():
+    a, b = _unique_edges(a, b, n)
+    value = _linkage(sums, sizes, a, b)
+    limit = cuts.at(sizes[a], sizes[b], loose)
+    refused = np.zeros(len(a), bool)  # a merge with a rival near (until either side changes)
+    while True:
+        allowed = np.flatnonzero((value <= limit) & ~refused)
+        if not len(allowed):
             break
         i, j, v = a[allowed], b[allowed], value[allowed]
-        best, best_value, _ = _closest(np.r_[i, j], np.r_[j, i], np.r_[v, v], n)
+        best, best_value = _closest(np.r_[i, j], np.r_[j, i], np.r_[v, v], n)
         chosen = np.flatnonzero(best >= 0)
         p = chosen[(best[best[chosen]] == chosen) & (chosen < best[chosen])]
         q = best[p]
         if loose:
-            big = np.r_[sizes[b], sizes[a]] >= RIVAL_FACES
-            ends, others = np.r_[a, b][big], np.r_[b, a][big]
-            rival, first, second = _closest(ends, others, np.r_[value, value][big], n)
-            nearest = np.minimum(
-                np.where(rival[p] == q, second[p], first[p]),
-                np.where(rival[q] == p, second[q], first[q]),
-            )
-            ok = best_value[p] <= MARGIN * nearest
-            refused = np.r_[refused, np.minimum(p, q)[~ok] * n + np.maximum(p, q)[~ok]]
+            ok = best_value[p] <= MARGIN * _nearest_rival(a, b, value, sizes, p, q)
+            refused[allowed[np.isin(i * n + j, p[~ok] * n + q[~ok])]] = True
             p, q = p[ok], q[ok]
-        merged |= bool(len(p))
+            if not len(p):
+                continue
         sums[p] += sums[q]
         sizes[p] += sizes[q]
         relabel = np.arange(n)
         relabel[q] = p
-        moved, a, b = relabel[moved], relabel[a], relabel[b]
-    return moved if merged else None
+        moved = relabel[moved]
+        hit = np.zeros(n, bool)
+        hit[p] = True
+        touched = hit[relabel[a]] | hit[relabel[b]]
+        new_a, new_b = _unique_edges(relabel[a[touched]], relabel[b[touched]], n)
+        a, b = np.r_[a[~touched], new_a], np.r_[b[~touched], new_b]
+        value = np.r_[value[~touched], _linkage(sums, sizes, new_a, new_b)]
+        limit = np.r_[limit[~touched], cuts.at(sizes[new_a], sizes[new_b], loose)]
+        refused = np.r_[refused[~touched], np.zeros(len(new_a), bool)]
+    return moved, a, b
 
 
 def number_groups(clusters: np.ndarray) -> np.ndarray:

@@ -43,14 +43,14 @@ from .faces import FaceStage
 from .open_set import l2_normalize
 from .pipeline import face_stage
 from .progress import BarFactory, quiet_bar
-from .recognize import Recognizer
+from .recognize import Recognizer, album_cuts
 from .runs import Run, load_run
 from .storage import atomic_write_text, data_root, plain_json
 
 ENGINES = ("local", "ray")
 BLOCK_PHOTOS = 32  # photos per block: a resumed job redoes at most this many per worker
 WORKER_CPUS = 1  # CPUs each actor asks Ray for (and the threads its TensorFlow uses)
-PART_FORMAT = 1  # bump when a part's content changes: old parts are then not reused
+PART_FORMAT = 2  # bump when a part's content changes: old parts are then not reused
 INSTALL = "pip install -e '.[ray]'"
 
 # Test hook: the path of a marker file. The first actor to find it deletes it and kills its
@@ -250,6 +250,7 @@ def _part(album: Album) -> str:
             "format": PART_FORMAT,
             "rows": rows,
             "embeddings": album.embeddings.tolist(),
+            "grouped": (album.embeddings if album.grouped is None else album.grouped).tolist(),
             "dim": int(album.embeddings.shape[1]),
             "faces": album.faces,
             "errors": album.errors,
@@ -265,12 +266,14 @@ def merge(parts: Sequence[dict[str, Any]]) -> Album:
     dim = parts[0]["dim"] if parts else 128
     rows = [row for part in parts for row in part["rows"]]
     vectors = [np.asarray(p["embeddings"], np.float32).reshape(-1, p["dim"]) for p in parts]
+    grouped = [np.asarray(p["grouped"], np.float32).reshape(-1, p["dim"]) for p in parts]
     return Album(
         pd.DataFrame(rows, columns=[*COLUMNS, "nearest_name", "score"]),
         np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32),
         [face for part in parts for face in part["faces"]],
         [error for part in parts for error in part["errors"]],
         [photo for part in parts for photo in part["photos"]],
+        np.concatenate(grouped) if grouped else None,
     )
 
 
@@ -354,7 +357,7 @@ def identify_folder(
     album = merge([parts[block.id] for block in blocks])
     if group:
         gallery, labels = run.gallery()
-        album.group(l2_normalize(gallery), labels, book)
+        album.group(album_cuts(run, l2_normalize(gallery), labels), book)
     if csv:
         album.write_csv(csv)
         shutil.rmtree(folder, ignore_errors=True)

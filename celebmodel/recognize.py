@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from .errors import RunError
 from .face_network import FaceEmbedder
 from .faces import FaceStage, resize_whole
 from .graph import compiled
+from .grouping import MIRRORED, Cuts, group_cuts, profile_cuts
 from .images import load_image
 from .matching import Confidence, Decision, Matcher
 from .model import embedding_model, takes_embeddings
@@ -51,6 +53,19 @@ from .runs import Run, load_run
 UNKNOWN = "unknown"
 EVIDENCE_SAME = 3  # closest gallery faces of the person named
 EVIDENCE_OTHER = 1  # closest gallery faces of the runner-up
+
+
+def album_cuts(run: Run, gallery: np.ndarray, labels: np.ndarray) -> Cuts:
+    """How close two faces of an album must be to be grouped, learnt from the run's own
+    gallery in the space :meth:`Recognizer.analyse_for_groups` gives: the distances between
+    its gallery's faces averaged with their mirror images, as a trained run's training
+    recorded them (``gallery`` and ``labels`` unused), else between the gallery's faces (a
+    gallery model's are mirror-averaged already; a run trained before they were recorded
+    groups its faces as embedded)."""
+    recorded = (run.read_json("calibration.json") or {}).get(MIRRORED)
+    if recorded is not None and run.scoring == "classifier":
+        return profile_cuts(recorded)
+    return group_cuts(gallery, labels)
 
 
 @dataclass
@@ -84,6 +99,7 @@ class Recognizer:
     decision: Decision | None = None
     top_k: int = 5
     takes_embeddings: bool = False
+    mirror_groups: bool = False  # albums group its faces averaged with their mirror images
     lfw: bool = False  # gallery faces are LFW photos: evidence names them and links the person
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _graph: Any = field(default=None, repr=False)
@@ -125,6 +141,7 @@ class Recognizer:
             strangers=Confidence(-np.sort(strangers)[::-1]) if strangers else None,
             top_k=top_k,
             takes_embeddings=takes_embeddings(model),
+            mirror_groups=calibration.get(MIRRORED) is not None,
         )
 
     @classmethod
@@ -250,25 +267,50 @@ class Recognizer:
         height, width = pixels.shape[:2]
         return [resize_whole(pixels, stage.size)], [([0, 0, width, height], 1.0)]
 
+    @cached_property
+    def cuts(self) -> Cuts:
+        """How close its albums' faces must be to be grouped (:func:`album_cuts`)."""
+        return album_cuts(self.run, self.gallery, self.gallery_labels)
+
     def analyse(
         self, image: Any, threshold: float | None = None, top_k: int | None = None
     ) -> tuple[list[dict[str, Any]], np.ndarray]:
-        """:meth:`identify`'s faces and their unit-length embeddings (for grouping)."""
+        """:meth:`identify`'s faces and their unit-length embeddings."""
+        faces, embeddings, _ = self.analyse_for_groups(image, threshold, top_k, mirror=False)
+        return faces, embeddings
+
+    def analyse_for_groups(
+        self,
+        image: Any,
+        threshold: float | None = None,
+        top_k: int | None = None,
+        mirror: bool = True,
+    ) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
+        """:meth:`analyse`, and the faces as albums group them (at :attr:`cuts`): with
+        :attr:`mirror_groups` (and ``mirror``), each embedding averaged with its mirror
+        image's, else the embeddings themselves. Mirror-averaged faces group strangers better
+        (all of LFW: BCubed F 0.944 to 0.952) for one more pass of the network per face."""
         pixels = load_image(image)
         threshold = self.threshold if threshold is None else threshold
         top_k = max(1, min(top_k or self.top_k, len(self.people)))
         with self._lock:
             crops, found = self._faces(pixels)
             if not crops:
-                return [], np.zeros((0, self.gallery.shape[1]), np.float32)
+                empty = np.zeros((0, self.gallery.shape[1]), np.float32)
+                return [], empty, empty
             if self.scoring == "gallery":
                 embeddings = self._embed(crops)
             else:
-                embeddings, raw = self._predict(self._inputs(crops))
+                flip = mirror and self.mirror_groups
+                mirrored = [crop[:, ::-1] for crop in crops] if flip else []
+                embeddings, raw = self._predict(self._inputs(crops + mirrored))
         if self.scoring == "gallery":
-            return self._gallery_faces(embeddings, found, threshold, top_k), embeddings
-        probabilities = self._probabilities(raw)
-        embeddings = l2_normalize(np.asarray(embeddings).reshape(len(crops), -1))
+            return self._gallery_faces(embeddings, found, threshold, top_k), embeddings, embeddings
+        n = len(crops)
+        probabilities = self._probabilities(np.asarray(raw)[:n])
+        both = l2_normalize(np.asarray(embeddings).reshape(n + len(mirrored), -1))
+        embeddings = both[:n]
+        grouped = l2_normalize(embeddings + both[n:]) if mirrored else embeddings
         scores = unknown_scores(embeddings, probabilities, self.centroids)
         results = []
         for i, ((box, confidence), p, score) in enumerate(
@@ -285,7 +327,7 @@ class Recognizer:
                            float(similarity(score)), threshold, top, embeddings[i],
                            probability=float(p[ranked[0]]))
             )
-        return results, embeddings
+        return results, embeddings, grouped
 
     def _gallery_faces(
         self, embeddings: np.ndarray, found: list, threshold: float, top_k: int

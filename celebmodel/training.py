@@ -38,7 +38,8 @@ from .dataset import (
     write_split,
 )
 from .errors import Cancelled, CelebmodelError, DatasetError, RunError
-from .open_set import calibrate, centroids_of, stranger_scores, unknown_scores
+from .grouping import MIRRORED, distance_profile
+from .open_set import calibrate, centroids_of, l2_normalize, stranger_scores, unknown_scores
 from .progress import Stages, _Stop
 from .runs import Run, new_run_dir, pid_alive
 from .storage import atomic_write_json, now_iso
@@ -286,13 +287,17 @@ def _train(
     run.set_status("running", phases=phases)
 
     outputs = {}
-    photos = sum(len(inputs[subset].usable) for subset in SUBSETS)
+    photos = sum(len(inputs[subset].usable) for subset in (*SUBSETS, "train"))
     with stages.bar("evaluating", photos, unit="photo") as bar:
         for subset in SUBSETS:  # the bar moves with every batch predicted
             counted = BatchCounter(bar, config.batch_size, len(inputs[subset].usable))
             outputs[subset] = predict_inputs(
                 classifier.model_, config, inputs[subset], callbacks=[counted]
             )
+        counted = BatchCounter(bar, config.batch_size, len(inputs["train"].usable))
+        mirrored = predict_inputs(  # the gallery as albums group faces (recognize.album_cuts)
+            classifier.model_, config, inputs["train"], callbacks=[counted], mirror=True
+        )[0]
     train_labels = np.array([index[x] for x in inputs["train"].usable["label"]], dtype=np.int64)
     paths = list(inputs["train"].usable["path"])
     save_gallery(run, outputs["train"][0], train_labels, paths)
@@ -301,6 +306,9 @@ def _train(
     val_labels = np.array([index[x] for x in inputs["val"].usable["label"]], dtype=np.int64)
     strangers = stranger_scores(*outputs["val"], centroids, val_labels)
     calibration["stranger_scores"] = [float(score) for score in strangers]
+    if (np.bincount(train_labels) > 1).any():
+        gallery = l2_normalize(outputs["train"][0] + mirrored)
+        calibration[MIRRORED] = distance_profile(gallery, train_labels).tolist()
     atomic_write_json(run.file("calibration.json"), calibration)
     for subset in SUBSETS:
         evaluate_subset(run, subset, inputs[subset], *outputs[subset], labels=labels)

@@ -185,7 +185,7 @@ def show_album(name: str, photos: list[tuple[str, object]]) -> None:
     book = AlbumGroups.open(kept_with(run.path, name), run.name) if group else None
     with ui.shown_errors("Grouping the unknown faces"):
         if book is not None:  # cheap for faces already kept: only new ones are placed
-            album.group(recognizer.gallery, recognizer.gallery_labels, book)
+            album.group(recognizer.cuts, book)
         else:
             album.rows["group"] = ""
     table["group"] = album.rows["group"].to_numpy()

@@ -273,7 +273,9 @@ def test_pages_load_and_an_upload_is_identified(server, tmp_path):
         assert page.get_by_text(photo.name).count() >= 1
         # the face's card: its number and name or "Unknown", and its similarity
         page.get_by_text(re.compile(r"^1\. ")).first.wait_for(timeout=TIMEOUT_MS)
-        page.get_by_text(re.compile(r"^(similarity|closest:) ")).first.wait_for(timeout=TIMEOUT_MS)
+        page.get_by_text(re.compile(r"^(match confidence|similarity|closest:) ")).first.wait_for(
+            timeout=TIMEOUT_MS
+        )
         shoot(page, "identify")
 
         nav.get_by_role("link", name="Train").click()

@@ -19,7 +19,6 @@ from test_browser import TIMEOUT_MS, browser_page, launch, no_traceback, settle,
 from celebmodel import people
 from celebmodel.album_groups import AlbumGroups, face_key, kept_with
 from celebmodel.albums import identify_album
-from celebmodel.grouping import group_cuts
 from celebmodel.recognize import Recognizer
 from celebmodel.runs import Run
 
@@ -68,10 +67,10 @@ def test_naming_group_3_leaves_the_next_groups_box_empty_with_its_own_faces(astr
     book.photos = list(rows["photo"])
     book.faces = rows["face"].to_numpy(dtype=int)
     book.groups = np.array([plan[p] if i in chosen else 0 for i, p in rows["photo"].items()])
-    book.embeddings = album.embeddings
+    book.embeddings = album.grouped  # the faces as albums group them
     keys = {p: face_key(p, f) for p, f in zip(main["photo"], main["face"], strict=True)}
     book.next_id = 5
-    book.cuts = group_cuts(recognizer.gallery, recognizer.gallery_labels)
+    book.cuts = recognizer.cuts
     book.save()
 
     url, process = launch(runs, tmp_path / "data", tmp_path / "streamlit.log")

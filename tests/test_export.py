@@ -110,6 +110,8 @@ def test_export_folder_holds_labels_threshold_centroids_and_the_input_spec(recog
         "calibration.json",
         "centroids.npy",
         "export.json",
+        "gallery.npy",
+        "gallery_labels.npy",
         "labels.json",
         "model.tflite",
     ]
@@ -238,6 +240,8 @@ def test_cli_export_and_the_zip_the_page_offers(astro, tmp_path, capsys):
             "calibration.json",
             "centroids.npy",
             "export.json",
+            "gallery.npy",
+            "gallery_labels.npy",
             "labels.json",
             "model.keras",
         )

@@ -235,7 +235,7 @@ def test_a_problem_of_the_server_is_a_500_with_its_message(client, recognizer, m
     def broken(*args, **kwargs):
         raise FaceError("the face models are not installed: pip install face-recognition-models")
 
-    monkeypatch.setattr(recognizer, "analyse", broken)
+    monkeypatch.setattr(recognizer, "analyse_for_groups", broken)
     answer = identify(client, jpeg(astronauts(1, seed=2)[0]))
     assert answer.status_code == 500
     assert answer.json() == {

@@ -244,7 +244,8 @@ def test_the_trainer_records_every_stage_with_counts(tmp_path, monkeypatch):
     evaluating = [stage for stage in seen if stage["key"] == "evaluating"]
     usable = sum(len(run.predictions(subset)) for subset in ("train", "val", "test"))
     assert {stage["unit"] for stage in evaluating} == {"photo"}
-    assert evaluating[-1]["done"] == evaluating[-1]["total"] == usable
+    mirrored = len(run.predictions("train"))  # the gallery once more, mirrored, for grouping
+    assert evaluating[-1]["done"] == evaluating[-1]["total"] == usable + mirrored
     assert any(0 < stage["done"] < usable for stage in evaluating)  # batch by batch
     epochs = [stage for stage in seen if stage["key"] == "phase 1"]
     assert epochs[-1]["total"] == 3 and epochs[-1]["done"] == len(run.history())
