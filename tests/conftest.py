@@ -9,6 +9,7 @@ import io
 import os
 import shutil
 import struct
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -98,6 +99,19 @@ def awkward_photos(colour: tuple[int, int, int] = COLOURS[0], size: int = 32) ->
         "animated.gif": _encoded(frames[0], "GIF", save_all=True, append_images=frames[1:]),
         "rotated.jpg": _encoded(Image.new("RGB", (size + 8, size), colour), "JPEG", exif=exif),
     }
+
+
+def zip_bytes(photos: dict[str, Image.Image | bytes]) -> bytes:
+    """A .zip of ``photos`` (name: a PIL image, saved as PNG, or the file's bytes)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, photo in photos.items():
+            if not isinstance(photo, bytes):
+                content = io.BytesIO()
+                photo.save(content, format="PNG")
+                photo = content.getvalue()
+            archive.writestr(name, photo)
+    return buffer.getvalue()
 
 
 def broken_photos(tmp_path: Path) -> dict[str, tuple[bytes, str]]:
@@ -190,8 +204,9 @@ def tiny_builtin_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.environ["CELEBMODEL_DATA"] = str(base / "appdata")
     names = write_names(tiny_lfw(base / "lfw"), base / "names.txt")
     out = base / "lfw-public-figures"
-    assert main(["build-lfw-model", str(base / "lfw"), "--out", str(out), "--names",
-                 str(names)]) == 0
+    assert (
+        main(["build-lfw-model", str(base / "lfw"), "--out", str(out), "--names", str(names)]) == 0
+    )
     return out
 
 

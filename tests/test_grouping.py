@@ -14,7 +14,7 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import add_run, app, cameramen, open_page
+from conftest import add_run, app, cameramen, open_page, zip_bytes
 
 from celebmodel.album_groups import AlbumGroups, beside
 from celebmodel.albums import COLUMNS
@@ -400,19 +400,6 @@ def test_predict_group_keeps_ids_when_photos_are_added(astro, tmp_path, capsys):
 # on the page
 
 
-def _zip(photos: dict) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, photo in photos.items():
-            if isinstance(photo, bytes):
-                archive.writestr(name, photo)
-                continue
-            content = io.BytesIO()
-            photo.save(content, format="PNG")
-            archive.writestr(name, content.getvalue())
-    return buffer.getvalue()
-
-
 def _groups(at) -> dict[str, int]:
     return {m.label: m.value for m in at.metric}
 
@@ -425,7 +412,7 @@ def test_split_merge_and_undo_on_the_album_page(astro, folders):
     at = open_page(app(), "pages/identify.py")
     at.radio(key="source").set_value("zip")
     open_page(at)
-    at.file_uploader(key="album-zip").set_value(("trip.zip", _zip(photos), "application/zip"))
+    at.file_uploader(key="album-zip").set_value(("trip.zip", zip_bytes(photos), "application/zip"))
     open_page(at)
     assert _groups(at)["Groups of unknown faces"] == "1"
     at.multiselect(key="group-split-1").set_value(["trip/cam0.png#1", "trip/cam3.png#1"])
@@ -460,7 +447,7 @@ def test_split_merge_and_undo_on_the_album_page(astro, folders):
     at = open_page(app(), "pages/identify.py")  # a new session: the groups were kept
     at.radio(key="source").set_value("zip")
     open_page(at)
-    at.file_uploader(key="album-zip").set_value(("trip.zip", _zip(photos), "application/zip"))
+    at.file_uploader(key="album-zip").set_value(("trip.zip", zip_bytes(photos), "application/zip"))
     open_page(at)
     assert at.text_input(key="group-name-1").value == "Camera Man"
 
@@ -473,7 +460,7 @@ def test_a_refused_zip_clears_the_last_albums_table(astro, folders):
     at = open_page(app(), "pages/identify.py")
     at.radio(key="source").set_value("zip")
     open_page(at)
-    at.file_uploader(key="album-zip").set_value(("trip.zip", _zip(photos), "application/zip"))
+    at.file_uploader(key="album-zip").set_value(("trip.zip", zip_bytes(photos), "application/zip"))
     open_page(at)
     assert any("thumbnail" in d.value.columns for d in at.dataframe)
     evil = io.BytesIO()

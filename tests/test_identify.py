@@ -7,14 +7,12 @@ nothing here reads ``../shared``.
 
 from __future__ import annotations
 
-import io
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import add_run, app, astronauts, cameramen, fill_disk_at, open_page
+from conftest import add_run, app, astronauts, cameramen, fill_disk_at, open_page, zip_bytes
 from PIL import Image
 from skimage import data as skdata
 
@@ -295,19 +293,6 @@ def test_album_thumbnails_follow_the_rows_and_open_each_photo_once(run, monkeypa
         assert np.array_equal(np.asarray(thumb), np.asarray(expected))
 
 
-def _zip(photos: dict[str, Image.Image | bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, photo in photos.items():
-            if isinstance(photo, bytes):
-                archive.writestr(name, photo)
-                continue
-            content = io.BytesIO()
-            photo.save(content, format="PNG")
-            archive.writestr(name, content.getvalue())
-    return buffer.getvalue()
-
-
 @pytest.mark.slow
 def test_an_album_zip_is_grouped_and_a_group_is_named_in_one_step(run):
     photos = {f"trip/cam{i}.png": p for i, p in enumerate(cameramen(3, 1, turn=2, light=0.05))}
@@ -316,7 +301,7 @@ def test_an_album_zip_is_grouped_and_a_group_is_named_in_one_step(run):
     at = open_page(app(), "pages/identify.py")
     at.radio(key="source").set_value("zip")
     open_page(at)
-    at.file_uploader(key="album-zip").set_value(("trip.zip", _zip(photos), "application/zip"))
+    at.file_uploader(key="album-zip").set_value(("trip.zip", zip_bytes(photos), "application/zip"))
     open_page(at)
     table = next(d.value for d in at.dataframe if "thumbnail" in d.value.columns)
     assert len(table) == 4 and sorted(table["name"]) == [
