@@ -10,11 +10,11 @@ Every "old" figure is measured in the same run as the new one:
   once the model is loaded: the built-in model and an 8-person dlib128 model of this tree,
   and the 8-person model of the old tree (``--old``, default d5e5885), each in a fresh
   process;
-- trained runs (``--trained``): on the dev sets (lfw_10to19 known with lfw as strangers, and
+- trained runs (``--parts trained``): on the dev sets (lfw_10to19 known with lfw as strangers, and
   the other way round), a run's own open-set score against the gallery scoring on the same
   gallery, at the run's calibrated threshold and at equal false-accept rates.
 
-    python bench/public_figures.py --lfw /path/to/lfw [--external DIR] [--trained]
+    python bench/public_figures.py --lfw /path/to/lfw [--external DIR] [--parts speed pages trained]
 
 ``--lfw``: LFW in its archive's layout (``celebmodel fetch-lfw DIR --min-faces 1``). Faces
 and embeddings go through the face cache (``$CELEBMODEL_DATA``), so a second run is quick.
@@ -384,9 +384,11 @@ def main() -> None:
     parser.add_argument("--external", help="photos from other sources (in_lfw/, not_in_lfw/)")
     parser.add_argument("--old", help="git ref of the old path (default d5e5885)")
     parser.add_argument("--skip-old", action="store_true")
-    parser.add_argument("--trained", action="store_true", help="also the dev-set comparison")
-    parser.add_argument("--pages", action="store_true", help="also People and Identify in "
-                        "Chromium, and the app's memory")
+    parser.add_argument(
+        "--parts", nargs="*", choices=["speed", "pages", "trained"], default=["speed"],
+        help="besides the protocol (--lfw): identify speed and memory (speed), People and "
+        "Identify in Chromium with the app's memory (pages), the dev-set comparison (trained)",
+    )
     parser.add_argument("--identify", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.identify:
@@ -397,10 +399,11 @@ def main() -> None:
         protocol(plain, flipped, labels)
         if args.external:
             external(Path(args.external), plain, labels, names)
-    speed(args.old or "d5e5885", args.skip_old)
-    if args.pages:
+    if "speed" in args.parts:
+        speed(args.old or "d5e5885", args.skip_old)
+    if "pages" in args.parts:
         pages(args.old or "d5e5885", args.skip_old)
-    if args.trained:
+    if "trained" in args.parts:
         for known, strangers in (("lfw_10to19", "lfw"), ("lfw", "lfw_10to19")):
             found = trained(SHARED / known, SHARED / strangers)
             table(found["rows"], f"A dlib128 run trained on {known} (80/10/10), strangers: "

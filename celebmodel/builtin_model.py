@@ -100,7 +100,9 @@ def copy_to_runs(source: Path, title: str, root: str | Path | None = None) -> Pa
                 shutil.copy2(item, partial / item.name)
         meta_file = partial / "meta.json"
         meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.is_file() else {}
-        meta = {**meta, "name": title, "copied_from": str(source)}
+        notes = (f"A copy of {meta.get('name') or source.name} made on {stamp[:4]}-{stamp[4:6]}-"
+                 f"{stamp[6:8]}: yours to change (add, rename and remove people on People).")
+        meta = {"name": title, "notes": notes, "copied_from": str(source)}
         atomic_write_json(meta_file, meta)
         os.chmod(partial, 0o755)
         for attempt in range(1000):

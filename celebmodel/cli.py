@@ -499,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-confidence", type=float,
         help="unknown below this match confidence (0..1: how rarely strangers score as high)",
     )
-    predict.add_argument("--json", action="store_true", help="one JSON object per image")
+    predict.add_argument("--json", action="store_true", help="a JSON array, one object per image")
     predict.add_argument(
         "--csv",
         metavar="FILE",
@@ -682,6 +682,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (Cancelled, KeyboardInterrupt) as exc:
         print(f"cancelled: {exc or 'interrupted'}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader stopped early (`| head`): nothing went wrong here
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 0
     except (CelebmodelError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

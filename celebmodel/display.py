@@ -56,22 +56,35 @@ def roster_matches(roster: pd.DataFrame, query: str, kind: str = "all") -> pd.Da
     return chosen
 
 
-def roster_table(rows: pd.DataFrame, lfw: bool) -> pd.DataFrame:
-    """People as a table: name, photos, trained or added, removed; for the built-in model
-    (no photos shipped) a link to each person's page on the LFW site instead of a face."""
+def roster_table(rows: pd.DataFrame, lfw: bool, removed: bool = True) -> pd.DataFrame:
+    """People as a table: name, photos, trained or added, and removed (when anyone of the
+    model is); for an LFW gallery (no photos shipped) a link to each LFW person's page."""
     from .builtin_model import person_page
 
-    table = pd.DataFrame(
-        {
-            "name": rows["name"],
-            "photos": rows["photos"],
-            "kind": rows["kind"],
-            "removed": rows["removed"].map({True: "removed", False: ""}),
-        }
-    )
+    table = pd.DataFrame({"name": rows["name"], "photos": rows["photos"], "kind": rows["kind"]})
+    if removed:
+        table["removed"] = rows["removed"].map({True: "removed", False: ""})
     if lfw:
-        table["LFW page"] = [person_page(label) for label in rows["label"]]
+        table["LFW page"] = [
+            person_page(label) if kind != "added" else None
+            for label, kind in zip(rows["label"], rows["kind"], strict=True)
+        ]
     return table
+
+
+def group_problem(exc: Exception) -> str:
+    """An album groups file's error as the page says it: the problem, without the path of a
+    file the user never chose (the command line keeps it)."""
+    where, _, problem = str(exc).partition(": ")
+    return problem if where.endswith(".groups.npz") and problem else str(exc)
+
+
+def finished_words(run: Any) -> str:
+    """What a finished run in the runs list is: trained here, or a copy of another model."""
+    if run.copied_from:
+        return ("A copy of another model, not trained here: add, rename or remove its people "
+                "on People.")
+    return "Training finished and the model was evaluated on the test photos."
 
 
 def skipped_lines(skipped: list[dict[str, str]]) -> list[tuple[str, str]]:
@@ -91,9 +104,13 @@ def percent_pair(value: float, needed: float, reached: bool) -> tuple[str, str]:
 
 
 def confidence_needed(recognizer: Any, threshold: float) -> float | None:
-    """The match confidence a threshold on the model's own scale asks for."""
+    """The match confidence a threshold on the model's own scale asks for; ``None`` where
+    confidence cannot tell it (an uncalibrated run, or a threshold no measured stranger
+    reaches, where every stricter threshold would read the same): then similarity does."""
     value = recognizer.match_confidence(threshold)
-    return None if value is None else float(value)
+    if value is None or float(value) >= recognizer.strangers.ceiling - 1e-12:
+        return None
+    return float(value)
 
 
 def face_details(face: dict[str, Any], recognizer: Any, threshold: float) -> str:
@@ -101,12 +118,15 @@ def face_details(face: dict[str, Any], recognizer: Any, threshold: float) -> str
     similarity, and for an unknown face the closest person (whose face is closest)."""
     needed = confidence_needed(recognizer, threshold)
     closest = f"closest: {face['nearest_name']} · " if not face["known"] else ""
-    if face.get("match_confidence") is None or needed is None:  # an older, uncalibrated run
+    if face.get("match_confidence") is None or needed is None:  # similarity decides
         from .open_set import similarity
 
         value, need = percent_pair(face["similarity"], float(similarity(threshold)),
                                    face["known"])
-        return f"{closest}similarity {value} (needs {need})"
+        line = f"{closest}similarity {value} (needs {need})"
+        if face.get("match_confidence") is not None:
+            line += f" · match confidence {face['match_confidence']:.0%}"
+        return line
     value, need = percent_pair(face["match_confidence"], needed, face["known"])
     return (f"{closest}match confidence {value} (needs {need}) · similarity "
             f"{face['similarity']:.2f}")
@@ -121,6 +141,10 @@ def top_k_line(face: dict[str, Any]) -> str:
         else f"{t['name']} {t['similarity']:.2f}"
         for t in face["top_k"]
     ]
+    if face["top_k"] and "probability" not in face["top_k"][0]:
+        # ranked by similarity normalised for how close each face is to everyone, so a raw
+        # similarity further down may be higher: say so rather than seem out of order
+        return "likely, in the model's order (raw similarity): " + " · ".join(words)
     return "likely: " + " · ".join(words)
 
 
@@ -150,7 +174,7 @@ def evidence_links(items: list[dict[str, Any]]) -> str:
 
 PRESET_MEANING = {
     "gallery": "Measured on this model by leaving each person out of it in turn (strangers) "
-    "and holding out one photo at a time (known faces). Balanced names 1 in 100 strangers.",
+    "and holding out one photo at a time (known faces).",
     "classifier": "Measured on the model's own validation faces; strangers are each of them "
     "scored with their own person left out. Balanced is the calibrated value.",
 }
@@ -161,7 +185,10 @@ def preset_words(name: str, option: dict[str, Any]) -> str:
     parts = []
     if option.get("known_named") is not None:
         parts.append(f"names {option['known_named']:.0%} of known faces")
-    if option.get("strangers_named") is not None:
+    measured = option.get("strangers_measured") or 0
+    if option.get("strangers_named") is not None and option["strangers_named"] * measured <= 0.5:
+        parts.append(f"none of the {measured:,} strangers measured")
+    elif option.get("strangers_named") is not None:
         parts.append(f"{_share(option['strangers_named'])} of strangers wrongly")
     return f"{name}: " + (", ".join(parts) if parts else "the calibrated threshold")
 

@@ -634,6 +634,12 @@ def metrics_csv(metrics: dict[str, Any]) -> str:
 
 # The built-in model's open-set protocol ------------------------------------------------------
 
+PROTOCOL_SHORT = {  # metric -> its short name on the chart's axis
+    "rank1": "rank-1",
+    "dir_far_1": "DIR @ FAR 1%",
+    "dir_far_0.1": "DIR @ FAR 0.1%",
+    "tar_far_0.1": "TAR @ FAR 0.1%",
+}
 PROTOCOL_METRICS = {  # metric -> what it means, for the table and the chart
     "rank1": "rank-1: the best gallery person is right",
     "dir_far_1": "DIR at FAR 1%: right and above the threshold that names 1% of impostors",
@@ -675,7 +681,8 @@ def protocol_figure(protocol: dict) -> go.Figure:
     for key in PROTOCOL_METRICS:
         for method, label in (("figures", "this model"), ("baseline", "nearest face (before)")):
             for trial, value in enumerate(protocol[method][key]["trials"]):
-                rows.append({"measure": key, "method": label, "trial": trial, "value": value})
+                rows.append({"measure": PROTOCOL_SHORT[key], "method": label, "trial": trial,
+                             "value": value})
     figure = px.strip(
         pd.DataFrame(rows), x="measure", y="value", color="method", hover_data=["trial"],
         title="Every trial (10 random splits of the people)",

@@ -21,9 +21,10 @@ ungrouped.
 Chosen by ``bench/grouping_scale.py`` on all of LFW as strangers (13,232 faces, 5,748 people)
 and on its 96 people with 10 to 19 photos, faces averaged with their mirror images: BCubed F
 0.952 and 0.977 (as the network gives them, 0.944 and 0.966). Without the second pass the two
-pulled the cut in opposite directions (0.947 and 0.938); the loose cut without the margin
-merged strangers (0.914 on LFW); average linkage over every pair of faces reached 0.937 on LFW
-at its best single cut, in seconds and 1.5 GB; HDBSCAN 0.92, single linkage 0.92.
+pulled the cut in opposite directions (0.948 and 0.938); the loose cut without the margin
+merged strangers (0.869 on LFW); average linkage over every pair of faces reached 0.937 on LFW
+at its best single cut, in seconds and 1.5 GB; HDBSCAN on the graph 0.919, single linkage
+0.920.
 """
 
 from __future__ import annotations

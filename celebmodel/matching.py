@@ -431,6 +431,12 @@ class Confidence:
         rate = self.false_accept(decisions)
         return 1.0 - rate
 
+    @property
+    def ceiling(self) -> float:
+        """The highest confidence these strangers can show (none of them reached): past it,
+        confidence no longer tells two thresholds apart."""
+        return 1.0 - 0.5 / max(len(self.strangers), 1)
+
     def threshold(self, false_accept: float) -> float:
         """The decision value that names at most ``false_accept`` of strangers."""
         return float(np.quantile(self.strangers, 1.0 - false_accept, method="higher"))

@@ -136,7 +136,7 @@ def presets(calibration: dict) -> dict[str, dict]:
     ``strangers_named`` (share of strangers it names wrongly), where measured;
     ``match_confidence`` (the confidence it needs) and, for trained runs, ``similarity``.
 
-    Gallery models define them by strangers (0.1% / 1% / 5% named wrongly, see
+    Gallery models define them by strangers (1% / 5% / 10% named wrongly, see
     :mod:`celebmodel.public_figures`). Trained runs by the share of their known validation
     faces accepted (90% / the calibrated threshold / 99%); their strangers are each known
     face scored with its own person left out (:func:`stranger_scores`). Runs from before the
@@ -144,15 +144,17 @@ def presets(calibration: dict) -> dict[str, dict]:
     """
     if calibration.get("method") == "gallery":
         strangers = np.asarray(calibration.get("strangers") or [], np.float64)
+        stored = calibration.get("presets") or {}
         found = {}
-        for name, preset in (calibration.get("presets") or {}).items():
-            value = float(preset["threshold"])
+        for name in sorted(stored, key=lambda n: list(PRESETS).index(n) if n in PRESETS else 9):
+            value = float(stored[name]["threshold"])
             named = _named(strangers, strangers >= value)
             found[name] = {
                 "threshold": value,
                 "match_confidence": None if named is None else 1.0 - named,
-                "known_named": preset.get("known_named"),
+                "known_named": stored[name].get("known_named"),
                 "strangers_named": named,
+                "strangers_measured": len(strangers),
             }
         return found
     threshold = float(calibration["threshold"])
@@ -174,5 +176,6 @@ def presets(calibration: dict) -> dict[str, dict]:
             "match_confidence": None if named is None else 1.0 - named,
             "known_named": known if known is not None else calibration.get("target_accept"),
             "strangers_named": named,
+            "strangers_measured": len(strangers),
         }
     return found

@@ -30,6 +30,7 @@ STAGES = {  # key -> what the page calls it
     "phase 2": "Phase 2: fine-tuning",
     "training": "Training the whole network",
     "evaluating": "Evaluating",
+    "mirroring": "Measuring the gallery's mirror images (to group unknown faces)",
     "saving": "Saving the model",
 }
 REPORT_EVERY = 1.0  # seconds between two writes of status.json

@@ -175,7 +175,7 @@ class Recognizer:
             matcher=Matcher().fit(gallery, gallery_labels, stats=stats),
             decision=Decision.from_dict(calibration["decision"]),
             top_k=top_k,
-            lfw=bool((run.config_dict().get("run") or {}).get("builtin")),
+            lfw=run.lfw_gallery,
         )
 
     @property

@@ -418,11 +418,12 @@ class Run:
             patience, waited = stage.get("patience"), stage.get("waited") or 0
             if patience and done:
                 words.append(f"{waited} of {patience} epochs without improvement")
-            words.append(
-                f"at least {duration(left)} left in this phase"
-                if left is not None
-                else "time left: estimating"
-            )
+            if left is None:
+                words.append("time left: estimating")
+            elif left >= 1:
+                words.append(f"at least {duration(left)} left in this phase")
+            else:  # early stopping may end the phase with this epoch
+                words.append("early stopping may end this phase after this epoch")
             if stage.get("least") is not None:  # near the end early stopping allows at least
                 fraction = done / max(1, done + stage["least"])
         elif total:
@@ -498,10 +499,24 @@ class Run:
         atomic_write_json(self.file("calibration.json"), {**calibration, **update})
 
     def people(self) -> int | None:
+        """How many people it knows now: its labels less those removed (``people.json``)."""
         try:
-            return len(self.labels())
-        except RunError:
+            labels = self.labels()
+            removed = (self.read_json("people.json", default={}) or {}).get("removed") or []
+        except (RunError, AttributeError):
             return None
+        return len(labels) - len(set(removed) & set(labels))
+
+    @property
+    def lfw_gallery(self) -> bool:
+        """Whether its gallery holds LFW's photos (the built-in model and copies of it): their
+        names and the LFW site stand in for the photos, which are not shipped."""
+        return bool((self.config_dict().get("run") or {}).get("builtin"))
+
+    @property
+    def copied_from(self) -> str | None:
+        """The run folder this one is a copy of ("Make my own copy"), if it is one."""
+        return self.meta().get("copied_from")
 
     def warnings(self) -> list[dict[str, Any]]:
         """What the training noticed about the dataset, grouped (``warnings.json``), each with
@@ -538,7 +553,7 @@ class Run:
             "name": self.title,
             "state": status.get("state"),
             "dataset": config.get("data_dir"),
-            "people": facts.get("n_celebrities") or self.people(),
+            "people": self.people() or facts.get("n_celebrities"),
             "photos": facts.get("n_photos"),
             "backbone": config.get("backbone"),
             "weights": config.get("weights"),

@@ -287,13 +287,14 @@ def _train(
     run.set_status("running", phases=phases)
 
     outputs = {}
-    photos = sum(len(inputs[subset].usable) for subset in (*SUBSETS, "train"))
+    photos = sum(len(inputs[subset].usable) for subset in SUBSETS)
     with stages.bar("evaluating", photos, unit="photo") as bar:
         for subset in SUBSETS:  # the bar moves with every batch predicted
             counted = BatchCounter(bar, config.batch_size, len(inputs[subset].usable))
             outputs[subset] = predict_inputs(
                 classifier.model_, config, inputs[subset], callbacks=[counted]
             )
+    with stages.bar("mirroring", len(inputs["train"].usable), unit="photo") as bar:
         counted = BatchCounter(bar, config.batch_size, len(inputs["train"].usable))
         mirrored = predict_inputs(  # the gallery as albums group faces (recognize.album_cuts)
             classifier.model_, config, inputs["train"], callbacks=[counted], mirror=True

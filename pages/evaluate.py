@@ -391,8 +391,9 @@ def open_set_protocol(run: Run, metrics: Any, subset: str) -> None:
     st.markdown(figures.protocol_words(protocol))
     st.dataframe(figures.protocol_table(protocol), hide_index=True, key="protocol-table")
     st.plotly_chart(figures.protocol_figure(protocol), key="protocol-chart")
+    where = "lfw-public-figures" if run.builtin else str(run.path)
     st.caption(
-        "Measure it again on any LFW folder: `celebmodel evaluate lfw-public-figures "
+        f"Measure it again on any LFW folder: `celebmodel evaluate {where} "
         "--protocol open-set LFW_FOLDER` (every figure, both methods, 10 trials)."
     )
 
@@ -455,10 +456,14 @@ other_name = other_pick.selectbox(
     placeholder="another run (optional)",
     key="compare-run",
 )
-subset = subset_pick.radio(
-    "Photos", list(SUBSETS), format_func=SUBSETS.get, key="subset", horizontal=True
-)
 run = by_name[name]
+subset = (  # a gallery model has no photos of its own held out: its figures are the protocol's
+    subset_pick.radio(
+        "Photos", list(SUBSETS), format_func=SUBSETS.get, key="subset", horizontal=True
+    )
+    if run.scoring == "classifier"
+    else "test"
+)
 with ui.shown_errors(f"Reading the {SUBSETS[subset]} metrics of {run.title}"):
     metrics = subset_metrics(run, subset)
 if not metrics or metrics.get("accuracy") is None:
@@ -468,7 +473,8 @@ if not metrics or metrics.get("accuracy") is None:
 config = run.config_dict()
 notes = run.meta().get("notes")
 st.caption(
-    f"{run.title} · {config.get('backbone')} · {config.get('recipe')} recipe"
+    f"{run.title} · {config.get('backbone')} · "
+    + (f"{config.get('recipe')} recipe" if run.scoring == "classifier" else "gallery scoring")
     + (
         f" · {metrics['n']} {SUBSETS[subset]} photos · "
         f"{len(metrics.get('skipped') or [])} skipped (no usable face)"
@@ -492,7 +498,7 @@ else:
             column.metric(
                 card["title"],
                 f"{value:.1%}" if value is not None else "n/a",
-                delta=f"{value - original:+.1%} vs original {original:.1%}"
+                delta=f"{(value - original) * 100:+.1f} points vs original {original:.1%}"
                 if value is not None and original is not None
                 else None,
                 help=(f"{interval} (Wilson) over {metrics['n']} photos. " if interval else "")

@@ -204,6 +204,7 @@ def show_album(name: str, photos: list[tuple[str, object]]) -> None:
             column_config={
                 "thumbnail": st.column_config.ImageColumn("thumbnail"),
                 "similarity": st.column_config.NumberColumn(format="percent"),
+                "match_confidence": st.column_config.NumberColumn(format="percent"),
             },
             key="album-table",
         )
@@ -214,8 +215,16 @@ def show_album(name: str, photos: list[tuple[str, object]]) -> None:
         return
     if book.notice:
         st.warning(book.notice, icon=":material/warning:")
-    if book.last_change() and st.button(f"Undo: {book.last_change()}", key="groups-undo"):
-        change_groups(book, book.undo)
+    kind, message = st.session_state.pop("groups-said", (None, None))
+    if kind == "error":
+        st.error(message)
+    elif kind == "done":
+        st.toast(message)
+    if book.last_change():
+        st.button(
+            f"Undo: {book.last_change()}", key="groups-undo", on_click=change_groups,
+            args=(book.undo,),
+        )
     for number, members in groups.items():
         show_group(book, album, thumbs, number, members, [g for g in groups if g != number])
 
@@ -246,32 +255,49 @@ def show_group(
         )
         if add_column.button("Add to the model", key=f"group-add-{number}"):
             add_group(number, name, members, album, thumbs)
-        if save_column.button("Save the name", key=f"group-rename-{number}"):
-            change_groups(book, lambda: book.rename(number, name))
+        state = st.session_state  # the callbacks read the widgets as they are when clicked
+        save_column.button(
+            "Save the name", key=f"group-rename-{number}", on_click=change_groups,
+            args=(lambda: book.rename(number, state[f"group-name-{number}"]),),
+        )
         with st.expander("Merge or split this group"):
             left, right = st.columns(2)
             other = left.selectbox(
                 "Merge it with group", others, index=None, key=f"group-merge-with-{number}"
             )
-            if left.button("Merge", key=f"group-merge-{number}", disabled=other is None):
-                change_groups(book, lambda: book.merge(number, int(other)))
+            left.button(
+                "Merge", key=f"group-merge-{number}", disabled=other is None,
+                on_click=change_groups,
+                args=(lambda: book.merge(number, int(state[f"group-merge-with-{number}"])),),
+            )
             chosen = right.multiselect("Faces to take out", faces, key=f"group-split-{number}")
-            into = right.radio(
+            right.radio(
                 "Into", ["a new group", "no group"], horizontal=True, key=f"group-into-{number}"
             )
-            if right.button("Take them out", key=f"group-take-{number}"):
-                change_groups(book, lambda: book.split(chosen, new_group=into == "a new group"))
+            right.button(
+                "Take them out", key=f"group-take-{number}", disabled=not chosen,
+                on_click=change_groups,
+                args=(lambda: book.split(
+                    state[f"group-split-{number}"],
+                    new_group=state[f"group-into-{number}"] == "a new group",
+                ),),
+            )
 
 
-def change_groups(book: AlbumGroups, change) -> None:
-    """One change to the groups (saved by the package), said in a toast; the widgets of the
-    groups it touched start again from the file."""
-    with ui.shown_errors("Changing the groups"):
+def change_groups(change) -> None:
+    """One change to the groups (saved by the package), run as the button's callback so that
+    every group widget starts again from the file before the page is drawn (a widget cleared
+    after it was drawn comes back with the value the browser still holds); said on the page
+    in a toast, or as an error naming the problem."""
+    try:
         done = change()
-        for widget in [k for k in st.session_state if str(k).startswith("group-")]:
-            del st.session_state[widget]
-        st.toast(done[0].upper() + done[1:] + ".")
-        st.rerun()
+    except CelebmodelError as exc:
+        said = f"Changing the groups: {display.group_problem(exc)}"
+        st.session_state["groups-said"] = ("error", said)
+        return
+    for widget in [k for k in st.session_state if str(k).startswith("group-")]:
+        del st.session_state[widget]
+    st.session_state["groups-said"] = ("done", done[0].upper() + done[1:] + ".")
 
 
 def add_group(number: int, name: str, members: pd.DataFrame, album: Album, thumbs: list) -> None:

@@ -75,9 +75,11 @@ st.caption(
     f"{len(chosen):,} of {len(roster):,} people" + (f" · page {page} of {pages:,}" if pages > 1
                                                     else "")
 )
-table = display.roster_table(shown, run.builtin)
-if not run.builtin:  # a face for each person of this page (cached until the gallery changes)
-    faces = [ui.gallery_face(run, path, 64) if path else None for path in shown["face"]]
+table = display.roster_table(shown, run.lfw_gallery, removed=bool(roster["removed"].any()))
+# a face for each person of this page, where one can be shown (cached until the gallery
+# changes; an LFW gallery's photos are not shipped)
+faces = [] if run.builtin else [ui.gallery_face(run, p, 64) if p else None for p in shown["face"]]
+if any(face is not None for face in faces):
     table.insert(0, "face", [display.data_uri(face) if face else None for face in faces])
 st.dataframe(
     table,

@@ -313,7 +313,7 @@ def show_run(run: Run) -> None:
             with st.spinner("Stopping…"):
                 st.info(f"{run.name} is now {jobs.stop(run)}.")
     elif state == "finished":
-        st.success("Training finished and the model was evaluated on the test photos.")
+        st.success(display.finished_words(run))
         summary = run.phase_summary()
         if summary:
             st.caption(summary)

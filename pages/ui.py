@@ -103,8 +103,9 @@ def run_label(run: Run) -> str:
     """``LFW faces · dlib128 · 8 people`` for selectors: the run's name, backbone, people."""
     people = run.people()
     count = f" · {people:,} people" if people is not None else ""
-    kind = "built in" if run.builtin else run.config_dict().get("backbone", "?")
-    return f"{run.title} · {kind}{count}"
+    if run.builtin:  # its title says what it is; the sidebar is narrow
+        return f"{run.title}{count}"
+    return f"{run.title} · {run.config_dict().get('backbone', '?')}{count}"
 
 
 def _choose(key: str, runs: dict[str, Run]) -> None:
@@ -159,6 +160,17 @@ def no_model_yet() -> None:
     )
     if st.button("Go to Train", type="primary", icon=":material/model_training:", key="to-train"):
         st.switch_page("pages/train.py")
+
+
+def page_buttons(pages: list[tuple[str, str, str]], key: str) -> None:
+    """Buttons to the next pages, side by side, the first one primary: the first step a page
+    suggests should look like one, not like a line of text."""
+    for i, (column, (page, label, icon)) in enumerate(
+        zip(st.columns(len(pages)), pages, strict=True)
+    ):
+        kind = "primary" if i == 0 else "secondary"
+        if column.button(label, type=kind, icon=icon, key=f"{key}-{i}", width="stretch"):
+            st.switch_page(page)
 
 
 def people_search(names: list[str], key: str, shown: int = 20) -> None:

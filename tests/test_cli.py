@@ -237,6 +237,19 @@ def test_runs_and_split_never_import_tensorflow(runs_copy, tmp_path):
     assert done.stdout.splitlines()[-1] == "[]", done.stdout
 
 
+def test_a_reader_that_stops_early_is_not_an_error(runs_copy):
+    """``celebmodel runs | head``: the reader closes the pipe before the listing is written;
+    the command ends quietly (it printed "error: [Errno 32] Broken pipe")."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celebmodel", "runs", "--root", str(runs_copy.runs)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdout.close()  # before the command writes anything
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 0 and "Broken pipe" not in stderr, stderr
+
+
 def test_train_into_an_unusable_runs_folder_exits_1_naming_it(capsys, tmp_path, monkeypatch):
     blocked = tmp_path / "runs-is-a-file"
     blocked.write_text("not a folder")

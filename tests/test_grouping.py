@@ -415,10 +415,14 @@ def test_split_merge_and_undo_on_the_album_page(astro, folders):
     at.file_uploader(key="album-zip").set_value(("trip.zip", zip_bytes(photos), "application/zip"))
     open_page(at)
     assert _groups(at)["Groups of unknown faces"] == "1"
+    assert at.button(key="group-take-1").disabled  # nothing chosen yet
     at.multiselect(key="group-split-1").set_value(["trip/cam0.png#1", "trip/cam3.png#1"])
+    open_page(at)
     at.button(key="group-take-1").click()
     open_page(at)
     assert _groups(at)["Groups of unknown faces"] == "2"
+    assert at.multiselect(key="group-split-1").value == []  # not the faces taken out
+    assert at.multiselect(key="group-split-2").value == []
     table = next(d.value for d in at.dataframe if "thumbnail" in d.value.columns)
     assert dict(zip(table["photo"], table["group"], strict=True)) == {
         "trip/cam0.png": "2",

@@ -87,6 +87,35 @@ def test_presets_of_a_trained_run_say_how_many_strangers_each_names():
     assert np.mean(strangers <= wanted) == pytest.approx(0.1, abs=1 / len(strangers))
 
 
+def test_presets_beyond_every_measured_stranger_say_so_and_similarity_decides():
+    """A small trained run whose strangers all score far: every preset names none of them,
+    so match confidence (its ceiling for all three) cannot tell the presets apart; the words
+    say none were reached and the face's line compares similarities instead."""
+    from types import SimpleNamespace
+
+    from celebmodel.matching import Confidence
+
+    known = np.linspace(0.1, 0.6, 48)
+    strangers = np.linspace(1.0, 2.0, 48)
+    found = presets({"threshold": 0.5, "val_scores": known.tolist(),
+                     "stranger_scores": strangers.tolist()})
+    words = [display.preset_words(name, option) for name, option in found.items()]
+    assert all("none of the 48 strangers measured" in w for w in words), words
+    assert len({w.split(",")[0] for w in words}) == 3  # they differ in the known faces named
+    recognizer = SimpleNamespace(
+        strangers=Confidence(np.sort(-strangers)),
+        match_confidence=lambda score: Confidence(np.sort(-strangers))(-np.asarray(score)),
+    )
+    face = {"known": True, "match_confidence": 1 - 0.5 / 48, "similarity": 0.95,
+            "nearest_name": None}
+    lines = {name: display.face_details(face, recognizer, option["threshold"])
+             for name, option in found.items()}
+    assert all(line.startswith("similarity 95% (needs ") for line in lines.values()), lines
+    assert len(set(lines.values())) == 3  # each preset's own need
+    assert display.needs_words(recognizer, found["Balanced"]["threshold"]).startswith(
+        "similarity at least")
+
+
 def test_a_known_face_scored_without_its_person_is_a_stranger():
     centroids = l2_normalize(np.eye(3, 4))
     embeddings = centroids.copy()  # each face exactly on its own person's centroid

@@ -25,7 +25,7 @@ from conftest import (
     write_names,
 )
 
-from celebmodel import builtin_model, people
+from celebmodel import builtin_model, display, people
 from celebmodel.cli import main
 from celebmodel.errors import DatasetError, RunError
 from celebmodel.protocol import identification, make_trial, run_protocol, verification
@@ -187,6 +187,16 @@ def test_the_builtin_is_read_only_and_my_copy_takes_a_new_person(tiny_builtin, f
     face = Recognizer.from_run(mine).identify(np.asarray(cameramen(1, seed=99)[0]))[0]
     assert face["known"] and face["name"] == "Camera Man"
     assert load_run(BUILTIN).people() == 7  # the built-in model itself is unchanged
+    # the copy says what it is wherever runs are described, and counts its people now
+    assert mine.copied_from and mine.meta()["notes"].startswith("A copy of LFW public figures")
+    assert display.finished_words(mine).startswith("A copy of another model, not trained here")
+    assert mine.summary()["people"] == 8 and mine.lfw_gallery
+    at = open_page(app(), "pages/train.py")
+    assert "Training finished" not in texts(at)
+    at = open_page(app(), "pages/people.py")
+    table = next(d.value for d in at.dataframe if "name" in d.value.columns)
+    assert "face" not in table.columns  # no LFW photo to show, no column of "None"
+    assert "LFW page" in table.columns and "removed" not in table.columns
 
 
 @pytest.mark.slow

@@ -96,6 +96,10 @@ def test_the_stage_and_its_counts_show_before_the_first_epoch(folders):
         "1 of 5 epochs without improvement · at least 12 s left in this phase"
     )
     assert at.progress[0].value == 42  # 3 epochs of the 7 early stopping allows at the least
+    stage.update(done=7, waited=4, least=0, seconds_left=0.0)  # it may stop after this one
+    run.set_status("running", stage=stage)
+    open_page(at)
+    assert at.progress[0].text.endswith("early stopping may end this phase after this epoch")
 
 
 def test_one_epoch_counter_per_phase_and_the_run_summed_up_after(folders):
@@ -235,6 +239,7 @@ def test_the_trainer_records_every_stage_with_counts(tmp_path, monkeypatch):
         "embeddings",
         "phase 1",
         "evaluating",
+        "mirroring",
         "saving",
     ]
     scanning = [stage for stage in seen if stage["key"] == "scanning"]
@@ -244,8 +249,9 @@ def test_the_trainer_records_every_stage_with_counts(tmp_path, monkeypatch):
     evaluating = [stage for stage in seen if stage["key"] == "evaluating"]
     usable = sum(len(run.predictions(subset)) for subset in ("train", "val", "test"))
     assert {stage["unit"] for stage in evaluating} == {"photo"}
-    mirrored = len(run.predictions("train"))  # the gallery once more, mirrored, for grouping
-    assert evaluating[-1]["done"] == evaluating[-1]["total"] == usable + mirrored
+    assert evaluating[-1]["done"] == evaluating[-1]["total"] == usable
+    mirroring = [stage for stage in seen if stage["key"] == "mirroring"]
+    assert mirroring[-1]["done"] == mirroring[-1]["total"] == len(run.predictions("train"))
     assert any(0 < stage["done"] < usable for stage in evaluating)  # batch by batch
     epochs = [stage for stage in seen if stage["key"] == "phase 1"]
     assert epochs[-1]["total"] == 3 and epochs[-1]["done"] == len(run.history())
