@@ -12,6 +12,8 @@ on each of its 4 million cells; it is not measured there). Each tree gets its ow
 Chromium drives both, one after the other.
 Each tab is opened twice: "first" finds the face cache empty (the Mistakes tab aligns its
 photos' faces once, which a trained run's cache already holds), "again" is a later visit.
+Opening the page by its address reloads the whole app in the browser (Streamlit's own start-up
+included); the last figure opens it as a user moves inside the app, by the sidebar's link.
 
 The Strangers tab's test (``evaluation.open_set_scores``, what the tab runs) is timed too, in
 each tree's own process with an empty face cache: a dlib128 run trained by this tree's CLI on
@@ -123,6 +125,17 @@ def measure(tree: Path, runs: Path, work: Path) -> dict[str, float]:
                     result[f"{name} tab ({visit}, s)"] = drawn(page, start, marker, chart)
                     result[f"{name} tab ({visit}, MB sent)"] = received[0] / 1e6
                     print(tree.name, visit, name, f"{result[f'{name} tab ({visit}, s)']:.2f} s")
+            # As a user reaches it inside the app: from Home, by the sidebar's link (no reload
+            # of the page, so no Streamlit start-up in the browser).
+            page.goto(url)
+            page.get_by_text("Active model").first.wait_for(timeout=TIMEOUT_MS)
+            page.wait_for_timeout(1000)
+            start = time.perf_counter()
+            page.locator("[data-testid='stSidebarNav'] a", has_text="Evaluate").first.click()
+            name, marker, chart = TABS[0]
+            result[f"open Evaluate from the sidebar, {name} drawn (s)"] = drawn(
+                page, start, marker, chart
+            )
             browser.close()
     finally:
         server.terminate()

@@ -81,7 +81,7 @@ async def one_user(playwright, url: str, person: str, files: list[Path]) -> list
     results = []
     try:
         page = await browser.new_page(viewport={"width": 1400, "height": 1000})
-        await page.goto(f"{url}/identify")
+        await page.goto(f"{url}/identify", timeout=TIMEOUT_MS)  # 8 browsers start at once
         uploader = page.locator("[data-testid='stFileUploaderDropzoneInput']").first
         await uploader.wait_for(state="attached", timeout=TIMEOUT_MS)
         await page.wait_for_timeout(1000)
