@@ -301,7 +301,9 @@ def cmd_groups(args: argparse.Namespace) -> int:
 
 def _face_line(face: dict) -> str:
     """One face of ``predict``'s text output: who, where, how sure."""
-    who = face["label"] if face["known"] else f"unknown (closest: {face['nearest']})"
+    who = face["label"] if face["known"] else (
+        f"unknown (closest: {face.get('nearest_name') or face['nearest']})"
+    )
     sure = (f"match confidence {face['match_confidence']:.1%}, "
             if face.get("match_confidence") is not None else "")
     group = f" group {face['group']}" if face.get("group") else ""

@@ -57,16 +57,18 @@ def roster_matches(roster: pd.DataFrame, query: str, kind: str = "all") -> pd.Da
 
 
 def roster_table(rows: pd.DataFrame, lfw: bool, removed: bool = True) -> pd.DataFrame:
-    """People as a table: name, photos, trained or added, and removed (when anyone of the
-    model is); for an LFW gallery (no photos shipped) a link to each LFW person's page."""
+    """People as a table: name, photos, trained (or from LFW) or added, and removed (when
+    anyone of the model is); for an LFW gallery (no photos shipped) a link to each LFW
+    person's page. Blanks are empty strings: the table shows a missing value as "None"."""
     from .builtin_model import person_page
 
-    table = pd.DataFrame({"name": rows["name"], "photos": rows["photos"], "kind": rows["kind"]})
+    kinds = rows["kind"].replace({"trained": "LFW"}) if lfw else rows["kind"]
+    table = pd.DataFrame({"name": rows["name"], "photos": rows["photos"], "kind": kinds})
     if removed:
         table["removed"] = rows["removed"].map({True: "removed", False: ""})
     if lfw:
         table["LFW page"] = [
-            person_page(label) if kind != "added" else None
+            person_page(label) if kind != "added" else ""
             for label, kind in zip(rows["label"], rows["kind"], strict=True)
         ]
     return table
@@ -129,7 +131,7 @@ def face_details(face: dict[str, Any], recognizer: Any, threshold: float) -> str
         return line
     value, need = percent_pair(face["match_confidence"], needed, face["known"])
     return (f"{closest}match confidence {value} (needs {need}) · similarity "
-            f"{face['similarity']:.2f}")
+            f"{face['similarity']:.0%}")
 
 
 def top_k_line(face: dict[str, Any]) -> str:

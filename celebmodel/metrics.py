@@ -145,7 +145,10 @@ def overfitting_verdict(accuracies: dict[str, float | None], chance: float | Non
             f"Overfitting: the model is right on {train:.1%} of the photos it trained on but only "
             f"{held[worst]:.1%} of {worst} photos it never saw ({figures})."
         )
-    return f"No marked overfitting: train and held-out accuracy are within {gap:.1%} ({figures})."
+    if gap < 0.0005:  # "within 0.0%" read like a rounding slip
+        return f"No overfitting: held-out accuracy is as high as train accuracy ({figures})."
+    return (f"No marked overfitting: train and held-out accuracy are within "
+            f"{gap * 100:.1f} points ({figures}).")
 
 
 def wilson_intervals(

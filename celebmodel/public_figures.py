@@ -289,7 +289,7 @@ def protocol_figures(folder_path: str | Path, bar: BarFactory | None = None) -> 
         "figures": run_protocol(embeddings, labels, normalised_decision),
         "figures_title": "this model's method (AS-norm + learned decision)",
         "baseline": run_protocol(embeddings, labels, nearest_face),
-        "baseline_title": "nearest-face cosine similarity (before issue 18)",
+        "baseline_title": "nearest-face cosine similarity, same embeddings",
     }
 
 

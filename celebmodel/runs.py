@@ -422,8 +422,12 @@ class Run:
                 words.append("time left: estimating")
             elif left >= 1:
                 words.append(f"at least {duration(left)} left in this phase")
-            else:  # early stopping may end the phase with this epoch
+            elif patience and patience - waited > 1:  # quick epochs: count them, not seconds
+                words.append(f"at least {patience - waited} more epochs in this phase")
+            elif patience:  # one more epoch without improvement ends the phase
                 words.append("early stopping may end this phase after this epoch")
+            else:
+                words.append("under a second left in this phase")
             if stage.get("least") is not None:  # near the end early stopping allows at least
                 fraction = done / max(1, done + stage["least"])
         elif total:

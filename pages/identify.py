@@ -191,10 +191,10 @@ def show_album(name: str, photos: list[tuple[str, object]]) -> None:
     table["group"] = album.rows["group"].to_numpy()
     rows, groups = album.rows, album.groups()
     a, b, c, d = st.columns(4)
-    a.metric("Photos", len(photos))
-    b.metric("Faces", len(rows))
-    c.metric("Known", int(rows["known"].sum()) if len(rows) else 0)
-    d.metric("Groups of unknown faces", len(groups))
+    a.metric("Photos", f"{len(photos):,}")
+    b.metric("Faces", f"{len(rows):,}")
+    c.metric("Known", f"{int(rows['known'].sum()) if len(rows) else 0:,}")
+    d.metric("Groups of unknown faces", f"{len(groups):,}")
     for error in album.errors:
         st.error(error["error"])  # it names the photo
     if len(rows):
@@ -237,8 +237,11 @@ def show_group(
     members: pd.DataFrame,
     others: list[int],
 ) -> None:
-    """One group, every widget keyed on its number (which never moves to other faces)."""
+    """One group, every widget keyed on its number (which never moves to other faces) and on
+    the groups' version: after any change every box is a new widget, drawn from the file (a
+    cleared widget would otherwise come back with the value the browser still shows)."""
     faces = [face_key(p, f) for p, f in zip(members["photo"], members["face"], strict=True)]
+    key = ui.group_widget_key
     with st.container(border=True, key=f"group-{number}"):
         called = book.names.get(number)
         st.markdown(
@@ -250,44 +253,43 @@ def show_group(
         name = name_column.text_input(
             "Name this person",
             value=called or "",
-            key=f"group-name-{number}",
+            key=key("name", number),
             placeholder="e.g. Ada Lovelace",
         )
-        if add_column.button("Add to the model", key=f"group-add-{number}"):
+        if add_column.button("Add to the model", key=key("add", number)):
             add_group(number, name, members, album, thumbs)
         state = st.session_state  # the callbacks read the widgets as they are when clicked
         save_column.button(
-            "Save the name", key=f"group-rename-{number}", on_click=change_groups,
-            args=(lambda: book.rename(number, state[f"group-name-{number}"]),),
+            "Save the name", key=key("rename", number), on_click=change_groups,
+            args=(lambda: book.rename(number, state[key("name", number)]),),
         )
         with st.expander("Merge or split this group"):
             left, right = st.columns(2)
             other = left.selectbox(
-                "Merge it with group", others, index=None, key=f"group-merge-with-{number}"
+                "Merge it with group", others, index=None, key=key("merge-with", number)
             )
             left.button(
-                "Merge", key=f"group-merge-{number}", disabled=other is None,
+                "Merge", key=key("merge", number), disabled=other is None,
                 on_click=change_groups,
-                args=(lambda: book.merge(number, int(state[f"group-merge-with-{number}"])),),
+                args=(lambda: book.merge(number, int(state[key("merge-with", number)])),),
             )
-            chosen = right.multiselect("Faces to take out", faces, key=f"group-split-{number}")
+            chosen = right.multiselect("Faces to take out", faces, key=key("split", number))
             right.radio(
-                "Into", ["a new group", "no group"], horizontal=True, key=f"group-into-{number}"
+                "Into", ["a new group", "no group"], horizontal=True, key=key("into", number)
             )
             right.button(
-                "Take them out", key=f"group-take-{number}", disabled=not chosen,
+                "Take them out", key=key("take", number), disabled=not chosen,
                 on_click=change_groups,
                 args=(lambda: book.split(
-                    state[f"group-split-{number}"],
-                    new_group=state[f"group-into-{number}"] == "a new group",
+                    state[key("split", number)],
+                    new_group=state[key("into", number)] == "a new group",
                 ),),
             )
 
 
 def change_groups(change) -> None:
     """One change to the groups (saved by the package), run as the button's callback so that
-    every group widget starts again from the file before the page is drawn (a widget cleared
-    after it was drawn comes back with the value the browser still holds); said on the page
+    every group widget starts again from the file before the page is drawn; said on the page
     in a toast, or as an error naming the problem."""
     try:
         done = change()
@@ -295,8 +297,7 @@ def change_groups(change) -> None:
         said = f"Changing the groups: {display.group_problem(exc)}"
         st.session_state["groups-said"] = ("error", said)
         return
-    for widget in [k for k in st.session_state if str(k).startswith("group-")]:
-        del st.session_state[widget]
+    ui.new_group_widgets()
     st.session_state["groups-said"] = ("done", done[0].upper() + done[1:] + ".")
 
 
@@ -315,9 +316,7 @@ def add_group(number: int, name: str, members: pd.DataFrame, album: Album, thumb
                 vectors=album.embeddings[members.index],
             )
             status.update(label=f"Added {name}; identifying the album again…", state="complete")
-        for widget in [k for k in st.session_state if str(k).startswith("group-")]:
-            if str(widget).endswith(f"-{number}"):
-                del st.session_state[widget]
+        ui.new_group_widgets()
         st.session_state.pop("album-key", None)
         st.toast(f"Added {people.names(run).get(label, name)} from {len(members)} faces.")
         st.rerun()

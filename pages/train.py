@@ -106,9 +106,9 @@ if dataset:
         root, counts, skipped = preview(dataset)
         st.markdown(f"**{root}**")
         a, b, c = st.columns(3)
-        a.metric("Celebrities", len(counts))
-        b.metric("Photos", int(counts["photos"].sum()))
-        c.metric("Skipped files", len(skipped))
+        a.metric("Celebrities", f"{len(counts):,}")
+        b.metric("Photos", f"{int(counts['photos'].sum()):,}")
+        c.metric("Skipped files", f"{len(skipped):,}")
         st.plotly_chart(figures.dataset_figure(counts), key="dataset-chart")
         if len(skipped):
             with st.expander(f"{len(skipped)} skipped file(s) and why"):

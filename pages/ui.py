@@ -37,6 +37,7 @@ from celebmodel.runs import (
 BUILTIN_KEY = "lfw-public-figures"  # the built-in model's entry in the sidebar
 PHOTO_TYPES = sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)  # what datasets may hold
 EVALUATE_KEY = "evaluate_run"
+FAVICON = Path(__file__).resolve().parents[1] / "assets" / "favicon.png"
 PAGES = (  # file, title, icon; the first is the default page
     ("pages/home.py", "Home", ":material/home:"),
     ("pages/identify.py", "Identify", ":material/search:"),
@@ -66,8 +67,8 @@ def keep_keras_session() -> None:
 def app() -> None:
     """The studio: the page list, the sidebar's model choice, then the requested page."""
     keep_keras_session()
-    st.set_page_config(
-        page_title="Celebrity face studio", page_icon=":material/face:", layout="wide"
+    st.set_page_config(  # the icon is served by the studio: a material icon comes from Google
+        page_title="Celebrity face studio", page_icon=str(FAVICON), layout="wide"
     )
     navigation = st.navigation(
         [
@@ -142,7 +143,8 @@ def model_selector() -> Run | None:
         help="Identify uses it; Evaluate opens on it. It changes only when you choose another.",
     )
     if active is not None:  # the whole name, which the box may cut off
-        st.sidebar.caption(f"{active.title} ({active.name})")
+        folder = f" ({active.name})" if active.name != active.title else ""
+        st.sidebar.caption(active.title + folder)
     if gone:
         st.sidebar.warning(f"The model chosen before ({gone}) is gone: choose another.")
     return active
@@ -171,6 +173,17 @@ def page_buttons(pages: list[tuple[str, str, str]], key: str) -> None:
         kind = "primary" if i == 0 else "secondary"
         if column.button(label, type=kind, icon=icon, key=f"{key}-{i}", width="stretch"):
             st.switch_page(page)
+
+
+def group_widget_key(what: str, number: int) -> str:
+    """The key of an album group's widget: its group number and the groups' version, so a
+    change to the groups makes every group box a new widget, drawn from the file."""
+    return f"group-{what}-{number}-v{st.session_state.get('groups-version', 0)}"
+
+
+def new_group_widgets() -> None:
+    """After a change to the groups: every group widget is drawn anew on the next run."""
+    st.session_state["groups-version"] = st.session_state.get("groups-version", 0) + 1
 
 
 def people_search(names: list[str], key: str, shown: int = 20) -> None:

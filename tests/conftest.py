@@ -290,6 +290,14 @@ def open_page(at: AppTest, page: str | None = None) -> AppTest:
     return at
 
 
+def group_key(at: AppTest, what: str, number: int) -> str:
+    """An album group widget's key as the page makes it (``pages.ui.group_widget_key``)."""
+    version = 0  # AppTest's session state has no ``get``
+    if "groups-version" in at.session_state:
+        version = at.session_state["groups-version"]
+    return f"group-{what}-{number}-v{version}"
+
+
 def texts(at: AppTest) -> str:
     """All visible text of the current page, for phrase checks."""
     parts = []

@@ -172,12 +172,22 @@ def settle(page, text: str, quiet_ms: int = 1000) -> None:
     page.wait_for_timeout(1000)
 
 
-def choose(page, label: str, option: str, attempts: int = 3) -> None:
-    """Pick ``option`` in a selectbox (retried: a rerun may close the open list)."""
+def give_album(page, url: str, archive) -> None:
+    """Open Identify, choose the zip input and hand it ``archive``, as a user does."""
+    page.goto(f"{url}/identify")
+    settle(page, "How sure must a match be?")
+    page.get_by_text("A .zip of photos", exact=True).click()
+    settle(page, "Zip of photos")
+    page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(str(archive))
+
+
+def choose(page, label: str, option: str, attempts: int = 3, within=None) -> None:
+    """Pick ``option`` in a selectbox (of ``within``, a part of the page, if given; retried: a
+    rerun may close the open list)."""
     for attempt in range(attempts):
-        page.get_by_role("combobox", name=label).click()
+        (within or page).get_by_role("combobox", name=label).click()
         try:
-            page.get_by_role("option", name=option).click(timeout=5000)
+            page.get_by_role("option", name=option, exact=True).click(timeout=5000)
             return
         except PlaywrightTimeout:
             if attempt == attempts - 1:
@@ -437,13 +447,7 @@ def test_an_album_zip_is_grouped_and_a_group_named_in_the_browser(astro_server, 
             photo.save(buffer, format="JPEG")
             zf.writestr(f"trip/photo{i}.jpg", buffer.getvalue())
     with browser_page() as page:
-        page.goto(f"{url}/identify")
-        settle(page, "How sure must a match be?")
-        page.get_by_text("A .zip of photos", exact=True).click()
-        settle(page, "Zip of photos")
-        page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(
-            str(archive)
-        )
+        give_album(page, url, archive)
         group = page.get_by_text(re.compile(r"^Group 1: 3 faces"))
         group.wait_for(timeout=TIMEOUT_MS)
         no_traceback(page)

@@ -14,7 +14,16 @@ import zipfile
 import numpy as np
 import pytest
 from conftest import astronauts, cameramen
-from test_browser import TIMEOUT_MS, browser_page, launch, no_traceback, settle, shut_down
+from test_browser import (
+    TIMEOUT_MS,
+    browser_page,
+    choose,
+    give_album,
+    launch,
+    no_traceback,
+    settle,
+    shut_down,
+)
 
 from celebmodel import people
 from celebmodel.album_groups import AlbumGroups, face_key, kept_with
@@ -76,13 +85,7 @@ def test_naming_group_3_leaves_the_next_groups_box_empty_with_its_own_faces(astr
     url, process = launch(runs, tmp_path / "data", tmp_path / "streamlit.log")
     try:
         with browser_page() as page:
-            page.goto(f"{url}/identify")
-            settle(page, "How sure must a match be?")
-            page.get_by_text("A .zip of photos", exact=True).click()
-            settle(page, "Zip of photos")
-            page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(
-                str(archive)
-            )
+            give_album(page, url, archive)
             third = page.locator(".st-key-group-3")
             third.wait_for(timeout=TIMEOUT_MS)
             settle(page, "Group 4")
@@ -101,8 +104,31 @@ def test_naming_group_3_leaves_the_next_groups_box_empty_with_its_own_faces(astr
             assert captions == [keys["trip/astro2.jpg"]], captions  # its own, no one else's
             boxes = page.get_by_role("textbox", name="Name this person")
             assert "Camera Man" not in [boxes.nth(i).input_value() for i in range(boxes.count())]
-            first = page.locator(".st-key-group-1").locator("[data-testid='stImageCaption']")
-            assert first.all_inner_texts() == [keys["trip/astro0.jpg"], keys["trip/astro1.jpg"]]
+            first = page.locator(".st-key-group-1")
+            captions = first.locator("[data-testid='stImageCaption']").all_inner_texts()
+            assert captions == [keys["trip/astro0.jpg"], keys["trip/astro1.jpg"]]
+            # Merge group 4 into group 1: afterwards group 1's merge box chooses nothing (the
+            # browser kept a cleared box's old choice before the boxes were versioned).
+            merge_box = first.get_by_role("combobox", name="Merge it with group")
+            merge = first.get_by_role("button", name="Merge", exact=True)
+            for _ in range(3):  # as a user would: open the expander, choose, see it chosen
+                if not merge_box.is_visible():
+                    first.get_by_text("Merge or split this group").click()
+                choose(page, "Merge it with group", "4", within=first)
+                settle(page, "Merge or split this group")  # the choice's rerun enables Merge
+                if merge_box.is_visible() and merge_box.input_value() == "4" and merge.is_enabled():
+                    break
+            merge.click()
+            fourth.wait_for(state="detached", timeout=TIMEOUT_MS)
+            settle(page, "Undo: merged group 4 into group 1")
+            no_traceback(page)
+            captions = first.locator("[data-testid='stImageCaption']").all_inner_texts()
+            assert captions == [
+                keys[p] for p in ("trip/astro0.jpg", "trip/astro1.jpg", "trip/astro2.jpg")
+            ], captions
+            if not merge_box.is_visible():
+                first.get_by_text("Merge or split this group").click()
+            assert merge_box.input_value() == "", merge_box.input_value()  # nothing chosen
     finally:
         shut_down(process)
     assert Run(runs / RUN).labels()[-1] == "Camera_Man"

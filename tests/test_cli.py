@@ -322,3 +322,19 @@ def test_every_command_runs_as_a_real_process(runs_copy, tiny_dataset, tmp_path)
         assert proc.returncode == code, (name, err[-2000:])
         assert phrase in out + err, (name, out[-500:], err[-500:])
         assert "Traceback" not in err, name
+
+
+def test_an_unknown_face_line_names_its_closest_person_as_people_read_it():
+    """The text output's closest person is the display name ("Catherine Donkers"), as on the
+    page, not the folder label ("Catherine_Donkers")."""
+    from celebmodel.cli import _face_line
+
+    face = {
+        "known": False, "label": "unknown", "nearest": "Catherine_Donkers",
+        "nearest_name": "Catherine Donkers", "box": [1, 2, 3, 4], "match_confidence": 0.69,
+        "similarity": 0.94, "top_k": [],
+    }
+    assert _face_line(face) == (
+        "unknown (closest: Catherine Donkers) at [1, 2, 3, 4] match confidence 69.0%, "
+        "similarity 0.94"
+    )

@@ -474,7 +474,9 @@ def test_overfitting_verdict_in_words():
     assert gap.startswith("Overfitting")
     assert "100.0%" in gap and "50.0% of val" in gap and "test 60.0%" in gap
     close = overfitting_verdict({"train": 0.80, "val": 0.78, "test": 0.75})
-    assert close.startswith("No marked overfitting") and "within 5.0%" in close
+    assert close.startswith("No marked overfitting") and "within 5.0 points" in close
+    same = overfitting_verdict({"train": 1.0, "val": 1.0, "test": 1.0})
+    assert same.startswith("No overfitting: held-out accuracy is as high") and "within" not in same
     assert overfitting_verdict({"train": 0.9, "val": None, "test": None}).startswith("Not enough")
     assert overfitting_verdict({"val": 0.9, "test": 0.8}).startswith("Not enough")
 

@@ -14,7 +14,14 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import add_run, app, cameramen, open_page, zip_bytes
+from conftest import (
+    add_run,
+    app,
+    cameramen,
+    group_key,
+    open_page,
+    zip_bytes,
+)
 
 from celebmodel.album_groups import AlbumGroups, beside
 from celebmodel.albums import COLUMNS
@@ -415,14 +422,14 @@ def test_split_merge_and_undo_on_the_album_page(astro, folders):
     at.file_uploader(key="album-zip").set_value(("trip.zip", zip_bytes(photos), "application/zip"))
     open_page(at)
     assert _groups(at)["Groups of unknown faces"] == "1"
-    assert at.button(key="group-take-1").disabled  # nothing chosen yet
-    at.multiselect(key="group-split-1").set_value(["trip/cam0.png#1", "trip/cam3.png#1"])
+    assert at.button(key=group_key(at, "take", 1)).disabled  # nothing chosen yet
+    at.multiselect(key=group_key(at, "split", 1)).set_value(["trip/cam0.png#1", "trip/cam3.png#1"])
     open_page(at)
-    at.button(key="group-take-1").click()
+    at.button(key=group_key(at, "take", 1)).click()
     open_page(at)
     assert _groups(at)["Groups of unknown faces"] == "2"
-    assert at.multiselect(key="group-split-1").value == []  # not the faces taken out
-    assert at.multiselect(key="group-split-2").value == []
+    assert at.multiselect(key=group_key(at, "split", 1)).value == []  # not the faces taken out
+    assert at.multiselect(key=group_key(at, "split", 2)).value == []
     table = next(d.value for d in at.dataframe if "thumbnail" in d.value.columns)
     assert dict(zip(table["photo"], table["group"], strict=True)) == {
         "trip/cam0.png": "2",
@@ -430,12 +437,13 @@ def test_split_merge_and_undo_on_the_album_page(astro, folders):
         "trip/cam2.png": "1",
         "trip/cam3.png": "2",
     }
-    at.selectbox(key="group-merge-with-2").set_value(1)
+    at.selectbox(key=group_key(at, "merge-with", 2)).set_value(1)
     open_page(at)
-    at.button(key="group-merge-2").click()
+    at.button(key=group_key(at, "merge", 2)).click()
     open_page(at)
     table = next(d.value for d in at.dataframe if "thumbnail" in d.value.columns)
     assert set(table["group"]) == {"2"} and _groups(at)["Groups of unknown faces"] == "1"
+    assert at.selectbox(key=group_key(at, "merge-with", 2)).value is None  # a new box
     at.button(key="groups-undo").click()  # the merge
     open_page(at)
     assert _groups(at)["Groups of unknown faces"] == "2"
@@ -444,8 +452,8 @@ def test_split_merge_and_undo_on_the_album_page(astro, folders):
     open_page(at)
     table = next(d.value for d in at.dataframe if "thumbnail" in d.value.columns)
     assert set(table["group"]) == {"1"}
-    at.text_input(key="group-name-1").set_value("Camera Man")
-    at.button(key="group-rename-1").click()
+    at.text_input(key=group_key(at, "name", 1)).set_value("Camera Man")
+    at.button(key=group_key(at, "rename", 1)).click()
     open_page(at)
     assert any(m.value.startswith("**Group 1** · Camera Man") for m in at.markdown)
     at = open_page(app(), "pages/identify.py")  # a new session: the groups were kept
@@ -453,7 +461,7 @@ def test_split_merge_and_undo_on_the_album_page(astro, folders):
     open_page(at)
     at.file_uploader(key="album-zip").set_value(("trip.zip", zip_bytes(photos), "application/zip"))
     open_page(at)
-    assert at.text_input(key="group-name-1").value == "Camera Man"
+    assert at.text_input(key=group_key(at, "name", 1)).value == "Camera Man"
 
 
 @pytest.mark.slow

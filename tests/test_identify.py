@@ -12,7 +12,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import add_run, app, astronauts, cameramen, fill_disk_at, open_page, zip_bytes
+from conftest import (
+    add_run,
+    app,
+    astronauts,
+    cameramen,
+    fill_disk_at,
+    group_key,
+    open_page,
+    zip_bytes,
+)
 from PIL import Image
 from skimage import data as skdata
 
@@ -97,8 +106,9 @@ def test_presets_beyond_every_measured_stranger_say_so_and_similarity_decides():
 
     known = np.linspace(0.1, 0.6, 48)
     strangers = np.linspace(1.0, 2.0, 48)
-    found = presets({"threshold": 0.5, "val_scores": known.tolist(),
-                     "stranger_scores": strangers.tolist()})
+    found = presets(
+        {"threshold": 0.5, "val_scores": known.tolist(), "stranger_scores": strangers.tolist()}
+    )
     words = [display.preset_words(name, option) for name, option in found.items()]
     assert all("none of the 48 strangers measured" in w for w in words), words
     assert len({w.split(",")[0] for w in words}) == 3  # they differ in the known faces named
@@ -106,14 +116,21 @@ def test_presets_beyond_every_measured_stranger_say_so_and_similarity_decides():
         strangers=Confidence(np.sort(-strangers)),
         match_confidence=lambda score: Confidence(np.sort(-strangers))(-np.asarray(score)),
     )
-    face = {"known": True, "match_confidence": 1 - 0.5 / 48, "similarity": 0.95,
-            "nearest_name": None}
-    lines = {name: display.face_details(face, recognizer, option["threshold"])
-             for name, option in found.items()}
+    face = {
+        "known": True,
+        "match_confidence": 1 - 0.5 / 48,
+        "similarity": 0.95,
+        "nearest_name": None,
+    }
+    lines = {
+        name: display.face_details(face, recognizer, option["threshold"])
+        for name, option in found.items()
+    }
     assert all(line.startswith("similarity 95% (needs ") for line in lines.values()), lines
     assert len(set(lines.values())) == 3  # each preset's own need
     assert display.needs_words(recognizer, found["Balanced"]["threshold"]).startswith(
-        "similarity at least")
+        "similarity at least"
+    )
 
 
 def test_a_known_face_scored_without_its_person_is_a_stranger():
@@ -343,8 +360,8 @@ def test_an_album_zip_is_grouped_and_a_group_is_named_in_one_step(run):
     assert any(e.value.startswith("trip/broken.jpg: not an image") for e in at.error), [
         e.value for e in at.error
     ]
-    at.text_input(key="group-name-1").set_value("Ada Lovelace")
-    at.button(key="group-add-1").click()
+    at.text_input(key=group_key(at, "name", 1)).set_value("Ada Lovelace")
+    at.button(key=group_key(at, "add", 1)).click()
     open_page(at)
     assert run.labels()[-1] == "Ada_Lovelace"
     assert people.names(run)["Ada_Lovelace"] == "Ada Lovelace"

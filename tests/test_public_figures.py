@@ -197,6 +197,8 @@ def test_the_builtin_is_read_only_and_my_copy_takes_a_new_person(tiny_builtin, f
     table = next(d.value for d in at.dataframe if "name" in d.value.columns)
     assert "face" not in table.columns  # no LFW photo to show, no column of "None"
     assert "LFW page" in table.columns and "removed" not in table.columns
+    assert set(table["kind"]) == {"LFW", "added"}  # the LFW people were not trained here
+    assert table["LFW page"].notna().all()  # an added person's link is blank, not "None"
 
 
 @pytest.mark.slow

@@ -100,6 +100,12 @@ def test_the_stage_and_its_counts_show_before_the_first_epoch(folders):
     run.set_status("running", stage=stage)
     open_page(at)
     assert at.progress[0].text.endswith("early stopping may end this phase after this epoch")
+    stage.update(done=28, waited=0, least=5, seconds_left=0.4)  # quick epochs, improving
+    run.set_status("running", stage=stage)
+    open_page(at)  # not "0 of 5 … may end this phase after this epoch" (seen on a real run)
+    assert at.progress[0].text.endswith(
+        "0 of 5 epochs without improvement · at least 5 more epochs in this phase"
+    )
 
 
 def test_one_epoch_counter_per_phase_and_the_run_summed_up_after(folders):
