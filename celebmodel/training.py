@@ -175,12 +175,29 @@ def _train(
     ray_address: str | None = None,
     workers: int | None = None,
 ) -> None:
-    from .pipeline import prepare_inputs, with_embeddings
-
     importing = threading.Thread(  # seconds of it, while the dataset's faces are found
         target=importlib.import_module, args=("keras",), name="import-tensorflow", daemon=True
     )
     importing.start()
+    try:
+        _train_stages(config, run, progress, engine, ray_address, workers, importing)
+    finally:  # a process that leaves while TensorFlow loads aborts ("terminate called…")
+        importing.join()
+
+
+def _train_stages(
+    config: TrainConfig,
+    run: Run,
+    progress: bool,
+    engine: str,
+    ray_address: str | None,
+    workers: int | None,
+    importing: threading.Thread,
+) -> None:
+    """Scan, split, faces, embeddings, phases, evaluation: the stages of :func:`_train`, while
+    ``importing`` loads TensorFlow."""
+    from .pipeline import prepare_inputs, with_embeddings
+
     config = config.resolved()
     stages = Stages(run, console=progress)
     backbone = get_backbone(config.backbone)

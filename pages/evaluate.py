@@ -108,8 +108,14 @@ def confusion(run: Run, metrics: dict, subset: str) -> None:
         cell = points[0] if points else {}
         chosen = (by_display.get(cell.get("y")), by_display.get(cell.get("x")))
         hint = "Or click a cell of the matrix."
+    elif not len(pairs := figures.confused_pairs(metrics)):
+        st.success(
+            f"No one was taken for anyone else on these photos: each of the {len(labels):,} "
+            "people's photos went to that person.",
+            icon=":material/check_circle:",
+        )
+        points, chosen, hint = [], (None, None), "Any person's own photos."
     else:
-        pairs = figures.confused_pairs(metrics)
         st.caption(
             f"{len(labels):,} people are too many for a matrix: these are the pairs most often "
             f"confused, {min(figures.TOP_PAIRS, len(pairs))} of the {len(pairs):,} pairs with "

@@ -403,3 +403,15 @@ def test_the_runs_table_reads_a_run_s_results_once_per_version(folders, monkeypa
     metrics = {**run.metrics("test"), "accuracy": 0.123}
     run.file("metrics_test.json").write_text(json.dumps(metrics))
     assert runs_table(runs).loc[0, "test_accuracy"] == 0.123
+
+
+def test_a_run_without_a_single_mistake_says_so_on_the_confusion_tab(folders):
+    """Beyond a matrix's size a run whose test photos all went to their person (a real
+    158-person LFW run) says so; the tab raised a numpy error adding to an empty table."""
+    runs, _ = folders
+    run = generated_run(runs, 60, noise=(0.001, 0.002), model="head")
+    assert run.metrics("test")["accuracy"] == 1.0
+    at = open_page(app(), "pages/evaluate.py")
+    open_tab(at, "Confusion")
+    assert "No one was taken for anyone else on these photos" in texts(at)
+    assert not charts(at) and not at.error
