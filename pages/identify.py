@@ -72,7 +72,7 @@ with st.expander("Advanced"):
 if display.looser(recognizer.scoring, threshold, balanced["threshold"]):
     st.warning(
         f"Looser than Balanced ({display.needs_words(recognizer, balanced['threshold'])}): "
-        "more strangers will be named as someone they are not.",
+        "it may name more strangers as someone they are not.",
         icon=":material/warning:",
     )
 
