@@ -422,8 +422,8 @@ class Run:
                 words.append("time left: estimating")
             elif left >= 1:
                 words.append(f"at least {duration(left)} left in this phase")
-            elif patience and patience - waited > 1:  # quick epochs: count them, not seconds
-                words.append(f"at least {patience - waited} more epochs in this phase")
+            elif (stage.get("least") or 0) > 1:  # quick epochs: count them, not seconds
+                words.append(f"at least {stage['least']} more epochs in this phase")
             elif patience:  # one more epoch without improvement ends the phase
                 words.append("early stopping may end this phase after this epoch")
             else:
