@@ -15,15 +15,16 @@ import logging
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import SHARED, one_face_photo, table  # noqa: E402
 
 # Test photos that are misclassified because of the photo, not the model, checked by eye.
 LABEL_NOISE = {
@@ -34,8 +35,7 @@ UNKNOWN_PEOPLE = ("Hugo_Chavez", "Junichiro_Koizumi", "Tony_Blair")
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    here = Path(__file__).resolve().parent.parent
-    parser.add_argument("--data", default=str(here.parent / "shared" / "data" / "lfw"))
+    parser.add_argument("--data", default=str(SHARED / "lfw"))
     parser.add_argument("--seeds", type=int, default=20, help="dlib128 seeds 0..N-1")
     parser.add_argument("--per-class", type=int, default=60)
     parser.add_argument(
@@ -50,16 +50,11 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def table(rows: list[dict], title: str) -> None:
-    print(f"\n## {title}\n")
-    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-
-
 def speed(data: Path, per_class: int, cache: Path, recognizer) -> list[dict]:
     """Cold and cached face stage for the protocol's photos, and identify() on 640x480 photos."""
     from celebmodel.config import TrainConfig
-    from celebmodel.dataset import make_split, scan_dataset
-    from celebmodel.pipeline import prepare_inputs
+    from celebmodel.data.dataset import make_split, scan_dataset
+    from celebmodel.learning.pipeline import prepare_inputs
 
     split, _ = make_split(scan_dataset(data), per_class=per_class, seed=0)
     config = TrainConfig(data_dir=str(data), backbone="dlib128").resolved()
@@ -76,12 +71,8 @@ def speed(data: Path, per_class: int, cache: Path, recognizer) -> list[dict]:
             }
         )
 
-    photos = []
-    for path in split[split["subset"] == "test"]["path"][:24]:
-        face = Image.open(data / path).convert("RGB").resize((480, 480))
-        canvas = Image.new("RGB", (640, 480), (90, 90, 90))
-        canvas.paste(face, (80, 0))
-        photos.append(np.asarray(canvas))
+    test = split[split["subset"] == "test"]["path"][:24]
+    photos = [one_face_photo(data / path) for path in test]
     recognizer.identify(photos[0])  # warm-up
     times = []
     for photo in photos:
@@ -108,9 +99,9 @@ def main() -> None:
     os.environ["CELEBMODEL_DATA"] = str(work / "appdata")
 
     from celebmodel.config import TrainConfig
-    from celebmodel.evaluation import evaluate_run
-    from celebmodel.recognize import Recognizer
-    from celebmodel.training import train_run
+    from celebmodel.learning.evaluation import evaluate_run
+    from celebmodel.learning.training import train_run
+    from celebmodel.recognition.recognize import Recognizer
 
     print(f"dataset {data}, work folder {work}")
     rows, wrong = [], []
@@ -143,7 +134,8 @@ def main() -> None:
                     "label noise": LABEL_NOISE.get(row.path, ""),
                 }
             )
-    table(rows, f"dlib128, {args.per_class} per celebrity, 48/6/6, seeds 0-{args.seeds - 1}")
+    title = f"dlib128, {args.per_class} per celebrity, 48/6/6, seeds 0-{args.seeds - 1}"
+    table(rows, title, ".3f")
     accuracies = [r["accuracy"] for r in rows]
     f1s = [r["f1_weighted"] for r in rows]
     print(
@@ -151,7 +143,7 @@ def main() -> None:
         f"mean weighted F1 {np.mean(f1s):.4f} (targets: mean >= 0.99, worst >= 0.95)"
     )
     if wrong:
-        table(wrong, "every misclassified test photo")
+        table(wrong, "every misclassified test photo", ".3f")
     else:
         print("\nno test photo misclassified in any seed")
 
@@ -189,11 +181,11 @@ def main() -> None:
                     "seconds": time.perf_counter() - start,
                 }
             )
-    table(comparison, "seed 0 beside the original recipe")
+    table(comparison, "seed 0 beside the original recipe", ".3f")
 
     unknown = work / "unknown"
     known_exclude = []
-    from celebmodel.dataset import make_split, scan_dataset
+    from celebmodel.data.dataset import make_split, scan_dataset
 
     split, _ = make_split(scan_dataset(data), per_class=args.per_class, seed=0)
     for person in UNKNOWN_PEOPLE:
@@ -220,11 +212,13 @@ def main() -> None:
             }
         ],
         "open set (targets: unknown_rejected >= 0.95 at known_accepted >= 0.95)",
+        ".3f",
     )
 
     table(
         speed(data, args.per_class, work / "speed", Recognizer.from_run(run.path)),
         "speed on this machine (targets: cold <= 60 s, cached < 10 s, identify <= 150 ms)",
+        ".3f",
     )
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)

@@ -8,7 +8,7 @@ photos (22 train, 3 validation and 3 test photos each, about LFW's 4,324 photos)
 people for this tree only (the old page drew a 2,000 x 2,000 matrix with an invisible marker
 on each of its 4 million cells; it is not measured there). Each tree gets its own
 ``streamlit run`` started as the README starts it, in a fresh copy of the tree
-(``pages_speed.serve``), its own copy of the runs and an empty data folder; headless Debian
+(``_common.serve``), its own copy of the runs and an empty data folder; headless Debian
 Chromium drives both, one after the other.
 Each tab is opened twice: "first" finds the face cache empty (the Mistakes tab aligns its
 photos' faces once, which a trained run's cache already holds), "again" is a later visit.
@@ -28,7 +28,6 @@ each tree's own process with an empty face cache: a dlib128 run trained by this 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -42,10 +41,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from face_network import ROOT, SHARED, trees  # noqa: E402
-from pages_speed import CHROMIUM_ARGS, serve  # noqa: E402
+from _common import ROOT, SHARED, drawn, old_options, python_json, studio_page, trees  # noqa: E402
 
-OLD = "d5e5885"  # the Evaluate page before it was made to hold thousands of people
 TABS = (  # what shows that a tab is drawn (same position and words in both trees)
     ("per person", "Sort by", True),
     ("confusion", "Predicted as", True),
@@ -55,98 +52,72 @@ TABS = (  # what shows that a tab is drawn (same position and words in both tree
     ("downloads", "Download for use elsewhere", False),
 )
 TIMEOUT_MS = 600_000
-RUNNING = "() => !!document.querySelector('[data-testid=\"stStatusWidget\"]')"
-FRAME = "() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))"
-
-
-def drawn(page, started: float, marker, chart: bool) -> float:
-    """Seconds from ``started`` until the tab's ``marker`` (and its chart) is on screen,
-    Streamlit is idle and the browser has painted two frames (a page busy drawing a huge
-    chart answers only then)."""
-    exact = None if isinstance(marker, re.Pattern) else True
-    found = page.get_by_text(marker, exact=exact).first
-    found.wait_for(state="visible", timeout=TIMEOUT_MS)
-    if chart:
-        panel = page.locator("[role=tabpanel]", has=found)
-        panel.locator(".main-svg").first.wait_for(state="visible", timeout=TIMEOUT_MS)
-    page.evaluate(FRAME)
-    end = time.perf_counter()
-    quiet = time.monotonic()
-    while time.monotonic() - quiet < 1.0:  # a rerun still under way is part of the tab
-        if page.evaluate(RUNNING):
-            page.wait_for_function(f"() => !({RUNNING})()", timeout=TIMEOUT_MS)
-            page.evaluate(FRAME)
-            end = quiet = time.perf_counter()
-        page.wait_for_timeout(100)
-    return end - started
 
 
 def measure(tree: Path, runs: Path, work: Path) -> dict[str, float]:
-    from playwright.sync_api import sync_playwright
 
     env = {**os.environ, "CELEBMODEL_RUNS": str(runs), "CELEBMODEL_DATA": str(work / "data")}
-    url, server = serve(tree, env, work)  # the README's start, in a fresh copy of the tree
     result: dict[str, float] = {}
     received = [0]
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS
-            )
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.on(
-                "websocket",
-                lambda socket: socket.on(
-                    "framereceived", lambda frame: received.__setitem__(0, received[0] + len(frame))
-                ),
-            )
-            page.goto(url)  # the server imports everything once, before anything is timed
-            page.get_by_text("Active model").first.wait_for(timeout=TIMEOUT_MS)
-            for visit in ("first", "again"):
-                received[0] = 0
-                start = time.perf_counter()
-                page.goto(f"{url}/evaluate")
-                name, marker, chart = TABS[0]
-                result[f"open Evaluate, {name} drawn ({visit}, s)"] = drawn(
-                    page, start, marker, chart
-                )
-                result[f"open Evaluate ({visit}, MB sent)"] = received[0] / 1e6
-                print(
-                    tree.name,
-                    visit,
-                    "open",
-                    f"{result[f'open Evaluate, {name} drawn ({visit}, s)']:.2f} s",
-                )
-                for index in [*range(1, len(TABS)), 0]:  # each tab from another one
-                    name, marker, chart = TABS[index]
-                    received[0] = 0
-                    start = time.perf_counter()
-                    page.get_by_role("tab").nth(index).click(timeout=TIMEOUT_MS)
-                    result[f"{name} tab ({visit}, s)"] = drawn(page, start, marker, chart)
-                    result[f"{name} tab ({visit}, MB sent)"] = received[0] / 1e6
-                    print(tree.name, visit, name, f"{result[f'{name} tab ({visit}, s)']:.2f} s")
-            # As a user reaches it inside the app: from Home, by the sidebar's link (no reload
-            # of the page, so no Streamlit start-up in the browser).
-            page.goto(url)
-            page.get_by_text("Active model").first.wait_for(timeout=TIMEOUT_MS)
-            page.wait_for_timeout(1000)
+    # the README's start, in a fresh copy of the tree
+    with studio_page(tree, env, work) as (url, _, page):
+        page.on(
+            "websocket",
+            lambda socket: socket.on(
+                "framereceived", lambda frame: received.__setitem__(0, received[0] + len(frame))
+            ),
+        )
+        page.goto(url)  # the server imports everything once, before anything is timed
+        page.get_by_text("Active model").first.wait_for(timeout=TIMEOUT_MS)
+        for visit in ("first", "again"):
+            received[0] = 0
             start = time.perf_counter()
-            page.locator("[data-testid='stSidebarNav'] a", has_text="Evaluate").first.click()
+            page.goto(f"{url}/evaluate")
             name, marker, chart = TABS[0]
-            result[f"open Evaluate from the sidebar, {name} drawn (s)"] = drawn(
+            result[f"open Evaluate, {name} drawn ({visit}, s)"] = drawn(
                 page, start, marker, chart
             )
-            browser.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+            result[f"open Evaluate ({visit}, MB sent)"] = received[0] / 1e6
+            print(
+                tree.name,
+                visit,
+                "open",
+                f"{result[f'open Evaluate, {name} drawn ({visit}, s)']:.2f} s",
+            )
+            for index in [*range(1, len(TABS)), 0]:  # each tab from another one
+                name, marker, chart = TABS[index]
+                received[0] = 0
+                start = time.perf_counter()
+                page.get_by_role("tab").nth(index).click(timeout=TIMEOUT_MS)
+                result[f"{name} tab ({visit}, s)"] = drawn(page, start, marker, chart)
+                result[f"{name} tab ({visit}, MB sent)"] = received[0] / 1e6
+                print(tree.name, visit, name, f"{result[f'{name} tab ({visit}, s)']:.2f} s")
+        # As a user reaches it inside the app: from Home, by the sidebar's link (no reload
+        # of the page, so no Streamlit start-up in the browser).
+        page.goto(url)
+        page.get_by_text("Active model").first.wait_for(timeout=TIMEOUT_MS)
+        page.wait_for_timeout(1000)
+        start = time.perf_counter()
+        page.locator("[data-testid='stSidebarNav'] a", has_text="Evaluate").first.click()
+        name, marker, chart = TABS[0]
+        result[f"open Evaluate from the sidebar, {name} drawn (s)"] = drawn(
+            page, start, marker, chart
+        )
     return result
 
 
+# Run in this tree and in the old one, whose package is flat. There the new path must fail before
+# any of it loads, since this tree's editable install supplies the modules an old tree lacks
+# (celebmodel.learning would import): so celebmodel.runs.run comes first, which fails where
+# celebmodel/runs.py is a module.
 STRANGERS_TEST = """
 import json, sys, time
-from celebmodel.evaluation import open_set_scores
-from celebmodel.runs import Run
+try:
+    from celebmodel.runs.run import Run
+    from celebmodel.learning.evaluation import open_set_scores
+except ImportError:  # an old tree's flat package
+    from celebmodel.evaluation import open_set_scores
+    from celebmodel.runs import Run
 started = time.perf_counter()
 scores = open_set_scores(Run(__import__("pathlib").Path(sys.argv[1])), sys.argv[2])
 print(json.dumps({"seconds": time.perf_counter() - started, "faces": len(scores.strangers)}))
@@ -182,15 +153,14 @@ def strangers_test(base: Path, count: int, measured: list[tuple[str, Path]]) -> 
         shutil.copy(photo, folder / photo.parent.name / photo.name)
     rows = {}
     for name, tree in measured:
-        output = subprocess.run(
-            [sys.executable, "-c", STRANGERS_TEST, str(run), str(folder)],
+        found = python_json(
+            "-c",
+            STRANGERS_TEST,
+            run,
+            folder,
             env={**env, "PYTHONPATH": str(tree), "CELEBMODEL_DATA": str(base / f"data-{name}")},
             cwd=tree,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        found = json.loads(output.strip().splitlines()[-1])
+        )
         rows[name] = {
             f"strangers test of {count} photos, empty face cache (s)": found["seconds"],
             "stranger faces found": found["faces"],
@@ -202,8 +172,8 @@ def main() -> None:
     from generated_runs import generated_run
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--old", default=OLD, help="git ref of the old page")
-    parser.add_argument("--skip-old", action="store_true")
+    # by default d5e5885: the Evaluate page before it was made to hold thousands of people
+    old_options(parser, text="git ref of the old page")
     parser.add_argument("--people", type=int, default=158)
     parser.add_argument("--large", type=int, default=2000, help="people, this tree only")
     parser.add_argument("--strangers", type=int, default=280, help="photos (0: no test)")

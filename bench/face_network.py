@@ -12,16 +12,13 @@ process with the same measuring code (``--measure``), which uses only the API bo
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,20 +26,15 @@ import pandas as pd
 from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
-
-
-def table(rows: list[dict], title: str) -> None:
-    print(f"\n## {title}\n", flush=True)
-    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.5g}"), flush=True)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import SHARED, flat_layout, git, old_options, one_face_photo, python_json, table, trees  # noqa: E402
 
 
 def chips_of(folder: Path, per_class: int, cache: Path) -> np.ndarray:
     """Aligned chips of the protocol's photos through the package's face stage."""
-    from celebmodel.dataset import make_split, scan_dataset
-    from celebmodel.face_cache import prepare
-    from celebmodel.faces import FaceStage
+    from celebmodel.data.dataset import make_split, scan_dataset
+    from celebmodel.faces.cache import prepare
+    from celebmodel.faces.detection import FaceStage
 
     split, _ = make_split(scan_dataset(folder), per_class=per_class, seed=0)
     stage = FaceStage(alignment="chip", size=150)
@@ -54,8 +46,8 @@ def chips_of(folder: Path, per_class: int, cache: Path) -> np.ndarray:
 def parity_and_speed(chips: np.ndarray) -> None:
     import dlib
 
-    from celebmodel.face_network import FaceEmbedder, source_path
-    from celebmodel.graph import compiled
+    from celebmodel.faces.graph import compiled
+    from celebmodel.faces.network import FaceEmbedder, source_path
 
     reference = dlib.face_recognition_model_v1(str(source_path()))
     old = np.asarray(reference.compute_face_descriptor(list(chips)), dtype=np.float64)
@@ -73,7 +65,7 @@ def parity_and_speed(chips: np.ndarray) -> None:
         "parity: Keras network against dlib.face_recognition_model_v1 on the same chips",
     )
 
-    from celebmodel.face_network import load_network
+    from celebmodel.faces.network import load_network
 
     graph = compiled(load_network())
     batch1, batch32 = chips[:1].astype(np.float32), chips[:32].astype(np.float32)
@@ -109,12 +101,12 @@ def flip_averaging(cache: Path) -> None:
     image averaged in, on lfw_10to19 (80/10/10, seeds 0-4); strangers: every lfw photo."""
     from sklearn.linear_model import LogisticRegression
 
-    from celebmodel.dataset import make_split, scan_dataset
-    from celebmodel.face_cache import prepare
-    from celebmodel.face_network import FaceEmbedder
-    from celebmodel.faces import FaceStage
-    from celebmodel.metrics import open_set_metrics
-    from celebmodel.open_set import calibrate, centroids_of, unknown_scores
+    from celebmodel.data.dataset import make_split, scan_dataset
+    from celebmodel.faces.cache import prepare
+    from celebmodel.faces.detection import FaceStage
+    from celebmodel.faces.network import FaceEmbedder
+    from celebmodel.scoring.metrics import open_set_metrics
+    from celebmodel.scoring.open_set import calibrate, centroids_of, unknown_scores
 
     stage = FaceStage(alignment="chip", size=150)
 
@@ -179,7 +171,7 @@ def large_photos() -> None:
     HOG pass over the full-resolution photo, and how long each takes."""
     import dlib
 
-    from celebmodel.faces import detect
+    from celebmodel.faces.detection import detect
 
     photos = sorted((SHARED / "lfw_10to19").rglob("*.jpg"))[::50][:24]
     hog = dlib.get_frontal_face_detector()
@@ -221,17 +213,25 @@ def measure(data: Path, work: Path, per_class: int) -> dict:
     os.environ["CELEBMODEL_DATA"] = str(work / "appdata")
     import celebmodel
     from celebmodel.config import TrainConfig
-    from celebmodel.pipeline import prepare_inputs
-    from celebmodel.recognize import Recognizer
 
-    # This package's editable install can supply modules the old tree lacks, so the layout
-    # is told by the files of the package actually imported (the old tree's, first on the path).
-    if (Path(celebmodel.__file__).parent / "dataset.py").is_file():
+    # The layout is told by the files of the package imported (the old tree's, first on the
+    # path), not by trying imports: this package's editable install supplies what it lacks.
+    if not flat_layout():
+        from celebmodel.data.dataset import make_split, scan_dataset
+        from celebmodel.learning.pipeline import prepare_inputs
+        from celebmodel.learning.training import train_run
+        from celebmodel.recognition.recognize import Recognizer
+    elif (Path(celebmodel.__file__).parent / "dataset.py").is_file():  # the flat package
         from celebmodel.dataset import make_split, scan_dataset
+        from celebmodel.pipeline import prepare_inputs
+        from celebmodel.recognize import Recognizer
         from celebmodel.training import train_run
     else:  # the old path's module names
-        from celebmodel.data import make_split, scan_dataset
+        from celebmodel.pipeline import prepare_inputs
+        from celebmodel.recognize import Recognizer
         from celebmodel.train import train_run
+
+        from celebmodel.data import make_split, scan_dataset
 
     split, _ = make_split(scan_dataset(data), per_class=per_class, seed=0)
     config = TrainConfig(data_dir=str(data), backbone="dlib128").resolved()
@@ -243,12 +243,8 @@ def measure(data: Path, work: Path, per_class: int) -> dict:
     config = TrainConfig(data_dir=str(data), backbone="dlib128", per_class=per_class)
     run = train_run(config, work / "runs" / "dlib128")
     recognizer = Recognizer.from_run(run.path)
-    photos = []
-    for path in split[split["subset"] == "test"]["path"][:24]:
-        face = Image.open(data / path).convert("RGB").resize((480, 480))
-        canvas = Image.new("RGB", (640, 480), (90, 90, 90))
-        canvas.paste(face, (80, 0))
-        photos.append(np.asarray(canvas))
+    test = split[split["subset"] == "test"]["path"][:24]
+    photos = [one_face_photo(data / path) for path in test]
     recognizer.identify(photos[0])
     times = []
     for photo in photos:
@@ -260,78 +256,35 @@ def measure(data: Path, work: Path, per_class: int) -> dict:
     return result
 
 
-def old_tree(ref: str | None) -> tuple[Path, str]:
-    if ref is None:
-        added = subprocess.run(
-            ["git", "log", "--diff-filter=A", "--format=%H", "--", "celebmodel/face_network.py"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
-        ref = f"{added[-1]}^" if added else "HEAD"
-    ref = subprocess.run(
-        ["git", "rev-parse", "--short=12", ref],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    folder = Path(tempfile.mkdtemp(prefix="celebmodel-old-"))
-    subprocess.run(
-        ["git", "worktree", "add", "--detach", str(folder), ref],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    return folder, ref
-
-
-@contextlib.contextmanager
-def trees(ref: str | None, skip_old: bool) -> Iterator[list[tuple[str, Path]]]:
-    """The trees a bench measures: this one as "new" and, unless ``skip_old``, the old path
-    checked out by :func:`old_tree` as "old (<ref>)"; the checkout is removed afterwards."""
-    if skip_old:
-        yield [("new", ROOT)]
-        return
-    folder, ref = old_tree(ref)
-    try:
-        yield [("new", ROOT), (f"old ({ref[:12]})", folder)]
-    finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(folder)], cwd=ROOT)
+def before_keras_network() -> str:
+    """The old path: the parent of the commit that added ``celebmodel/face_network.py``."""
+    added = git("log", "--diff-filter=A", "--format=%H", "--", "celebmodel/face_network.py").split()
+    return f"{added[-1]}^" if added else "HEAD"
 
 
 def measured_in(tree: Path, data: Path, per_class: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix="celebbench-"))
     try:
-        output = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--measure",
-                "--data",
-                str(data),
-                "--work",
-                str(work),
-                "--per-class",
-                str(per_class),
-            ],
+        return python_json(
+            __file__,
+            "--measure",
+            "--data",
+            data,
+            "--work",
+            work,
+            "--per-class",
+            str(per_class),
             env={**os.environ, "PYTHONPATH": str(tree)},
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return json.loads(output.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(SHARED / "lfw"))
     parser.add_argument("--per-class", type=int, default=60)
-    parser.add_argument("--old", help="git ref of the old path (default: before face_network.py)")
-    parser.add_argument("--skip-old", action="store_true")
+    old_options(parser, None, "git ref of the old path (default: before face_network.py)")
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -346,7 +299,7 @@ def main() -> None:
     parity_and_speed(chips)
     flip_averaging(cache / "cache")
     large_photos()
-    with trees(args.old, args.skip_old) as measured:
+    with trees(args.old or before_keras_network(), args.skip_old) as measured:
         found = {name: measured_in(tree, data, args.per_class) for name, tree in measured}
     rows = [
         {"what": key, **{name: got[key] for name, got in found.items()}} for key in found["new"]

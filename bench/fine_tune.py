@@ -18,6 +18,7 @@ import argparse
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +26,8 @@ from pathlib import Path
 import pandas as pd
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import SHARED  # noqa: E402
 
 
 def main() -> None:
@@ -43,9 +45,9 @@ def main() -> None:
     logging.getLogger("celebmodel").addHandler(quiet)
 
     from celebmodel.config import TrainConfig
-    from celebmodel.estimator import CelebrityClassifier
-    from celebmodel.evaluation import evaluate_run
-    from celebmodel.training import train_run
+    from celebmodel.learning.estimator import CelebrityClassifier
+    from celebmodel.learning.evaluation import evaluate_run
+    from celebmodel.learning.training import train_run
 
     CelebrityClassifier._keep_fine_tune = lambda self: True  # measure phase 2 itself
 

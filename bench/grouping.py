@@ -22,25 +22,22 @@ face twice (as it is and mirrored), so it shows that cost too.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-HERE = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, SHARED, run_celebmodel  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    shared = HERE.parent / "shared" / "data"
-    parser.add_argument("--known", default=str(shared / "lfw"), help="folder the model learns")
-    parser.add_argument("--strangers", default=str(shared / "lfw_10to19"), help="folder grouped")
+    parser.add_argument("--known", default=str(SHARED / "lfw"), help="folder the model learns")
+    parser.add_argument("--strangers", default=str(SHARED / "lfw_10to19"), help="folder grouped")
     parser.add_argument(
         "--old", action="append", default=[], help="a checkout of earlier code (repeatable)"
     )
@@ -48,32 +45,8 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def celebmodel(code: Path, work: Path, *args: str) -> tuple[str, float]:
-    """Run ``python -m celebmodel ARGS`` from ``code``; its stdout and wall time."""
-    env = dict(
-        os.environ,
-        PYTHONPATH=str(code),
-        CELEBMODEL_RUNS=str(work / "runs"),
-        CELEBMODEL_DATA=str(work / "data"),
-        TF_CPP_MIN_LOG_LEVEL="2",
-    )
-    env.pop("RAY_ADDRESS", None)  # the local engine, whatever the shell says
-    start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "celebmodel", *args],
-        cwd=code,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    seconds = time.perf_counter() - start
-    if done.returncode not in (0, 1):
-        sys.exit(f"celebmodel {args[0]} failed:\n{done.stderr[-3000:]}")
-    return done.stdout, seconds
-
-
 def train(code: Path, work: Path, data: str) -> Path:
-    celebmodel(code, work, "train", data, "--backbone", "dlib128")
+    run_celebmodel(code, work, "train", data, "--backbone", "dlib128")
     runs = sorted(p for p in (work / "runs").iterdir() if (p / "model.keras").is_file())
     return runs[-1]
 
@@ -136,7 +109,7 @@ def measure(code: Path, work: Path, known: str, strangers: Path) -> tuple[dict, 
     work.mkdir(parents=True, exist_ok=True)
     run = train(code, work, known)
     csv = work / "strangers.csv"
-    _, seconds = celebmodel(
+    _, seconds = run_celebmodel(
         code, work, "predict", str(run), str(strangers), "--group", "--csv", str(csv)
     )
     return score(csv, strangers), seconds
@@ -146,7 +119,7 @@ def main() -> None:
     args = parse_args()
     strangers = Path(args.strangers).resolve()
     photos = sum(1 for p in strangers.rglob("*") if p.suffix.lower() in {".jpg", ".png"})
-    codes = [("this code", HERE)] + [
+    codes = [("this code", ROOT)] + [
         (f"old {i + 1}", Path(o).resolve()) for i, o in enumerate(args.old)
     ]
     results, speed = {}, {}

@@ -22,7 +22,6 @@ faces of ``bench/grouping.py``'s folder, without the background faces).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -35,7 +34,7 @@ import numpy as np
 from scipy import sparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from face_network import ROOT, trees  # noqa: E402
+from _common import ROOT, old_options, python_json, trees  # noqa: E402
 
 EIGHT = [
     "Ariel_Sharon",
@@ -50,15 +49,24 @@ EIGHT = [
 NOISE = 0.01  # per-dimension noise of a repeated face: about 0.11 from its original
 SPACES = {"mirror-averaged": True, "as embedded": False}  # the first: what albums group on
 
+# CHILD and BASELINE run in this tree or in an old one, whose package is flat. There the new path
+# must fail before any of it loads, since this tree's editable install supplies the modules an
+# old tree lacks (celebmodel.scoring.cuts would import): so celebmodel.albums.grouping comes
+# first, which fails where celebmodel/albums.py is a module (d5e5885, b78bb13).
 CHILD = """
 import json, sys, time
 import numpy as np
-from celebmodel import grouping
+try:
+    import celebmodel.albums.grouping as grouping
+    from celebmodel.scoring.cuts import group_cuts
+except ImportError:  # an old tree's flat package: group_cuts, or group_distance before it
+    from celebmodel import grouping
+    group_cuts = getattr(grouping, "group_cuts", None)
 data = np.load(sys.argv[1])
 faces, gallery, labels = data["faces"], data["gallery"], data["labels"]
 start = time.perf_counter()
-if hasattr(grouping, "group_cuts"):
-    cut = grouping.group_cuts(gallery, labels)
+if group_cuts is not None:
+    cut = group_cuts(gallery, labels)
     cuts = list(vars(cut).values())
 else:
     cut = grouping.group_distance(gallery, labels)
@@ -72,7 +80,11 @@ print(json.dumps({"seconds": seconds, "peak_mb": int(hwm.split()[1]) / 1024, "cu
 
 BASELINE = """
 import sys, numpy as np
-np.load(sys.argv[1])["faces"]; import celebmodel.grouping
+np.load(sys.argv[1])["faces"]
+try:
+    import celebmodel.albums.grouping
+except ImportError:
+    import celebmodel.grouping
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
 print(int(hwm.split()[1]) / 1024)
 """  # peak memory (VmHWM: ru_maxrss would carry the parent's over exec) before grouping
@@ -82,19 +94,16 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lfw", required=True, help="LFW photos: one folder per person")
     parser.add_argument("--sizes", type=int, nargs="*", default=[100_000, 300_000])
-    parser.add_argument(
-        "--old", nargs="*", default=["d5e5885", "b78bb13"], help="git refs of older code"
-    )
-    parser.add_argument("--skip-old", action="store_true")
+    old_options(parser, ["d5e5885", "b78bb13"], "git refs of older code", nargs="*")
     return parser.parse_args()
 
 
 def lfw_faces(root: Path) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
     """Every LFW photo's face embedding in both spaces (through the face cache), and its
     person."""
-    from celebmodel.face_cache import cache_dir, embed_files, prepare
-    from celebmodel.face_network import FaceEmbedder
-    from celebmodel.faces import FaceStage
+    from celebmodel.faces.cache import cache_dir, embed_files, prepare
+    from celebmodel.faces.detection import FaceStage
+    from celebmodel.faces.network import FaceEmbedder
 
     paths = sorted(str(p.relative_to(root)) for p in root.glob("*/*.jpg"))
     stage = FaceStage(enabled=True, detector="hog", alignment="chip", size=150)
@@ -140,23 +149,11 @@ def in_child(tree: Path, faces: np.ndarray, gallery, labels, work: Path) -> dict
     data, out = work / "input.npz", work / "groups.npy"
     np.savez(data, faces=faces, gallery=gallery, labels=labels)
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "2"}
-    run = [sys.executable, "-c"]
-    base = float(
-        subprocess.run(
-            [*run, BASELINE, str(data)],
-            env=env,
-            cwd=tree,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()[-1]
-    )
-    done = subprocess.run(
-        [*run, CHILD, str(data), str(out)], env=env, cwd=tree, capture_output=True, text=True
-    )
-    if done.returncode:
-        return {"error": done.stderr.strip().splitlines()[-1]}
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    base = float(python_json("-c", BASELINE, data, env=env, cwd=tree))
+    try:
+        result = python_json("-c", CHILD, data, out, env=env, cwd=tree)
+    except subprocess.CalledProcessError as failed:
+        return {"error": failed.stderr.strip().splitlines()[-1]}
     result["groups"] = np.load(out)
     result["added_mb"] = result["peak_mb"] - base
     return result
@@ -173,8 +170,9 @@ def compare_methods(faces, truth, gallery, labels) -> None:
     """The candidates on the same faces and gallery, in this process."""
     from sklearn.cluster import HDBSCAN
 
-    from celebmodel import grouping
-    from celebmodel.grouping import Cuts, group_cuts, group_faces, neighbour_edges
+    from celebmodel.albums import grouping
+    from celebmodel.albums.grouping import group_faces, neighbour_edges
+    from celebmodel.scoring.cuts import Cuts, group_cuts
 
     cuts = group_cuts(gallery, labels)
     n = len(faces)
@@ -251,8 +249,9 @@ def repeated(faces: np.ndarray, truth: np.ndarray, size: int, seed: int = 0):
 
 def incremental(faces, truth, gallery, labels, work: Path) -> None:
     """10,000 faces grouped into a file, then 1,000 new photos' faces added."""
-    from celebmodel.album_groups import AlbumGroups
-    from celebmodel.grouping import UNGROUPED, group_cuts, group_faces
+    from celebmodel.albums.grouping import UNGROUPED, group_faces
+    from celebmodel.albums.groups import AlbumGroups
+    from celebmodel.scoring.cuts import group_cuts
 
     cuts = group_cuts(gallery, labels)
     order = np.random.default_rng(1).permutation(len(faces))[:11_000]

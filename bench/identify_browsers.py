@@ -9,7 +9,7 @@ The server's resident memory is read after every round (``--rounds``), to see it
 
 This tree and the old path (a git worktree, as in ``bench/face_network.py``) are each started
 exactly as the README says (``streamlit run streamlit_app.py``, no flag, from a fresh clone
-with its ``.venv`` inside: ``pages_speed.serve``) with a model they trained themselves; the
+with its ``.venv`` inside: ``_common.serve``) with a model they trained themselves; the
 same photos go to both.
 
     python bench/identify_browsers.py             # about 10 minutes on 2 cores
@@ -35,8 +35,7 @@ import pandas as pd
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from face_network import SHARED, trees  # noqa: E402
-from pages_speed import CHROMIUM_ARGS, cpu_seconds, serve  # noqa: E402
+from _common import SHARED, chromium, cpu_seconds, new_page, old_options, rss_mib, serve, trees  # noqa: E402
 
 TIMEOUT_MS = 180_000
 
@@ -67,20 +66,11 @@ def user_photos(data: Path, folder: Path, users: int, per_user: int) -> list[tup
     return plan
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 async def one_user(playwright, url: str, person: str, files: list[Path]) -> list[dict]:
-    browser = await playwright.chromium.launch(
-        executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS
-    )
+    browser = await chromium(playwright)
     results = []
     try:
-        page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+        page = await new_page(browser)
         await page.goto(f"{url}/identify", timeout=TIMEOUT_MS)  # 8 browsers start at once
         uploader = page.locator("[data-testid='stFileUploaderDropzoneInput']").first
         await uploader.wait_for(state="attached", timeout=TIMEOUT_MS)
@@ -181,10 +171,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=8)
     parser.add_argument("--photos", type=int, default=10, help="per user")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument(
-        "--old", default="d5e5885", help="git ref of the old path (default: what issue 20 met)"
-    )
-    parser.add_argument("--skip-old", action="store_true")
+    old_options(parser, text="git ref of the old path (default: what issue 20 met)")
     args = parser.parse_args()
     data = Path(args.data).resolve()
     base = Path(tempfile.mkdtemp(prefix="celebbench-browsers-"))

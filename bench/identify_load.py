@@ -11,49 +11,27 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def rss_mib() -> float:
-    """Resident memory now (not the peak), from /proc."""
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def photos_in_turn(folder: Path, total: int, extensions: set[str]) -> list[Path]:
-    """``total`` photos, one from each celebrity sub-folder in turn (a folder without
-    sub-folders counts as one celebrity)."""
-    folders = [p for p in sorted(folder.iterdir()) if p.is_dir()] or [folder]
-    people = [
-        sorted(p for p in person.rglob("*") if p.suffix.lower() in extensions) for person in folders
-    ]
-    chosen: list[Path] = []
-    for row in range(max(map(len, people), default=0)):
-        chosen += [photos[row] for photos in people if row < len(photos)]
-    return chosen[:total]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import SHARED, peak_rss_mib, photos_in_turn, rss_mib  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="a finished run directory")
-    here = Path(__file__).resolve().parent.parent
-    parser.add_argument("--photos", default=str(here.parent / "shared" / "data" / "lfw"))
+    parser.add_argument("--photos", default=str(SHARED / "lfw"))
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--total", type=int, default=200)
     args = parser.parse_args()
 
-    from celebmodel.images import IMAGE_EXTENSIONS
-    from celebmodel.recognize import Recognizer
+    from celebmodel.data.images import IMAGE_EXTENSIONS
+    from celebmodel.recognition.recognize import Recognizer
 
     photos = photos_in_turn(Path(args.photos), args.total, IMAGE_EXTENSIONS)
     if not photos:

@@ -4,11 +4,11 @@ The frames are a short synthetic clip: an LFW photo's face, moving a few pixels 
 a 640x480 background, as a webcam would send it. Two measures per tree, with a model each
 tree trained itself:
 
-* in the process: this tree runs the frames through :class:`celebmodel.live.LiveAnnotator`
+* in the process: this tree runs the frames through :class:`celebmodel.video.live.LiveAnnotator`
   (identify, draw the boxes and names and the rate), the exact callback of the Identify
   page's live mode; the old path without it, its ``Recognizer.identify`` alone;
 * in the app, what a user sees: the studio started exactly as the README says
-  (``pages_speed.serve``: ``streamlit run streamlit_app.py``, no flag, from a fresh clone with
+  (``_common.serve``: ``streamlit run streamlit_app.py``, no flag, from a fresh clone with
   its ``.venv`` inside), headless Chromium's fake camera playing the clip at 30 frames per
   second into Identify's live webcam, and the frames per second that come back annotated:
   frames the page shows that differ from the one before (the server repeats the last
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,11 +36,9 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from face_network import SHARED, trees  # noqa: E402
-from pages_speed import CHROMIUM_ARGS, serve  # noqa: E402
+from _common import SHARED, flat_layout, old_options, python_json, studio_page, trees  # noqa: E402
 
 FRAMES = 150
-OLD = "d5e5885"
 IN_APP_SECONDS = 15
 # Frames the page shows that differ from the previous one (a repeat, re-encoded, changes few
 # pixels by little), counted for ``seconds``; on a 320x240 copy.
@@ -89,11 +86,18 @@ def clip(data: Path, frames: int = FRAMES) -> np.ndarray:
 def worker(run: str, frames_file: str) -> None:
     """Time each frame in this process (this tree or the old one, by ``PYTHONPATH``)."""
     frames = np.load(frames_file)
-    from celebmodel.recognize import Recognizer
+    flat = flat_layout()  # an old tree's package
+    if flat:
+        from celebmodel.recognize import Recognizer
+    else:
+        from celebmodel.recognition.recognize import Recognizer
 
     recognizer = Recognizer.from_run(run)
     try:
-        from celebmodel.live import LiveAnnotator
+        if flat:
+            from celebmodel.live import LiveAnnotator
+        else:
+            from celebmodel.video.live import LiveAnnotator
 
         step, what = LiveAnnotator(recognizer), "LiveAnnotator (identify + draw)"
     except ImportError:
@@ -137,39 +141,27 @@ def write_y4m(path: Path, frames: np.ndarray, rate: int = 30) -> Path:
 
 def in_app(tree: Path, work: Path, env: dict[str, str], video: Path) -> dict:
     """Annotated frames per second coming back to the Identify page's live webcam."""
-    from playwright.sync_api import sync_playwright
 
-    url, server = serve(tree, env, work)
-    args = [
-        *CHROMIUM_ARGS,
+    camera = [
         "--use-fake-device-for-media-stream",
         "--use-fake-ui-for-media-stream",
         f"--use-file-for-fake-video-capture={video}",
         "--disable-features=WebRtcHideLocalIpsWithMdns",
     ]
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=shutil.which("chromium"), args=args
-            )
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{url}/identify")
-            page.get_by_text("Live webcam", exact=True).click(timeout=180_000)
-            frame = page.frame_locator("iframe[title*='webrtc']").first
-            frame.get_by_role("button", name="START").click(timeout=180_000)
-            shown = frame.locator("video").first
-            shown.wait_for(timeout=180_000)
-            deadline = time.monotonic() + 180
-            while shown.evaluate("v => v.readyState") < 2:  # frames are coming back
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{tree}: no video came back from the live webcam")
-                page.wait_for_timeout(500)
-            page.wait_for_timeout(10_000)  # the model warms up, the connection settles
-            counted = shown.evaluate(DISTINCT_FRAMES, IN_APP_SECONDS)
-            browser.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with studio_page(tree, env, work, *camera) as (url, _, page):
+        page.goto(f"{url}/identify")
+        page.get_by_text("Live webcam", exact=True).click(timeout=180_000)
+        frame = page.frame_locator("iframe[title*='webrtc']").first
+        frame.get_by_role("button", name="START").click(timeout=180_000)
+        shown = frame.locator("video").first
+        shown.wait_for(timeout=180_000)
+        deadline = time.monotonic() + 180
+        while shown.evaluate("v => v.readyState") < 2:  # frames are coming back
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{tree}: no video came back from the live webcam")
+            page.wait_for_timeout(500)
+        page.wait_for_timeout(10_000)  # the model warms up, the connection settles
+        counted = shown.evaluate(DISTINCT_FRAMES, IN_APP_SECONDS)
     return {"in-app frames/s": counted["distinct"] / counted["seconds"], **counted}
 
 
@@ -190,23 +182,14 @@ def measure(tree: Path, work: Path, data: Path, frames_file: Path, video: Path) 
         check=True,
         capture_output=True,
     )
-    done = subprocess.run(
-        [sys.executable, __file__, "--worker", str(run), str(frames_file)],
-        env=env,
-        cwd=tree,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = python_json(__file__, "--worker", run, frames_file, env=env, cwd=tree)
     return {**result, **in_app(tree, work, env, video)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(SHARED / "lfw"))
-    parser.add_argument("--old", default=OLD, help="git ref of the old path")
-    parser.add_argument("--skip-old", action="store_true")
+    old_options(parser)
     parser.add_argument("--worker", nargs=2, metavar=("RUN", "FRAMES"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:

@@ -5,7 +5,7 @@ Every "old" figure is measured in the same run as the new one:
 
 - protocol: the scoring before issue 18 (cosine similarity to the nearest gallery photo, on
   the unflipped embeddings the face stage gave) against the gallery models' (flip-averaged
-  embeddings, AS-norm, the learned decision: :mod:`celebmodel.matching`);
+  embeddings, AS-norm, the learned decision: :mod:`celebmodel.scoring.matching`);
 - identify: a 640x480 photo with one face, median of warm calls, and the process's memory
   once the model is loaded: the built-in model and an 8-person dlib128 model of this tree,
   and the 8-person model of the old tree (``--old``, default d5e5885), each in a fresh
@@ -28,8 +28,6 @@ import argparse
 import json
 import os
 import re
-import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -40,10 +38,21 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
-sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    SHARED,
+    drawn,
+    flat_layout,
+    old_options,
+    one_face_photo,
+    peak_rss_mib,
+    python_json,
+    rss_mib,
+    studio_page,
+    trees,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 def table(rows: list[dict], title: str) -> None:
@@ -59,11 +68,11 @@ def table(rows: list[dict], title: str) -> None:
 
 def lfw_embeddings(lfw: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """Every LFW photo that gave a face: unflipped and flip-averaged embeddings, labels."""
-    from celebmodel.dataset import scan_dataset
-    from celebmodel.face_cache import cache_dir, embed_files, prepare
-    from celebmodel.face_network import FaceEmbedder
+    from celebmodel.data.dataset import scan_dataset
+    from celebmodel.faces.cache import cache_dir, embed_files, prepare
+    from celebmodel.faces.network import FaceEmbedder
     from celebmodel.progress import console_bar
-    from celebmodel.public_figures import STAGE
+    from celebmodel.recognition.public_figures import STAGE
 
     scan = scan_dataset(lfw)
     records = prepare(scan.root, list(scan.items["path"]), STAGE, cache_dir(), bar=console_bar)
@@ -78,7 +87,7 @@ def lfw_embeddings(lfw: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[
 
 
 def protocol(plain: np.ndarray, flipped: np.ndarray, labels: np.ndarray) -> None:
-    from celebmodel.protocol import METRICS, nearest_face, normalised_decision, run_protocol
+    from celebmodel.scoring.protocol import METRICS, nearest_face, normalised_decision, run_protocol
 
     started = time.perf_counter()
     old = run_protocol(plain, labels, nearest_face)
@@ -105,11 +114,11 @@ def protocol(plain: np.ndarray, flipped: np.ndarray, labels: np.ndarray) -> None
 def external(folder: Path, plain: np.ndarray, labels: np.ndarray, names: list[str]) -> None:
     """Named right at a threshold rejecting 95% of people not in LFW, old and new; and what
     the built-in model's presets do on these photos."""
-    from celebmodel.face_network import FaceEmbedder
-    from celebmodel.images import load_image
-    from celebmodel.open_set import presets
-    from celebmodel.public_figures import STAGE
-    from celebmodel.recognize import Recognizer
+    from celebmodel.data.images import load_image
+    from celebmodel.faces.network import FaceEmbedder
+    from celebmodel.recognition.public_figures import STAGE
+    from celebmodel.recognition.recognize import Recognizer
+    from celebmodel.scoring.open_set import presets
 
     recognizer = Recognizer.from_run("lfw-public-figures")
     old_gallery = plain / np.linalg.norm(plain, axis=1, keepdims=True)
@@ -170,18 +179,17 @@ def external(folder: Path, plain: np.ndarray, labels: np.ndarray, names: list[st
 
 def identify_measure(run: str, data: Path) -> dict:
     """In this process: load ``run``, identify 640x480 photos with one face (warm), memory."""
-    from celebmodel.recognize import Recognizer
+    if flat_layout():  # an old tree's package
+        from celebmodel.recognize import Recognizer
+    else:
+        from celebmodel.recognition.recognize import Recognizer
 
     started = time.perf_counter()
     recognizer = Recognizer.from_run(run).warm_up()
     load = time.perf_counter() - started
     photos = []
     for person in sorted(p for p in data.iterdir() if p.is_dir())[:8]:
-        for path in sorted(person.iterdir())[:3]:
-            face = Image.open(path).convert("RGB").resize((300, 300))
-            canvas = Image.new("RGB", (640, 480), (90, 90, 90))
-            canvas.paste(face, (170, 90))
-            photos.append(np.asarray(canvas))
+        photos += [one_face_photo(path, 300) for path in sorted(person.iterdir())[:3]]
     recognizer.identify(photos[0])
     times = []
     for _ in range(3):
@@ -193,16 +201,12 @@ def identify_measure(run: str, data: Path) -> dict:
         "identify median (ms)": statistics.median(times) * 1000,
         "p90 (ms)": float(np.quantile(times, 0.9)) * 1000,
         "load (s)": load,
-        "max RSS (MB)": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "max RSS (MB)": peak_rss_mib(),
     }
 
 
 def in_process(tree: Path, *args: str) -> dict:
-    output = subprocess.run(
-        [sys.executable, __file__, *args], env={**os.environ, "PYTHONPATH": str(tree)},
-        capture_output=True, text=True, check=True,
-    ).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    return python_json(__file__, *args, env={**os.environ, "PYTHONPATH": str(tree)})
 
 
 def train_in(tree: Path, data: Path, work: Path) -> Path:
@@ -211,13 +215,12 @@ def train_in(tree: Path, data: Path, work: Path) -> Path:
         [sys.executable, "-m", "celebmodel", "train", str(data), "--backbone", "dlib128",
          "--run-dir", str(run)],
         env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True, check=True,
+        cwd=tree,  # python -m puts the working folder first on the path: this tree's package
     )
     return run
 
 
 def speed(old_ref: str | None, skip_old: bool) -> None:
-    from face_network import trees
-
     data = SHARED / "lfw"
     rows = []
     with trees(old_ref, skip_old) as measured:
@@ -235,48 +238,27 @@ def speed(old_ref: str | None, skip_old: bool) -> None:
 # Pages in a real browser, the app started as the README does --------------------------------
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process, MB (from /proc)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def pages_measure(tree: Path, runs: Path, work: Path, known: int) -> dict:
     """People's first paint (its caption on screen, the script finished and two frames
     painted: the table, or the old page's cards) and Identify's (the model's caption), then
     the app's memory with the model loaded."""
-    from evaluate_speed import drawn
-    from pages_speed import CHROMIUM_ARGS, serve
-    from playwright.sync_api import sync_playwright
 
     env = {**os.environ, "CELEBMODEL_RUNS": str(runs), "CELEBMODEL_DATA": str(work / "data")}
-    url, server = serve(tree, env, work)
     found = {}
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS
-            )
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(url)
-            page.get_by_text("Celebrity face studio").first.wait_for(timeout=600_000)
-            # The old page writes the count without a thousands separator, and lists cards.
-            caption = re.compile(rf"knows ({known:,}|{known}) people")
-            for visit in ("first", "again"):
-                started = time.perf_counter()
-                page.goto(f"{url}/people")
-                found[f"People first paint ({visit}, s)"] = drawn(page, started, caption, False)
+    with studio_page(tree, env, work) as (url, server, page):
+        page.goto(url)
+        page.get_by_text("Celebrity face studio").first.wait_for(timeout=600_000)
+        # The old page writes the count without a thousands separator, and lists cards.
+        caption = re.compile(rf"knows ({known:,}|{known}) people")
+        for visit in ("first", "again"):
             started = time.perf_counter()
-            page.goto(f"{url}/identify")
-            page.get_by_text("Photos", exact=True).first.wait_for(timeout=600_000)
-            found["Identify ready, model loaded (s)"] = time.perf_counter() - started
-            found["app memory, model loaded (MB)"] = rss_mb(server.pid)
-            browser.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+            page.goto(f"{url}/people")
+            found[f"People first paint ({visit}, s)"] = drawn(page, started, caption, False)
+        started = time.perf_counter()
+        page.goto(f"{url}/identify")
+        page.get_by_text("Photos", exact=True).first.wait_for(timeout=600_000)
+        found["Identify ready, model loaded (s)"] = time.perf_counter() - started
+        found["app memory, model loaded (MB)"] = rss_mib(server.pid)
     return found
 
 
@@ -285,7 +267,6 @@ def pages(old_ref: str | None, skip_old: bool) -> None:
     old tree with a 5,748-person run written by ``tests/generated_runs.py`` (the old code
     cannot open the built-in model); memory: the new app with the built-in model against the
     old app with an 8-person trained model."""
-    from face_network import trees
     from generated_runs import generated_run
 
     rows = []
@@ -318,10 +299,10 @@ def trained(known: Path, strangers: Path) -> dict:
     gallery (decision fitted on that gallery). Rates at the run's calibrated threshold and at
     equal false-accept rates."""
     import celebmodel
-    from celebmodel.face_network import FaceEmbedder
-    from celebmodel.matching import Confidence, Matcher, fit_decision, simulate
-    from celebmodel.pipeline import prepare_inputs
-    from celebmodel.recognize import Recognizer
+    from celebmodel.faces.network import FaceEmbedder
+    from celebmodel.learning.pipeline import prepare_inputs
+    from celebmodel.recognition.recognize import Recognizer
+    from celebmodel.scoring.matching import Confidence, Matcher, fit_decision, simulate
 
     work = Path(tempfile.mkdtemp(prefix="celebbench-"))
     run = celebmodel.train(known, work / "run", backbone="dlib128")
@@ -337,7 +318,8 @@ def trained(known: Path, strangers: Path) -> dict:
     crops_other = [np.asarray(Image.open(c).convert("RGB")) for c in others.usable["crop"]]
     truth = np.array([recognizer.labels.index(x) for x in inputs.usable["label"]])
     # the run's own scoring (the model's embeddings and probabilities)
-    from celebmodel.open_set import l2_normalize, unknown_scores
+    from celebmodel.scoring.open_set import unknown_scores
+    from celebmodel.vectors import l2_normalize
 
     def own(crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         embeddings, probabilities = recognizer._predict(recognizer._inputs(crops))
@@ -382,8 +364,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lfw", help="LFW in its archive's layout (every person)")
     parser.add_argument("--external", help="photos from other sources (in_lfw/, not_in_lfw/)")
-    parser.add_argument("--old", help="git ref of the old path (default d5e5885)")
-    parser.add_argument("--skip-old", action="store_true")
+    old_options(parser, text="git ref of the old path (default d5e5885)")
     parser.add_argument(
         "--parts", nargs="*", choices=["speed", "pages", "trained"], default=["speed"],
         help="besides the protocol (--lfw): identify speed and memory (speed), People and "
@@ -400,9 +381,9 @@ def main() -> None:
         if args.external:
             external(Path(args.external), plain, labels, names)
     if "speed" in args.parts:
-        speed(args.old or "d5e5885", args.skip_old)
+        speed(args.old, args.skip_old)
     if "pages" in args.parts:
-        pages(args.old or "d5e5885", args.skip_old)
+        pages(args.old, args.skip_old)
     if "trained" in args.parts:
         for known, strangers in (("lfw_10to19", "lfw"), ("lfw", "lfw_10to19")):
             found = trained(SHARED / known, SHARED / strangers)

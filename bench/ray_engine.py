@@ -33,24 +33,23 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE / "bench"))
-from grouping import celebmodel as run_command  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, SHARED, run_celebmodel  # noqa: E402
+
+sys.path.insert(0, str(ROOT))
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    shared = HERE.parent / "shared" / "data"
-    parser.add_argument("--known", default=str(shared / "lfw"), help="folder the model learns")
-    parser.add_argument("--folder", default=str(shared / "lfw_10to19"), help="folder identified")
+    parser.add_argument("--known", default=str(SHARED / "lfw"), help="folder the model learns")
+    parser.add_argument("--folder", default=str(SHARED / "lfw_10to19"), help="folder identified")
     parser.add_argument("--work", help="folder for runs and caches (default: a temporary one)")
     return parser.parse_args()
 
 
 def celebmodel(work: Path, *args: str) -> float:
     """Run ``python -m celebmodel ARGS`` from this tree; its wall time."""
-    return run_command(HERE, work, *args)[1]
+    return run_celebmodel(ROOT, work, *args)[1]
 
 
 class Clock:
@@ -76,7 +75,8 @@ class Clock:
 
 
 def ray_job(run: Path, photos: list, workers: int, parts: Path) -> dict[str, float]:
-    from celebmodel.ray_engine import BLOCK_PHOTOS, identify_folder
+    from celebmodel.albums.ray_album import identify_folder
+    from celebmodel.cluster.engine import BLOCK_PHOTOS
 
     clock = Clock()
     start = time.perf_counter()
@@ -98,14 +98,17 @@ def ray_job(run: Path, photos: list, workers: int, parts: Path) -> dict[str, flo
 def driver_share(album, photos: list, recognizer, work: Path) -> dict[str, float]:
     """What the driver does alone, timed on the local album cut into the engine's blocks:
     write each block's part, merge them, write the CSV; and grouping (``--group``) apart."""
-    from celebmodel import ray_engine
+    from celebmodel.albums import ray_album
+    from celebmodel.albums.album import Album
+    from celebmodel.cluster import engine
+    from celebmodel.storage import atomic_write_text
 
-    blocks = ray_engine.plan([(name, str(path)) for name, path in photos], "bench")
+    blocks = engine.plan([(name, str(path)) for name, path in photos], "bench")
     answers = []
     for block in blocks:
         names = {name for name, _ in block.items}
         mask = album.rows["photo"].isin(names).to_numpy()
-        piece = ray_engine.Album(
+        piece = Album(
             album.rows[mask].reset_index(drop=True),
             album.embeddings[mask],
             [face for face, keep in zip(album.faces, mask, strict=True) if keep],
@@ -113,15 +116,15 @@ def driver_share(album, photos: list, recognizer, work: Path) -> dict[str, float
             [name for name, _ in block.items],
             album.grouped[mask],
         )
-        answers.append((block.id, ray_engine._part(piece)))
+        answers.append((block.id, ray_album._part(piece)))
     folder = work / "driver.csv.parts"
     folder.mkdir()
     start = time.perf_counter()
     parts = []
     for block_id, answer in answers:
-        ray_engine.atomic_write_text(folder / f"{block_id}.json", answer)
+        atomic_write_text(folder / f"{block_id}.json", answer)
         parts.append(json.loads(answer))
-    merged = ray_engine.merge(parts)
+    merged = ray_album.merge(parts)
     merged.write_csv(work / "driver.csv")
     merge_seconds = time.perf_counter() - start
     start = time.perf_counter()
@@ -146,9 +149,9 @@ def main() -> None:
         if not (run / "model.keras").is_file():
             celebmodel(work, "train", args.known, "--backbone", "dlib128", "--run-dir", str(run))
 
-        from celebmodel.albums import identify_album
-        from celebmodel.images import photo_files
-        from celebmodel.recognize import Recognizer
+        from celebmodel.albums.album import identify_album
+        from celebmodel.data.images import photo_files
+        from celebmodel.recognition.recognize import Recognizer
 
         files = photo_files([folder])
         photos = [(str(path), path) for path in files]
@@ -178,9 +181,9 @@ def main() -> None:
             log_to_driver=False,
         )
         ray_start = time.perf_counter() - start
-        from celebmodel import ray_engine
+        from celebmodel.cluster import engine
 
-        ray_engine._quiet(ray)
+        engine._quiet(ray)
         jobs = {workers: ray_job(run, photos, workers, work) for workers in (1, 2)}
 
         driver = driver_share(album, photos, recognizer, work)

@@ -26,9 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
-from identify_load import photos_in_turn as one_round  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, SHARED  # noqa: E402
+from _common import photos_in_turn as one_round  # noqa: E402
 
 
 def photos_in_turn(folder: Path, total: int, extensions: set[str]) -> list[Path]:
@@ -108,7 +108,7 @@ def start_server(run: str, log: Path) -> tuple[subprocess.Popen, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="a finished run directory")
-    parser.add_argument("--photos", default=str(ROOT.parent / "shared" / "data" / "lfw"))
+    parser.add_argument("--photos", default=str(SHARED / "lfw"))
     parser.add_argument("--requests", type=int, default=96, help="requests per row")
     parser.add_argument("--clients", default="1,4,8", help="concurrent clients, comma-separated")
     args = parser.parse_args()
@@ -116,7 +116,7 @@ def main() -> None:
 
     import httpx
 
-    from celebmodel.images import IMAGE_EXTENSIONS
+    from celebmodel.data.images import IMAGE_EXTENSIONS
 
     photos = photos_in_turn(Path(args.photos), args.requests, IMAGE_EXTENSIONS)
     if not photos:
@@ -143,7 +143,7 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=30)
 
-    from celebmodel.recognize import Recognizer
+    from celebmodel.recognition.recognize import Recognizer
 
     recognizer = Recognizer.from_run(args.run).warm_up()
     recognizer.identify(payloads[0][1])

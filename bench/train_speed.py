@@ -1,9 +1,9 @@
 """Training and inference speed of the CNN backbones, in images per second.
 
-Measures the real code path: the models come from ``celebmodel.model.build_model`` and are
+Measures the real code path: the models come from ``celebmodel.learning.model.build_model`` and are
 fitted by ``CelebrityClassifier.fit`` (same compile, callbacks, phases and unfreezing as a
-training run), fed by ``celebmodel.pipeline.image_dataset`` reading cached PNG crops that this
-script writes into a temporary folder (random pixels; weights ``none``, which is as fast as
+training run), fed by ``celebmodel.learning.pipeline.image_dataset`` reading cached PNG crops that
+this script writes into a temporary folder (random pixels; weights ``none``, which is as fast as
 ImageNet weights). For each backbone it times:
 
 * ``classic full``       the classic recipe: the whole network trained (the original VGG16 run)
@@ -168,7 +168,7 @@ def timed_classifier():
     """``CelebrityClassifier`` with one more callback that times the training part of epochs."""
     import keras
 
-    from celebmodel.estimator import CelebrityClassifier
+    from celebmodel.learning.estimator import CelebrityClassifier
 
     class EpochTimer(keras.callbacks.Callback):
         def __init__(self, phase: str, log: list[tuple[str, float]]) -> None:
@@ -208,8 +208,8 @@ def bench_backbone(name: str, args: argparse.Namespace, crops, labels, val_crops
 
     from celebmodel.backbones import get_backbone
     from celebmodel.config import TrainConfig
-    from celebmodel.model import embedding_model
-    from celebmodel.pipeline import Inputs, image_dataset
+    from celebmodel.learning.model import embedding_model
+    from celebmodel.learning.pipeline import Inputs, image_dataset
 
     backbone = get_backbone(name)
     classes = [f"class_{i}" for i in range(args.classes)]
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
 
     if args.precision == "mixed_bfloat16":
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")  # as celebmodel.training does
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")  # as training does
     flags = cpu_flags()
     bf16 = sorted(flags & {"avx512_bf16", "amx_bf16", "avx512f"}) or ["none"]
     print(

@@ -32,14 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from face_network import SHARED, trees  # noqa: E402
-
-OLD = "d5e5885"  # the code the walkthrough of issue 20 met
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+from _common import SHARED, cpu_seconds, flat_layout, old_options, python_json, trees  # noqa: E402
 
 
 def first_epoch(tree: Path, work: Path, data: Path, per_class: int) -> dict[str, float]:
@@ -96,9 +89,15 @@ def first_epoch(tree: Path, work: Path, data: Path, per_class: int) -> dict[str,
 
 def face_stage(data: Path, per_class: int) -> None:
     """(In a process of the measured tree.) The face stage alone, empty cache: JSON line."""
-    from celebmodel.dataset import make_split, scan_dataset
-    from celebmodel.face_cache import prepare
-    from celebmodel.faces import FaceStage, warm_up
+    if flat_layout():  # an old tree's package
+        from celebmodel.dataset import make_split, scan_dataset
+        from celebmodel.face_cache import prepare
+
+        from celebmodel.faces import FaceStage, warm_up
+    else:
+        from celebmodel.data.dataset import make_split, scan_dataset
+        from celebmodel.faces.cache import prepare
+        from celebmodel.faces.detection import FaceStage, warm_up
 
     split, _ = make_split(scan_dataset(data), per_class=per_class, seed=0)
     stage = FaceStage(alignment="chip", size=150)
@@ -130,16 +129,9 @@ def command_seconds(tree: Path, args: list[str], env: dict[str, str], repeats: i
 def measure(tree: Path, work: Path, data: Path, per_class: int) -> dict[str, float]:
     result = first_epoch(tree, work, data, per_class)
     env = {**os.environ, "PYTHONPATH": str(tree), "CELEBMODEL_RUNS": str(work / "runs")}
-    faces = subprocess.run(
-        [sys.executable, __file__, "--faces-only", "--data", str(data)]
-        + ["--per-class", str(per_class)],
-        cwd=tree,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
+    alone = python_json(
+        __file__, "--faces-only", "--data", data, "--per-class", str(per_class), env=env, cwd=tree
     )
-    alone = json.loads(faces.stdout.strip().splitlines()[-1])
     result["face stage alone, empty cache (s)"] = alone["seconds"]
     result["  its cores busy"] = alone["cores"]
     result["celebmodel runs (s)"] = command_seconds(tree, ["runs"], env)
@@ -152,8 +144,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(SHARED / "lfw"))
     parser.add_argument("--per-class", type=int, default=60)
-    parser.add_argument("--old", default=OLD, help="git ref of the old path")
-    parser.add_argument("--skip-old", action="store_true")
+    old_options(parser)
     parser.add_argument("--faces-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     data = Path(args.data).resolve()

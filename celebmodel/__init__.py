@@ -21,16 +21,16 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {  # public name -> (module, name in it)
-    "train": ("training", "train"),
-    "evaluate": ("evaluation", "evaluate"),
-    "Recognizer": ("recognize", "Recognizer"),
-    "enroll": ("people", "enroll"),
+    "train": ("learning.training", "train"),
+    "evaluate": ("learning.evaluation", "evaluate"),
+    "Recognizer": ("recognition.recognize", "Recognizer"),
+    "enroll": ("recognition.people", "enroll"),
     "TrainConfig": ("config", "TrainConfig"),
-    "Run": ("runs", "Run"),
-    "list_runs": ("runs", "list_runs"),
-    "load_run": ("runs", "load_run"),
-    "load_image": ("images", "load_image"),
-    "scan_dataset": ("dataset", "scan_dataset"),
+    "Run": ("runs.run", "Run"),
+    "list_runs": ("runs.run", "list_runs"),
+    "load_run": ("runs.run", "load_run"),
+    "load_image": ("data.images", "load_image"),
+    "scan_dataset": ("data.dataset", "scan_dataset"),
     "CelebmodelError": ("errors", "CelebmodelError"),
 }
 

@@ -3,7 +3,7 @@
 A backbone is a row of :data:`BACKBONES`: how to build it, its input size, its preprocessing,
 where phase 2 of the improved recipe starts unfreezing, and the weights file Keras caches. Adding
 a backbone means adding a row. ``kind="embedding"`` rows (``dlib128``) are face networks whose
-output is a face descriptor (:mod:`celebmodel.face_network`): phase 1 trains the head on their
+output is a face descriptor (:mod:`celebmodel.faces.network`): phase 1 trains the head on their
 cached embeddings, phase 2 (when on) fine-tunes their last stage on face chips.
 """
 

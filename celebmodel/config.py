@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pydantic
+
 from .errors import ConfigError
 from .storage import atomic_write_text
 
@@ -179,19 +181,25 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> TrainConfig:
-        """Build from JSON, naming unknown or wrong-typed keys instead of failing later."""
+        """Build from JSON, naming unknown or wrong-typed keys instead of failing later (types
+        checked strictly by pydantic against the fields' annotations, as JSON has them)."""
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a JSON object")
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}")
-        if "data_dir" not in data:
-            raise ConfigError(f"{source}: missing setting data_dir")
-        kwargs: dict[str, Any] = {}
-        for name, value in data.items():
-            kwargs[name] = _check_type(name, value, known[name].type, source)
-        return cls(**kwargs).validate()
+        try:
+            config = _ADAPTER.validate_json(json.dumps(data), strict=True)
+        except pydantic.ValidationError as exc:
+            error = exc.errors()[0]
+            name = str(error["loc"][0]) if error["loc"] else "?"
+            if error["type"] == "missing":
+                raise ConfigError(f"{source}: missing setting {name}") from None
+            raise ConfigError(
+                f"{source}: {name} must be {known[name].type}, got {data.get(name)!r}"
+            ) from None
+        return config.validate()
 
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:
         """Write the settings (and run facts such as versions under ``"run"``) as JSON."""
@@ -211,30 +219,7 @@ class TrainConfig:
         return cls.from_dict(data, source=str(path))
 
 
-_TYPES: dict[str, tuple[type, ...]] = {
-    "str": (str,),
-    "int": (int,),
-    "bool": (bool,),
-    "float": (float, int),
-}
-
-
-def _check_type(name: str, value: Any, annotation: str, source: str) -> Any:
-    """Check a JSON value against the field's annotation string (a string under __future__)."""
-    if annotation.startswith("tuple"):
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{source}: {name} must be a list of strings, got {value!r}")
-        return tuple(value)
-    options = [part.strip() for part in annotation.split("|")]
-    if value is None and "None" in options:
-        return None
-    for option in options:
-        types = _TYPES.get(option, ())
-        if isinstance(value, bool) and option != "bool":
-            continue
-        if isinstance(value, types):
-            return float(value) if option == "float" else value
-    raise ConfigError(f"{source}: {name} must be {annotation}, got {value!r}")
+_ADAPTER = pydantic.TypeAdapter(TrainConfig)
 
 
 def hidden_settings(backbone: str, recipe: str, fine_tune: bool) -> dict[str, str]:

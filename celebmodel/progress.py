@@ -1,67 +1,17 @@
-"""What a training is doing now, for whoever watches it: its stage, done/total and time left.
+"""Progress bars the package reports through: ``tqdm`` on the console, quiet in library calls,
+the page's own bars in the app (any callable that makes a tqdm-like bar, :data:`BarFactory`).
 
-The trainer's progress bars are tqdm bars whose refreshes (throttled by tqdm to one a second)
-also write the stage into the run's ``status.json``; epochs report through a Keras callback
-(:class:`celebmodel.estimator.EpochReporter`) the same way. So the console and the Train page
-show the same counts, and no stage sits silent. Nothing here imports TensorFlow: a training
-process records its first stage ("Importing TensorFlow") before that import starts.
+A training's stages, recorded in its run's ``status.json``, are :mod:`celebmodel.learning.stages`.
 """
 
 from __future__ import annotations
 
-import io
-import signal
-import time
 from collections.abc import Callable
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from .errors import Cancelled
-from .runs import Run
-from .storage import atomic_write_json
-
-STAGES = {  # key -> what the page calls it
-    "starting": "Importing TensorFlow",
-    "scanning": "Scanning the dataset",
-    "faces": "Finding faces",
-    "embeddings": "Computing face embeddings",
-    "phase 1": "Phase 1: training the head",
-    "phase 2": "Phase 2: fine-tuning",
-    "training": "Training the whole network",
-    "evaluating": "Evaluating",
-    "mirroring": "Measuring the gallery's mirror images (to group unknown faces)",
-    "saving": "Saving the model",
-}
-REPORT_EVERY = 1.0  # seconds between two writes of status.json
-ESTIMATE_AFTER = 2.0  # seconds of a stage before its time left is estimated from its rate
-
 BarFactory = Callable[..., Any]  # (desc=stage key, total=..., unit=...) -> a tqdm bar
-
-
-class _Stop:
-    """SIGTERM handling that never raises inside TensorFlow.
-
-    Outside ``fit`` the handler raises :class:`Cancelled` at once; during ``fit`` (and while the
-    finished model is written) it only sets ``requested``: the estimator's ``StopOnRequest``
-    ends training at the next batch, after which :meth:`check` raises. (An exception raised
-    from a handler inside TensorFlow can be swallowed by AutoGraph or wrapped by pybind11.)
-    It lives here, not beside the estimator, so it is in place before TensorFlow is imported.
-    """
-
-    requested: str | None = None
-    defer: bool = False
-
-    @classmethod
-    def handle(cls, signum: int, frame: Any) -> None:
-        cls.requested = f"stopped by signal {signal.Signals(signum).name}"
-        if not cls.defer:
-            raise Cancelled(cls.requested)
-
-    @classmethod
-    def check(cls) -> None:
-        if cls.requested:
-            raise Cancelled(cls.requested)
 
 
 def quiet_bar(**options: Any) -> tqdm:
@@ -72,95 +22,3 @@ def quiet_bar(**options: Any) -> tqdm:
 def console_bar(**options: Any) -> tqdm:
     """A bar on standard error only (the command line's ``evaluate``)."""
     return tqdm(**options)
-
-
-class Stages:
-    """The stages of one run's training, recorded in its ``status.json`` as ``stage``.
-
-    Parameters
-    ----------
-    run : Run
-        The run whose status is written (only its training process calls this).
-    console : bool
-        Also draw the bars on standard error (the command line); else they draw nowhere.
-    """
-
-    def __init__(self, run: Run, console: bool = False) -> None:
-        self.run = run
-        self.console = console
-        self._last = 0.0
-        self._warnings: list[dict[str, Any]] = []
-
-    def warn(
-        self, title: str, files: list[str] | None = None, what: tuple[str, str] = ("file", "files")
-    ) -> None:
-        """Add a group to the run's ``warnings.json`` (what the page shows as alerts):
-        ``files`` lists what it is about, ``what`` calls one and several of them (a list of
-        celebrities is not "150 file(s)")."""
-        group = {"title": title, "files": list(files or []), "what": list(what)}
-        self._warnings.append(group)
-        atomic_write_json(self.run.file("warnings.json"), self._warnings)
-
-    def enter(self, key: str, done: int = 0, total: int | None = None, **extra: Any) -> None:
-        """Record the start of a stage (or new counts in it) right away."""
-        self._write(key, done, total, None, extra, force=True)
-
-    def report(
-        self,
-        key: str,
-        done: int,
-        total: int | None,
-        seconds_left: float | None,
-        force: bool = False,
-        **extra: Any,
-    ) -> None:
-        """Record counts, at most once per :data:`REPORT_EVERY` unless ``force``."""
-        self._write(key, done, total, seconds_left, extra, force)
-
-    def _write(
-        self,
-        key: str,
-        done: int,
-        total: int | None,
-        seconds_left: float | None,
-        extra: dict[str, Any],
-        force: bool,
-    ) -> None:
-        now = time.monotonic()
-        if not force and now - self._last < REPORT_EVERY:
-            return
-        self._last = now
-        stage = {"key": key, "name": STAGES[key], "done": int(done), "total": total}
-        if seconds_left is not None:
-            stage["seconds_left"] = round(float(seconds_left), 1)
-        self.run.set_status("running", stage={**stage, **extra})
-
-    def bar(self, desc: str, total: int, unit: str = "photo", **options: Any) -> tqdm:
-        """A tqdm bar for stage ``desc`` (a key of :data:`STAGES`) that records itself."""
-        stages = self
-        stream = None if self.console else io.StringIO()
-
-        class StageBar(tqdm):
-            def display(self, msg: str | None = None, pos: int | None = None) -> bool:
-                if stream is None:
-                    super().display(msg, pos)
-                stages.report(desc, self.n, self.total, self.seconds_left(), unit=unit)
-                return True
-
-            def seconds_left(self) -> float | None:
-                """From the rate so far, once the stage has run long enough for it to mean
-                something (``None``: the page says "estimating")."""
-                elapsed = self.format_dict.get("elapsed") or 0.0
-                if not self.total or self.n < 1 or elapsed < ESTIMATE_AFTER:
-                    return None
-                return (self.total - self.n) * elapsed / self.n
-
-            def close(self) -> None:
-                if not self.disable:
-                    stages.report(desc, self.n, self.total, 0.0, force=True, unit=unit)
-                super().close()
-
-        self.enter(desc, 0, total, unit=unit)
-        return StageBar(
-            total=total, desc=desc, unit=unit, file=stream, mininterval=REPORT_EVERY, **options
-        )

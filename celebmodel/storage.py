@@ -10,7 +10,11 @@ import datetime as dt
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,19 +36,92 @@ def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write to a temporary file beside ``path`` and rename it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def _temp_beside(path: Path) -> Path:
+    """A new, uniquely named empty file beside ``path`` ending in ``path``'s suffixes (Keras and
+    numpy choose the format from them), so two writers of one target never share a temp file."""
+    suffix = ".tmp" + "".join(path.suffixes)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _settle(path: Path) -> None:
+    """Readable by the app of another user (mkstemp makes 0600), and on disk before the rename."""
+    os.chmod(path, 0o644)
+    fd = os.open(path, os.O_RDONLY)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the run from another user's app
-        os.replace(tmp, path)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_files(*paths: str | Path) -> Iterator[list[Path]]:
+    """Temporary files beside ``paths`` for the block to write, renamed into place together
+    (:func:`replace_together`) when it succeeds and removed when it fails: readers see the old
+    set or the new one, never a mix or half a file."""
+    targets = [Path(path) for path in paths]
+    temps: list[Path] = []
+    try:
+        temps.extend(_temp_beside(target) for target in targets)
+        yield temps
+        for temp in temps:
+            _settle(temp)
+        if len(temps) == 1:
+            os.replace(temps[0], targets[0])
+        else:
+            replace_together(list(zip(temps, targets, strict=True)))
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for temp in temps:
+            temp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` for the block to write, renamed into place when it
+    succeeds and removed when it fails."""
+    with atomic_files(path) as (temp,):
+        yield temp
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_file(path) as temp:
+        temp.write_text(text, encoding="utf-8")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_file(path) as temp:
+        temp.write_bytes(data)
+
+
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """A new folder beside ``path`` for the block to fill, swapped in for ``path`` (any old
+    folder there is removed after the swap) when it succeeds and removed when it fails."""
+    target = Path(path)
+    partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield partial
+        os.chmod(partial, 0o755)  # mkdtemp's 0700 would hide it from another user's app
+        for file in partial.rglob("*"):
+            if file.is_file():
+                _settle(file)
+        old = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=partial.parent))
+            os.replace(target, old / target.name)
+        try:
+            os.replace(partial, target)
+        except BaseException:
+            if old is not None:
+                os.replace(old / target.name, target)
+            raise
+        finally:
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
         raise
 
 
@@ -56,8 +133,7 @@ def replace_together(pairs: list[tuple[Path, Path]]) -> None:
     try:
         for source, target in pairs:
             if target.exists():
-                backups[target] = target.with_name(f".{target.name}.previous")
-                backups[target].unlink(missing_ok=True)
+                backups[target] = target.with_name(f".{target.name}.{uuid.uuid4().hex}.previous")
                 os.link(target, backups[target])
             os.replace(source, target)
             replaced.append(target)

@@ -18,28 +18,28 @@ from typing import Any
 import streamlit as st
 from PIL import Image
 
-from celebmodel import display, figures
-from celebmodel.archives import run_zip
-from celebmodel.dataset import display_name
+from celebmodel.data.dataset import display_name
+from celebmodel.data.images import photos_under
+from celebmodel.data.sources import extract_photos
 from celebmodel.errors import CelebmodelError
-from celebmodel.evaluation import (
+from celebmodel.interfaces.export import export_zip, format_choices, format_label
+from celebmodel.learning.evaluation import (
     OpenSetScores,
     compare,
     missing_metrics_note,
     open_set_scores,
     subset_metrics,
 )
-from celebmodel.export import export_zip, format_choices, format_label
-from celebmodel.images import photos_under
-from celebmodel.metrics import (
+from celebmodel.reports import display, figures, run_report
+from celebmodel.runs.archives import run_zip
+from celebmodel.runs.run import Run, active_run, builtin_run_or_none, finished_runs
+from celebmodel.scoring.metrics import (
     chance,
     learning_verdict,
     one_error_note,
     open_set_metrics,
     overfitting_verdict,
 )
-from celebmodel.runs import Run, active_run, builtin_run_or_none, finished_runs
-from celebmodel.sources import extract_photos
 from pages import ui
 
 ui.through_app()
@@ -157,7 +157,7 @@ def confusion(run: Run, metrics: dict, subset: str) -> None:
         format_func=display_name,
         key="cell-pred",
     )
-    photos = run.cell_photos(subset, true, predicted)
+    photos = run_report.cell_photos(run, subset, true, predicted)
     st.caption(
         f"{len(photos)} {SUBSETS[subset]} photo(s) of {display_name(true)} predicted as "
         f"{display_name(predicted)}" + (" (showing 12)" if len(photos) > 12 else "")
@@ -166,7 +166,7 @@ def confusion(run: Run, metrics: dict, subset: str) -> None:
 
 
 def overfitting(run: Run, metrics: dict, subset: str) -> None:
-    st.info(overfitting_verdict(run.accuracies(), chance(metrics)))
+    st.info(overfitting_verdict(run_report.accuracies(run), chance(metrics)))
     left, right = st.columns([2, 3])
     left.plotly_chart(figures.accuracy_figure(run), key="accuracy-chart")
     history = run.history()
@@ -175,7 +175,7 @@ def overfitting(run: Run, metrics: dict, subset: str) -> None:
 
 
 def mistakes(run: Run, metrics: dict, subset: str) -> None:
-    wrong = run.misclassified(subset)
+    wrong = run_report.misclassified(run, subset)
     if wrong.empty:
         st.success(f"No {SUBSETS[subset]} photo is misclassified.")
         return

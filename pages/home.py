@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from celebmodel.metrics import ORIGINAL
-from celebmodel.runs import active_run
+from celebmodel.runs.run import active_run
+from celebmodel.scoring.metrics import ORIGINAL
 from pages import ui
 
 ui.through_app()

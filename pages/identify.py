@@ -9,15 +9,16 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from celebmodel import display, people
-from celebmodel.album_groups import AlbumGroups, face_key, kept_with
-from celebmodel.albums import Album
+from celebmodel.albums.album import Album
+from celebmodel.albums.groups import AlbumGroups, face_key, kept_with
+from celebmodel.albums.ray_album import identify_photos
+from celebmodel.data.images import photo_files
+from celebmodel.data.sources import extract_photos
 from celebmodel.errors import CelebmodelError
-from celebmodel.images import photo_files
-from celebmodel.open_set import presets
-from celebmodel.ray_engine import identify_photos
-from celebmodel.runs import active_run
-from celebmodel.sources import extract_photos
+from celebmodel.recognition import people
+from celebmodel.reports import display
+from celebmodel.runs.run import active_run
+from celebmodel.scoring.open_set import presets
 from pages import ui
 
 ui.through_app()
@@ -182,7 +183,7 @@ def show_album(name: str, photos: list[tuple[str, object]]) -> None:
         st.session_state["album-key"] = key
         bar.empty()
     album, thumbs, table = st.session_state["album"]
-    book = AlbumGroups.open(kept_with(run.path, name), run.name) if group else None
+    book = AlbumGroups.open(kept_with(run, name), run.name) if group else None
     with ui.shown_errors("Grouping the unknown faces"):
         if book is not None:  # cheap for faces already kept: only new ones are placed
             album.group(recognizer.cuts, book)

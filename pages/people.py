@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from celebmodel import display, people
 from celebmodel.backbones import BACKBONES
-from celebmodel.runs import active_run, choose_run, copy_run
+from celebmodel.recognition import people
+from celebmodel.reports import display
+from celebmodel.runs.run import active_run, choose_run, copy_run
 from pages import ui
 
 ui.through_app()

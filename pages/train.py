@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import streamlit as st
 
-from celebmodel import display, figures, jobs
-from celebmodel.archives import import_run, run_zip
 from celebmodel.backbones import BACKBONES, keras_cache
 from celebmodel.config import DETECTORS, RECIPES, TrainConfig, hidden_settings
-from celebmodel.dataset import folder_signature, scan_dataset
-from celebmodel.runs import (
+from celebmodel.data.dataset import folder_signature, scan_dataset
+from celebmodel.data.sources import datasets_dir, extract_dataset, fetch_lfw
+from celebmodel.learning import jobs
+from celebmodel.reports import display, figures, run_report
+from celebmodel.runs.archives import import_run, run_zip
+from celebmodel.runs.run import (
     Run,
     active_run,
     delete_run,
     first_line,
     list_runs,
     runs_root,
-    runs_table,
-    runs_view,
 )
-from celebmodel.sources import datasets_dir, extract_dataset, fetch_lfw
 from pages import ui
 
 ui.through_app()
@@ -89,8 +88,8 @@ elif source == "zip":
             st.success(f"Extracted {len(scan.items)} photos into {scan.root}.")
 elif source == "lfw":
     st.caption(
-        "Downloads Labeled Faces in the Wild (the people with at least 60 photos) through "
-        "scikit-learn: about 200 MB, needs internet."
+        "Downloads Labeled Faces in the Wild's official archive (173 MB, checked against its "
+        "sha256) and keeps the people with at least 60 photos: needs internet."
     )
     if st.button("Fetch LFW", key="fetch-lfw"):
         st.session_state[DATASET_KEY] = ""
@@ -219,7 +218,7 @@ run = active_run()
 exclude: list[str] = []
 if run is not None and dataset_ok and run.config_dict().get("data_dir") == root:
     with ui.shown_errors(f"Reading {run.file('faces.csv')}"):
-        several = run.several_faces()
+        several = run_report.several_faces(run)
         if len(several):
             with st.expander(f"{len(several)} photo(s) with several faces in {run.title}"):
                 st.caption(
@@ -258,7 +257,7 @@ if dataset_ok:
 def show_warnings(run: Run) -> None:
     """What the training noticed about the dataset, one alert per group naming what it is
     about (files, celebrities, groups of identical photos)."""
-    for group in run.warnings():
+    for group in run_report.warnings(run):
         files = group.get("files") or []
         st.warning(group["title"], icon=":material/warning:")
         if files:
@@ -298,10 +297,10 @@ def show_run(run: Run) -> None:
     st.subheader(f"{run.title}: {state}")
     if run.title != run.name:
         st.caption(f"Run folder {run.name}")
-    stage = run.stage_view()
+    stage = run_report.stage_view(run)
     if stage is not None:
         st.progress(stage["fraction"], text=stage["text"])
-    progress = run.progress()
+    progress = run_report.progress(run)
     if progress["text"]:
         st.caption(progress["text"])
     show_warnings(run)
@@ -314,7 +313,7 @@ def show_run(run: Run) -> None:
                 st.info(f"{run.name} is now {jobs.stop(run)}.")
     elif state == "finished":
         st.success(display.finished_words(run))
-        summary = run.phase_summary()
+        summary = run_report.phase_summary(run)
         if summary:
             st.caption(summary)
         use, evaluate = st.columns(2)
@@ -363,11 +362,15 @@ def start_and_watch(settings: dict | None, name: str, notes: str) -> None:
 def runs_list() -> None:
     """Every run with its state, refreshed with the live view while a training is active
     (the table said "queued" of a run long running)."""
-    table = runs_table()
+    table = run_report.runs_table()
     if table.empty:
         st.caption("No runs yet.")
     else:
-        st.dataframe(runs_view(table), hide_index=True)
+        st.dataframe(
+            run_report.runs_view(table),
+            hide_index=True,
+            column_config=ui.column_formats(run_report.RUN_FORMATS),
+        )
 
 
 # 3. Start and watch ------------------------------------------------------------------------

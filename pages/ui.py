@@ -19,12 +19,12 @@ from typing import Any
 import streamlit as st
 from PIL import Image
 
-from celebmodel import display
+from celebmodel.data.images import IMAGE_EXTENSIONS
 from celebmodel.errors import CelebmodelError
-from celebmodel.images import IMAGE_EXTENSIONS
-from celebmodel.progress import STAGES
-from celebmodel.recognize import Recognizer
-from celebmodel.runs import (
+from celebmodel.learning.stages import STAGES
+from celebmodel.recognition.recognize import Recognizer
+from celebmodel.reports import display
+from celebmodel.runs.run import (
     Run,
     active_run,
     builtin_problem,
@@ -204,11 +204,21 @@ def people_search(names: list[str], key: str, shown: int = 20) -> None:
     st.caption(f"Known{more}: " + ", ".join(found[:shown]))
 
 
+def column_formats(formats: dict[str, str]) -> dict[str, Any]:
+    """``st.column_config`` for a table of typed values: dates with a date pattern, numbers
+    (counts, rates, time spans) with a number format, so a column sorts by value."""
+    return {
+        title: st.column_config.DatetimeColumn(format=form) if "YYYY" in form
+        else st.column_config.NumberColumn(format=form)
+        for title, form in formats.items()
+    }
+
+
 def threshold_input(recognizer: Recognizer, preset: dict[str, Any], key: str) -> float:
     """The fine setting under Advanced: the smallest match confidence that names a face (or,
     for an older run without stranger scores, the smallest similarity); the threshold it
     gives on the model's own scale."""
-    from celebmodel.open_set import score_for
+    from celebmodel.scoring.open_set import score_for
 
     if recognizer.strangers is not None:
         start = preset.get("match_confidence") or 0.99
@@ -224,7 +234,7 @@ def threshold_input(recognizer: Recognizer, preset: dict[str, Any], key: str) ->
             "1 stranger in 100 reaches it.",
         )
         return recognizer.threshold_for(needed / 100)
-    from celebmodel.open_set import similarity
+    from celebmodel.scoring.open_set import similarity
 
     needed = st.slider(
         "Smallest similarity that names a face",
@@ -298,15 +308,15 @@ def streamlit_bar(bar: Any) -> Callable[..., Any]:
             if not self.n:  # until the first photo, the page's own words stay
                 return True
             text = f"{self.n} of {self.total} {self.unit}s"
-            seconds = self.format_dict["elapsed"]
-            if seconds > 0:  # the average rate
-                text += f" · {self.n / seconds:.1f} {self.unit}s/s"
+            info = self.format_dict
+            if info["elapsed"] > 0:  # the average rate (no smoothing)
+                text += f" · {info['rate'] or info['n'] / info['elapsed']:.1f} {self.unit}s/s"
             if self.desc in STAGES:  # a stage of the package's work: say which
                 text = f"{STAGES[self.desc]} · {text}"
             bar.progress(min(1.0, self.n / max(self.total or 1, 1)), text=text)
             return True
 
-    return lambda **options: Bar(file=io.StringIO(), **options)
+    return lambda **options: Bar(file=io.StringIO(), smoothing=0, **options)
 
 
 def _load_srtp() -> None:
@@ -332,7 +342,7 @@ def live_webcam(recognizer: Recognizer, threshold: float) -> None:
     import av
     from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
-    from celebmodel.live import LiveAnnotator
+    from celebmodel.video.live import LiveAnnotator
 
     annotator = LiveAnnotator(recognizer, threshold)
 

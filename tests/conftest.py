@@ -19,7 +19,7 @@ from PIL import Image, ImageEnhance
 from skimage import data as skdata
 from streamlit.testing.v1 import AppTest
 
-from celebmodel.runs import Run
+from celebmodel.runs.run import Run
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -141,7 +141,7 @@ def _no_builtin(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
     """The shipped built-in model stays out of a test unless the test asks for it (the
     ``shipped_builtin`` or ``tiny_builtin`` fixtures): a test of a fresh install without it,
     or of the first trained model, means exactly that."""
-    from celebmodel import builtin_model
+    from celebmodel.runs import builtin as builtin_model
 
     absent = tmp_path_factory.getbasetemp() / "no-builtin-model"
     monkeypatch.setattr(builtin_model, "folder", lambda: absent)
@@ -153,7 +153,7 @@ SHIPPED_BUILTIN = Path(__file__).resolve().parents[1] / "celebmodel" / "builtin"
 @pytest.fixture
 def shipped_builtin(monkeypatch: pytest.MonkeyPatch) -> Path:
     """The built-in model as shipped in the package."""
-    from celebmodel import builtin_model
+    from celebmodel.runs import builtin as builtin_model
 
     shipped = SHIPPED_BUILTIN / builtin_model.NAME
     monkeypatch.setattr(builtin_model, "folder", lambda: shipped)
@@ -198,7 +198,7 @@ def write_names(people: dict[str, int], path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_builtin_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A built-in model built by the real command from :func:`tiny_lfw`'s tree, once."""
-    from celebmodel.cli import main
+    from celebmodel.interfaces.cli import main
 
     base = tmp_path_factory.mktemp("tiny-builtin")
     os.environ["CELEBMODEL_DATA"] = str(base / "appdata")
@@ -213,7 +213,7 @@ def tiny_builtin_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def tiny_builtin(tiny_builtin_files: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The tiny built-in model in the package's place."""
-    from celebmodel import builtin_model
+    from celebmodel.runs import builtin as builtin_model
 
     monkeypatch.setattr(builtin_model, "folder", lambda: tiny_builtin_files)
     return tiny_builtin_files
@@ -226,7 +226,7 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _train(tmp_path_factory: pytest.TempPathFactory, dataset: Path, name: str, **settings):
     from celebmodel.config import TrainConfig
-    from celebmodel.training import train_run
+    from celebmodel.learning.training import train_run
 
     base = tmp_path_factory.getbasetemp()
     os.environ["CELEBMODEL_DATA"] = str(base / "appdata")
@@ -356,7 +356,7 @@ def astro(tmp_path_factory):
     """A dlib128 run that knows the astronaut (and a cat, as small tight crops): the
     cameraman is a stranger to it."""
     from celebmodel.config import TrainConfig
-    from celebmodel.training import train_run
+    from celebmodel.learning.training import train_run
 
     base = tmp_path_factory.mktemp("astro")
     os.environ["CELEBMODEL_DATA"] = str(base / "appdata")

@@ -4,7 +4,7 @@ Pages and commands at thousands of people are tested on these: a real training o
 5,749 people takes hours, writing their run takes seconds. Everything is vectorised numpy
 (the people's faces, the nearest-mean predictions, chunk by chunk), and the files that carry
 results go through the package's own writers (``evaluation.predictions_frame`` and
-``write_subset``, ``open_set.calibrate``, ``Run.write_gallery``, ``TrainConfig.save``,
+``write_subset``, ``open_set.calibrate``, ``Run.save_gallery``, ``TrainConfig.save``,
 ``write_split``), so they are exactly what a training writes.
 
 How the numbers come about: every person has a unit "true face" in 128 dimensions, near a
@@ -46,11 +46,12 @@ import pandas as pd
 from PIL import Image
 
 from celebmodel.config import TrainConfig
-from celebmodel.dataset import write_split
-from celebmodel.evaluation import predictions_frame, write_subset
-from celebmodel.open_set import calibrate, centroids_of, l2_normalize, unknown_scores
-from celebmodel.runs import Run
+from celebmodel.data.dataset import write_split
+from celebmodel.learning.evaluation import predictions_frame, write_subset
+from celebmodel.runs.run import Run
+from celebmodel.scoring.open_set import calibrate, centroids_of, unknown_scores
 from celebmodel.storage import atomic_write_json
+from celebmodel.vectors import l2_normalize
 
 SCALE = 120.0  # softmax temperature on cosine similarities
 FAMILY = 4  # people per family of look-alikes
@@ -157,13 +158,8 @@ def generated_run(
             truth[people] + sizes[people, None] * jitter / np.sqrt(DIMENSIONS)
         )
     train_people = split.loc[split["subset"] == "train", "label"].map(index).to_numpy()
-    os.replace(
-        run.write_gallery(
-            embeddings["train"],
-            train_people,
-            list(split.loc[split["subset"] == "train", "path"]),
-        ),
-        run.file("gallery.npz"),
+    run.save_gallery(
+        embeddings["train"], train_people, list(split.loc[split["subset"] == "train", "path"])
     )
     centroids = centroids_of(embeddings["train"], train_people, n_people)
 
@@ -272,7 +268,7 @@ def _write_model(
     import keras
 
     if kind == "network":
-        from celebmodel.model import build_model
+        from celebmodel.learning.model import build_model
 
         model, _ = build_model(config, len(centroids))
     else:

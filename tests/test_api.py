@@ -17,10 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_the_public_names_resolve_to_the_package_objects():
     from celebmodel.errors import CelebmodelError, ImageError, RunError
-    from celebmodel.evaluation import evaluate
-    from celebmodel.people import enroll
-    from celebmodel.recognize import Recognizer
-    from celebmodel.training import train
+    from celebmodel.learning.evaluation import evaluate
+    from celebmodel.learning.training import train
+    from celebmodel.recognition.people import enroll
+    from celebmodel.recognition.recognize import Recognizer
 
     assert set(celebmodel.__all__) >= {
         "train",

@@ -34,13 +34,14 @@ from conftest import (
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from celebmodel import export as exporting
-from celebmodel import jobs
 from celebmodel.config import TrainConfig
+from celebmodel.data.sources import Limits, extract_dataset
 from celebmodel.errors import UploadError
-from celebmodel.figures import largest_confusion
-from celebmodel.runs import Run, best_run, first_line, readable_log
-from celebmodel.sources import Limits, extract_dataset
+from celebmodel.interfaces import export as exporting
+from celebmodel.learning import jobs
+from celebmodel.reports.figures import largest_confusion
+from celebmodel.reports.run_report import cell_photos
+from celebmodel.runs.run import Run, best_run, first_line, readable_log
 from celebmodel.storage import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -469,7 +470,7 @@ def test_dataset_from_a_zip_and_lfw_offline(folders, tmp_path, monkeypatch):
 
         raise DatasetError(f"cannot download LFW into {dest}: there seems to be no internet")
 
-    monkeypatch.setattr("celebmodel.sources.fetch_lfw", offline)
+    monkeypatch.setattr("celebmodel.data.sources.fetch_lfw", offline)
     at.radio(key="dataset-source").set_value("lfw")
     open_page(at)
     at.button(key="fetch-lfw").click()
@@ -496,7 +497,7 @@ def test_delete_a_run_after_confirmation(folders, cnn_run):
 def test_photos_with_several_faces_can_be_left_out(folders, cnn_run, monkeypatch):
     """The gallery boxes the face training took (from ``faces.csv``), and a photo ticked
     there is left out of the next training."""
-    from celebmodel import display
+    from celebmodel.reports import display
 
     runs, _ = folders
     run = add_run(runs, cnn_run, "20240102-000000-vgg16")
@@ -649,7 +650,7 @@ def test_evaluate_charts_carry_the_run_numbers(folders, cnn_run, dlib_run):
     assert "true: %{y}" in cells["hovertemplate"]  # the clickable layer over the cells
     assert np.array(decode(cells["customdata"]))[:, 0].tolist() == sum(test["confusion_matrix"], [])
     true, predicted = largest_confusion(test)
-    cell = run.cell_photos("test", true, predicted)
+    cell = cell_photos(run, "test", true, predicted)
     assert at.selectbox(key="cell-true").value == true
     assert len(at.get("image")) >= len(cell)
 
@@ -711,7 +712,8 @@ def test_every_setting_survives_the_trip_to_the_trainer(tmp_path, monkeypatch):
     command-line words, and learning rates and dropout were dropped on the way.)"""
     import dataclasses
 
-    from celebmodel import cli, training
+    from celebmodel.interfaces import cli
+    from celebmodel.learning import training
 
     config = TrainConfig(
         data_dir=str(tmp_path),
@@ -864,7 +866,7 @@ def test_zip_limits_and_damage(folders):
 
 def test_an_interrupted_extraction_leaves_nothing_and_the_next_one_works(folders, monkeypatch):
     """Ctrl+C or a server stop in the middle of unpacking: no half dataset, no leftover."""
-    from celebmodel import sources
+    from celebmodel.data import sources
 
     _, data = folders
     entries = {f"A/{i}.jpg": PHOTO for i in range(4)} | {f"B/{i}.jpg": PHOTO for i in range(4)}
@@ -898,7 +900,7 @@ def _deflated(entries: dict[str, bytes]) -> bytearray:
 
 
 def test_zip_bombs_are_refused_and_lying_sizes_never_overrun(folders, monkeypatch):
-    from celebmodel import sources
+    from celebmodel.data import sources
 
     _, data = folders
     bomb = _deflated({"A/x.jpg": b"\0" * (40 * 2**20), "B/y.jpg": PHOTO})

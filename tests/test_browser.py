@@ -386,7 +386,7 @@ def test_start_shows_the_new_run_at_once_and_the_runs_table_keeps_up(tmp_path, c
     (it said "queued" of a run long running): both refresh with the training, by themselves."""
     runs, data = tmp_path / "runs", tmp_path / "data"
     shutil.copytree(cnn_run.path, runs / "20240102-000000-vgg16")
-    from celebmodel.runs import Run, list_runs, pid_alive
+    from celebmodel.runs.run import Run, list_runs, pid_alive
 
     Run(runs / "20240102-000000-vgg16").set_meta("Earlier colours")
     dataset = make_dataset(tmp_path / "dataset", per_class=6, size=32)
@@ -460,7 +460,7 @@ def test_an_album_zip_is_grouped_and_a_group_named_in_the_browser(astro_server, 
             assert time.monotonic() < deadline, "the named group is still shown"
             page.wait_for_timeout(300)
         no_traceback(page)
-    from celebmodel.runs import Run
+    from celebmodel.runs.run import Run
 
     assert Run(run_path).labels()[-1] == "Ada_Lovelace"
 
@@ -555,7 +555,7 @@ def test_a_restarted_server_picks_up_the_running_training(tmp_path):
     Both servers start from the repository's ``.streamlit/config.toml`` alone (no address on
     the command line), so this also checks that the studio listens on 127.0.0.1 only.
     """
-    from celebmodel.runs import Run, list_runs, pid_alive
+    from celebmodel.runs.run import Run, list_runs, pid_alive
 
     runs, data = tmp_path / "runs", tmp_path / "data"
     dataset = make_dataset(tmp_path / "dataset", per_class=6, size=32)

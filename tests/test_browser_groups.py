@@ -25,11 +25,11 @@ from test_browser import (
     shut_down,
 )
 
-from celebmodel import people
-from celebmodel.album_groups import AlbumGroups, face_key, kept_with
-from celebmodel.albums import identify_album
-from celebmodel.recognize import Recognizer
-from celebmodel.runs import Run
+from celebmodel.albums.album import identify_album
+from celebmodel.albums.groups import AlbumGroups, face_key, kept_with
+from celebmodel.recognition import people
+from celebmodel.recognition.recognize import Recognizer
+from celebmodel.runs.run import Run
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 RUN = "20250101-000000-dlib128"
@@ -72,7 +72,7 @@ def test_naming_group_3_leaves_the_next_groups_box_empty_with_its_own_faces(astr
         "trip/astro2.jpg": 4,
     }
     chosen = set(main.index)
-    book = AlbumGroups(kept_with(run.path, "zip:trip.zip"), run.name)
+    book = AlbumGroups(kept_with(run, "zip:trip.zip"), run.name)
     book.photos = list(rows["photo"])
     book.faces = rows["face"].to_numpy(dtype=int)
     book.groups = np.array([plan[p] if i in chosen else 0 for i, p in rows["photo"].items()])

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from conftest import METRIC_KEYS, make_dataset
 
-from celebmodel.cli import build_parser, main
+from celebmodel.interfaces.cli import build_parser, main
 
 
 def run_cli(capsys: pytest.CaptureFixture, *args: object) -> SimpleNamespace:
@@ -225,7 +225,7 @@ def test_runs_and_split_never_import_tensorflow(runs_copy, tmp_path):
     dataset = make_dataset(tmp_path / "dataset", per_class=3, size=16)
     script = (
         "import sys\n"
-        "from celebmodel.cli import main\n"
+        "from celebmodel.interfaces.cli import main\n"
         f"main(['runs', '--root', {str(runs_copy.runs)!r}])\n"
         f"main(['split', {str(dataset)!r}, '--out', {str(tmp_path / 'split.csv')!r}])\n"
         "print(sorted(m for m in ('tensorflow', 'keras', 'dlib') if m in sys.modules))\n"
@@ -264,8 +264,8 @@ def test_train_into_an_unusable_runs_folder_exits_1_naming_it(capsys, tmp_path, 
 
 def test_a_cancelled_command_exits_130(capsys, monkeypatch):
     """``Cancelled`` is caught by its type (it used to be recognised by its class name)."""
-    from celebmodel import cli
     from celebmodel.errors import Cancelled
+    from celebmodel.interfaces import cli
 
     def cancelled(args):
         raise Cancelled("stopped by signal SIGTERM")
@@ -327,7 +327,7 @@ def test_every_command_runs_as_a_real_process(runs_copy, tiny_dataset, tmp_path)
 def test_an_unknown_face_line_names_its_closest_person_as_people_read_it():
     """The text output's closest person is the display name ("Catherine Donkers"), as on the
     page, not the folder label ("Catherine_Donkers")."""
-    from celebmodel.cli import _face_line
+    from celebmodel.interfaces.cli import _face_line
 
     face = {
         "known": False, "label": "unknown", "nearest": "Catherine_Donkers",

@@ -179,7 +179,7 @@ def test_backbone_builds_without_weights(name):
 def test_embedding_row_is_the_face_network_with_a_unit_length_embedding_and_a_head():
     import keras
 
-    from celebmodel.model import build_model, head_model
+    from celebmodel.learning.model import build_model, head_model
 
     config = TrainConfig(data_dir="x", backbone="dlib128").resolved()
     model, base = build_model(config, 3)
@@ -242,7 +242,7 @@ def test_weights_path_must_exist_and_fit(tmp_path):
 def test_build_model_classic_is_vgg16_flatten_softmax():
     import keras
 
-    from celebmodel.model import build_model
+    from celebmodel.learning.model import build_model
 
     config = small_config(Path("x"), recipe="classic").resolved()
     model, base = build_model(config, 5)
@@ -260,7 +260,7 @@ def test_build_model_classic_is_vgg16_flatten_softmax():
 def test_build_model_improved_pools_and_drops_out():
     import keras
 
-    from celebmodel.model import build_model
+    from celebmodel.learning.model import build_model
 
     config = small_config(Path("x")).resolved()
     model, base = build_model(config, 4)
@@ -295,7 +295,7 @@ def test_improved_fit_unfreezes_block5_in_phase_two(cnn_run):
 def test_training_writes_a_complete_run_directory(cnn_run, tiny_dataset):
     import keras
 
-    from celebmodel.dataset import read_split, scan_dataset
+    from celebmodel.data.dataset import read_split, scan_dataset
 
     path = cnn_run.path
     config = json.loads((path / "config.json").read_text())
@@ -363,8 +363,8 @@ def test_training_writes_a_complete_run_directory(cnn_run, tiny_dataset):
 
 @pytest.mark.slow
 def test_early_stopping_stops_and_restores_the_best_weights(tmp_path):
-    from celebmodel.estimator import CelebrityClassifier
-    from celebmodel.pipeline import Inputs, model_dataset
+    from celebmodel.learning.estimator import CelebrityClassifier
+    from celebmodel.learning.pipeline import Inputs, model_dataset
 
     # Noise photos with random labels: nothing generalises, so val loss stops improving
     # within a few epochs, and patience 1 must end training at the first epoch that does not.
@@ -401,7 +401,7 @@ def test_early_stopping_stops_and_restores_the_best_weights(tmp_path):
 
 
 def test_compute_metrics_against_a_hand_computed_case():
-    from celebmodel.metrics import compute_metrics
+    from celebmodel.scoring.metrics import compute_metrics
 
     # true  a a a b b c ; predicted a a b b c c
     # confusion (rows true, columns predicted): a [2 1 0], b [0 1 1], c [0 0 1]
@@ -445,7 +445,7 @@ def test_compute_metrics_against_a_hand_computed_case():
 
 
 def test_top5_accuracy_against_a_hand_computed_case():
-    from celebmodel.metrics import compute_metrics
+    from celebmodel.scoring.metrics import compute_metrics
 
     # Six classes, every photo gets the same scores: ranks 0 > 1 > 2 > 3 > 4 > 5.
     # true 0 -> rank 1 (top-1 and top-5 hit); true 5 -> rank 6 (top-5 miss);
@@ -461,14 +461,14 @@ def test_top5_accuracy_against_a_hand_computed_case():
 
 
 def test_compute_metrics_on_an_empty_subset():
-    from celebmodel.metrics import compute_metrics
+    from celebmodel.scoring.metrics import compute_metrics
 
     m = compute_metrics(np.zeros(0), np.zeros((0, 3)), ["a", "b", "c"])
     assert m["n"] == 0 and m["accuracy"] is None and m["confusion_matrix"] == []
 
 
 def test_overfitting_verdict_in_words():
-    from celebmodel.metrics import overfitting_verdict
+    from celebmodel.scoring.metrics import overfitting_verdict
 
     gap = overfitting_verdict({"train": 1.0, "val": 0.5, "test": 0.6})
     assert gap.startswith("Overfitting")
@@ -482,8 +482,8 @@ def test_overfitting_verdict_in_words():
 
 
 def test_unknown_scores_calibrate_and_open_set_by_hand():
-    from celebmodel.metrics import open_set_metrics
-    from celebmodel.open_set import calibrate, centroids_of, unknown_scores
+    from celebmodel.scoring.metrics import open_set_metrics
+    from celebmodel.scoring.open_set import calibrate, centroids_of, unknown_scores
 
     # Training faces: a at [1,0] (twice), b at [0,1] -> centroids a [1,0], b [0,1].
     train = np.array([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0]])
@@ -522,7 +522,7 @@ def test_unknown_scores_calibrate_and_open_set_by_hand():
 
 @pytest.mark.slow
 def test_a_run_failing_mid_fit_leaves_no_model(tmp_path, monkeypatch, small_dataset):
-    from celebmodel import estimator, training
+    from celebmodel.learning import estimator, training
 
     original = estimator.HistoryWriter.on_epoch_end
 
@@ -548,9 +548,9 @@ def test_a_run_failing_mid_fit_leaves_no_model(tmp_path, monkeypatch, small_data
 @pytest.mark.slow
 def test_a_run_failing_while_saving_leaves_no_partial_model(tmp_path, monkeypatch, small_dataset):
     """Also checks split reuse: a split.csv placed in the run dir first is the one used."""
-    from celebmodel import training
-    from celebmodel.dataset import make_split, read_split, scan_dataset, write_split
-    from celebmodel.runs import Run
+    from celebmodel.data.dataset import make_split, read_split, scan_dataset, write_split
+    from celebmodel.learning import training
+    from celebmodel.runs.run import Run
 
     scan = scan_dataset(small_dataset)
     placed, _ = make_split(scan, seed=7)
@@ -592,7 +592,7 @@ def test_a_run_failing_while_saving_leaves_no_partial_model(tmp_path, monkeypatc
 @pytest.mark.slow
 def test_a_dataset_with_one_usable_celebrity_fails_cleanly(tmp_path):
     from celebmodel.errors import DatasetError
-    from celebmodel.training import train_run
+    from celebmodel.learning.training import train_run
 
     data = make_dataset(tmp_path / "data", per_class=4, size=32)
     for extra in ("Celebrity_B", "Celebrity_C"):  # leave them with 2 photos each
@@ -621,8 +621,8 @@ def _wait_for(condition, timeout: float, proc: subprocess.Popen) -> None:
 @pytest.mark.slow
 def test_sigterm_cancels_a_training_and_a_second_trainer_is_refused(tmp_path, small_dataset):
     from celebmodel.errors import RunError
-    from celebmodel.runs import Run
-    from celebmodel.training import train_run
+    from celebmodel.learning.training import train_run
+    from celebmodel.runs.run import Run
 
     data = small_dataset
     run_dir = tmp_path / "run"
@@ -660,7 +660,7 @@ def test_sigterm_cancels_a_training_and_a_second_trainer_is_refused(tmp_path, sm
 def test_sigterm_in_the_first_seconds_cancels_at_once(tmp_path, small_dataset):
     """Stopped while TensorFlow is still being imported (on its own thread, beside the face
     stage): the trainer ends cancelled in seconds, not after the import or every photo."""
-    from celebmodel.runs import Run
+    from celebmodel.runs.run import Run
 
     run_dir = tmp_path / "run"
     args = [sys.executable, "-m", "celebmodel", "train", str(small_dataset)]
@@ -691,8 +691,8 @@ def test_sigkill_mid_epoch_reads_failed_and_the_next_training_starts(
     tmp_path, small_dataset, cnn_run
 ):
     """The app's own path (``jobs.start``), killed the way the OOM killer would: no handler runs."""
-    from celebmodel import jobs
-    from celebmodel.runs import Run, best_run, list_runs
+    from celebmodel.learning import jobs
+    from celebmodel.runs.run import Run, best_run, list_runs
 
     root = tmp_path / "runs"
     previous = root / "20240101-000000-vgg16"
@@ -739,7 +739,7 @@ def _dead_pid() -> int:
 
 
 def test_a_dead_training_process_reads_as_failed(tmp_path):
-    from celebmodel.runs import Run
+    from celebmodel.runs.run import Run
     from celebmodel.storage import atomic_write_json
 
     run = Run(tmp_path)
@@ -754,8 +754,8 @@ def test_a_dead_training_process_reads_as_failed(tmp_path):
 
 def test_a_stale_lock_is_taken_over_and_a_live_one_refused(tmp_path):
     from celebmodel.errors import RunError
-    from celebmodel.runs import Run
-    from celebmodel.training import _lock
+    from celebmodel.learning.training import _lock
+    from celebmodel.runs.run import Run
 
     run = Run(tmp_path)
     run.file(".lock").write_text(str(_dead_pid()))
@@ -790,7 +790,7 @@ def _fake_run(root: Path, name: str, state: str, accuracy: float | None = None, 
 
 
 def test_list_runs_newest_first_and_best_run(tmp_path):
-    from celebmodel.runs import best_run, list_runs
+    from celebmodel.runs.run import best_run, list_runs
 
     assert list_runs(tmp_path / "missing") == [] and best_run(tmp_path) is None
     _fake_run(tmp_path, "20250101-090000-vgg16", "finished", 0.7)
@@ -815,7 +815,7 @@ def test_list_runs_newest_first_and_best_run(tmp_path):
 
 def test_delete_run_refuses_an_active_run(tmp_path):
     from celebmodel.errors import RunError
-    from celebmodel.runs import Run, delete_run
+    from celebmodel.runs.run import Run, delete_run
 
     active = Run(_fake_run(tmp_path, "20250101-000000-vgg16", "running"))
     with pytest.raises(RunError, match="still running"):
@@ -827,7 +827,7 @@ def test_delete_run_refuses_an_active_run(tmp_path):
 
 
 def test_new_run_dir_never_collides(tmp_path):
-    from celebmodel.runs import new_run_dir
+    from celebmodel.runs.run import new_run_dir
 
     made = [new_run_dir("vgg16", tmp_path) for _ in range(25)]
     lock = threading.Lock()

@@ -1,5 +1,5 @@
 """Datasets and photos: scanning, image loading, splits, duplicates and the LFW fetch
-(``celebmodel.dataset``, ``celebmodel.images``, ``celebmodel.sources``)."""
+(``celebmodel.data.dataset``, ``celebmodel.data.images``, ``celebmodel.data.sources``)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from conftest import write_blank_bilevel_png
 from PIL import Image
 
-from celebmodel.dataset import (
+from celebmodel.data.dataset import (
     DatasetScan,
     Skipped,
     display_name,
@@ -26,9 +26,9 @@ from celebmodel.dataset import (
     scan_dataset,
     write_split,
 )
+from celebmodel.data.images import load_image
+from celebmodel.data.sources import fetch_lfw
 from celebmodel.errors import DatasetError, ImageError
-from celebmodel.images import load_image
-from celebmodel.sources import fetch_lfw
 from celebmodel.storage import file_sha256
 
 RED = (220, 20, 20)
@@ -581,7 +581,7 @@ def lfw_archive(path: Path, monkeypatch, people: dict[str, int] | None = None) -
     import hashlib
     import tarfile
 
-    from celebmodel import sources
+    from celebmodel.data import sources
 
     colours = {"Alice_Smith": RED, "Bob_Jones": BLUE}
     with tarfile.open(path, "w:gz") as tar:
@@ -599,7 +599,7 @@ def lfw_archive(path: Path, monkeypatch, people: dict[str, int] | None = None) -
 
 
 def test_fetch_lfw_offline_raises_clear_error(tmp_path: Path, monkeypatch) -> None:
-    from celebmodel import sources
+    from celebmodel.data import sources
 
     monkeypatch.setitem(sources.LFW_ARCHIVE, "url", "http://127.0.0.1:9/lfw.tgz")
     dest = tmp_path / "lfw"
@@ -621,7 +621,7 @@ def test_fetch_lfw_writes_the_folder_layout(tmp_path: Path, monkeypatch) -> None
     assert np.abs(pixel.astype(int) - BLUE).max() < 10
     assert [p.name for p in tmp_path.iterdir()] == ["lfw"]
     assert fetch_lfw(tmp_path / "most", min_faces=3).labels == ["Alice_Smith"]
-    from celebmodel import sources
+    from celebmodel.data import sources
 
     monkeypatch.setitem(sources.LFW_ARCHIVE, "url", "http://127.0.0.1:9/must-not-download")
     assert fetch_lfw(dest).fingerprint() == scan.fingerprint()  # a complete dataset is reused

@@ -19,9 +19,12 @@ from conftest import METRIC_KEYS, app, open_page, texts
 from generated_runs import generated_run, people_names
 from sklearn.metrics import confusion_matrix, top_k_accuracy_score
 
-from celebmodel import figures
-from celebmodel.evaluation import OpenSetScores, predictions_metrics, subset_metrics
-from celebmodel.metrics import (
+from celebmodel.learning.evaluation import OpenSetScores, predictions_metrics, subset_metrics
+from celebmodel.progress import quiet_bar
+from celebmodel.reports import figures
+from celebmodel.reports.run_report import cell_photos, runs_table
+from celebmodel.runs.run import Run, load_run
+from celebmodel.scoring.metrics import (
     DENSE_UP_TO,
     compute_metrics,
     confusion_counts,
@@ -30,8 +33,6 @@ from celebmodel.metrics import (
     metrics_of,
     true_ranks,
 )
-from celebmodel.progress import quiet_bar
-from celebmodel.runs import Run, load_run, runs_table
 
 
 def open_tab(at, title: str):
@@ -250,7 +251,7 @@ def test_the_strangers_tab_shows_progress_an_even_threshold_and_the_one_in_force
         bars.append(bar)
         return OpenSetScores(np.array([0.21, 0.25, 0.3]), np.array([0.8, 0.9]), 0.5, 2)
 
-    monkeypatch.setattr("celebmodel.evaluation.open_set_scores", scores)
+    monkeypatch.setattr("celebmodel.learning.evaluation.open_set_scores", scores)
     at = open_tab(open_page(app(), "pages/evaluate.py"), "Strangers")
     at.text_input(key="strangers-folder").set_value(str(strangers))
     open_page(at)
@@ -279,7 +280,7 @@ def test_the_strangers_test_reports_each_stage(dlib_run, tmp_path):
     strangers' photos, then the network scoring both sets."""
     from conftest import make_dataset
 
-    from celebmodel.evaluation import open_set_scores
+    from celebmodel.learning.evaluation import open_set_scores
 
     strangers = make_dataset(tmp_path / "strangers", per_class=2, seed=5)
     stages = []
@@ -374,7 +375,7 @@ def test_evaluate_of_2000_people_draws_every_tab_within_a_bound(folders):
             assert "2,000 people are too many for a matrix" in texts(at)
             true, predicted = figures.largest_confusion(run.metrics("test"))
             assert at.selectbox(key="cell-true").value == true
-            assert len(at.get("image")) == len(run.cell_photos("test", true, predicted))
+            assert len(at.get("image")) == len(cell_photos(run, "test", true, predicted))
         if tab == "Mistakes":
             assert len(at.get("image")) >= 12
     assert max(times.values()) < 20, times

@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 from conftest import astronauts, cameramen
 
-from celebmodel import export as exporting
-from celebmodel.cli import main
 from celebmodel.errors import ExportError
-from celebmodel.export import FORMATS, check_format, export, export_zip, format_choices
-from celebmodel.recognize import Recognizer
+from celebmodel.interfaces import export as exporting
+from celebmodel.interfaces.cli import main
+from celebmodel.interfaces.export import FORMATS, check_format, export, export_zip, format_choices
+from celebmodel.recognition.recognize import Recognizer
 
 TOLERANCE = {"keras": 1e-5, "savedmodel": 1e-5, "tflite": 1e-4}
 pytestmark = pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
@@ -59,7 +59,7 @@ def photos(tmp_path_factory) -> dict[str, Path]:
 
 def chips(recognizer: Recognizer, photos: dict[str, Path]) -> np.ndarray:
     """Network inputs as the Recognizer makes them: real aligned faces plus random chips."""
-    from celebmodel.images import load_image
+    from celebmodel.data.images import load_image
 
     stage = recognizer.stage
     crops = []

@@ -16,11 +16,11 @@ import pytest
 from PIL import Image, ImageEnhance
 from skimage import data as skdata
 
-from celebmodel import face_network
-from celebmodel.dlib_format import DlibFormatError, read_network
 from celebmodel.errors import CelebmodelError
-from celebmodel.face_network import FaceEmbedder, build_network, load_network, set_dlib_weights
-from celebmodel.faces import detect, face_chip
+from celebmodel.faces import network as face_network
+from celebmodel.faces.detection import detect, face_chip
+from celebmodel.faces.dlib_format import DlibFormatError, read_network
+from celebmodel.faces.network import FaceEmbedder, build_network, load_network, set_dlib_weights
 
 
 @pytest.fixture(scope="module")
@@ -172,8 +172,8 @@ def fine_tuned(tmp_path_factory):
     from conftest import make_dataset
 
     from celebmodel.config import TrainConfig
-    from celebmodel.estimator import CelebrityClassifier
-    from celebmodel.training import train_run
+    from celebmodel.learning.estimator import CelebrityClassifier
+    from celebmodel.learning.training import train_run
 
     base = tmp_path_factory.mktemp("finetune")
     os.environ["CELEBMODEL_DATA"] = str(base / "appdata")
@@ -216,8 +216,8 @@ def test_phase_two_fine_tunes_the_last_stage_only_and_the_run_says_so(fine_tuned
 @pytest.mark.slow
 def test_a_saved_fine_tuned_run_reloads_with_identical_embeddings(fine_tuned):
     """The gallery was computed by the model in memory; the reloaded model gives the same."""
-    from celebmodel.inference import predict_inputs
-    from celebmodel.pipeline import prepare_inputs
+    from celebmodel.learning.inference import predict_inputs
+    from celebmodel.learning.pipeline import prepare_inputs
 
     config = fine_tuned.config()
     split = fine_tuned.split()
@@ -233,7 +233,7 @@ def test_the_classic_recipe_trains_the_whole_face_network(tmp_path, monkeypatch)
     from conftest import make_dataset
 
     from celebmodel.config import TrainConfig
-    from celebmodel.training import train_run
+    from celebmodel.learning.training import train_run
 
     dataset = make_dataset(tmp_path / "dataset", per_class=5, size=96)
     config = TrainConfig(data_dir=str(dataset), backbone="dlib128", recipe="classic", max_epochs=1)
@@ -255,7 +255,7 @@ def old_run(tmp_path, chips):
     """A dlib128 run as the code before this change wrote it: its model is the head alone
     (input: a 128-d embedding named ``embedding``), its gallery dlib's flip-averaged
     descriptors."""
-    from celebmodel.runs import Run
+    from celebmodel.runs.run import Run
 
     path = tmp_path / "20250101-000000-dlib128"
     path.mkdir()
@@ -305,9 +305,9 @@ def old_run(tmp_path, chips):
 def test_a_run_from_before_the_keras_network_loads_identifies_evaluates_and_enrols(
     old_run, tmp_path
 ):
-    from celebmodel.evaluation import evaluate_run
-    from celebmodel.people import enroll
-    from celebmodel.recognize import Recognizer
+    from celebmodel.learning.evaluation import evaluate_run
+    from celebmodel.recognition.people import enroll
+    from celebmodel.recognition.recognize import Recognizer
 
     recognizer = Recognizer.from_run(old_run.path)
     assert recognizer.takes_embeddings
@@ -364,7 +364,7 @@ def _iou(a, b) -> float:
 
 
 def test_a_photo_larger_than_the_detection_size_is_searched_on_a_copy(monkeypatch):
-    from celebmodel import faces
+    from celebmodel.faces import detection as faces
 
     seen = []
     real = faces.DETECTORS["hog"]

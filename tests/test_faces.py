@@ -12,9 +12,10 @@ from conftest import fill_disk_at
 from PIL import Image, ImageEnhance
 from skimage import data as skdata
 
-from celebmodel import face_cache, faces
-from celebmodel.face_network import FaceEmbedder
-from celebmodel.faces import Face, FaceStage, detect, face_chip, subject_index
+from celebmodel.faces import cache as face_cache
+from celebmodel.faces import detection as faces
+from celebmodel.faces.detection import Face, FaceStage, detect, face_chip, subject_index
+from celebmodel.faces.network import FaceEmbedder
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +213,7 @@ def astronaut_run(tmp_path_factory, astronaut):
     import os
 
     from celebmodel.config import TrainConfig
-    from celebmodel.training import train_run
+    from celebmodel.learning.training import train_run
 
     base = tmp_path_factory.mktemp("astro")
     os.environ["CELEBMODEL_DATA"] = str(base / "appdata")
@@ -233,7 +234,7 @@ def astronaut_run(tmp_path_factory, astronaut):
 def test_unknown_threshold_rejects_a_stranger_and_accepts_the_enrolled_face(
     astronaut_run, astronaut, cameraman
 ):
-    from celebmodel.recognize import Recognizer
+    from celebmodel.recognition.recognize import Recognizer
 
     recognizer = Recognizer.from_run(astronaut_run.path)
     fresh = _augmented_astronauts(astronaut, 1, seed=99)[0]
@@ -248,7 +249,7 @@ def test_unknown_threshold_rejects_a_stranger_and_accepts_the_enrolled_face(
 
 @pytest.mark.slow
 def test_identify_takes_path_bytes_pil_and_array(astronaut_run, astronaut, tmp_path: Path):
-    from celebmodel.recognize import Recognizer
+    from celebmodel.recognition.recognize import Recognizer
 
     recognizer = Recognizer.from_run(astronaut_run.path)
     path = tmp_path / "a.png"
@@ -267,9 +268,9 @@ def test_identify_takes_path_bytes_pil_and_array(astronaut_run, astronaut, tmp_p
 def test_enrolment_adds_a_celebrity_without_retraining(astronaut_run, cameraman, tmp_path):
     import shutil
 
-    from celebmodel.people import enroll
-    from celebmodel.recognize import Recognizer
-    from celebmodel.runs import Run
+    from celebmodel.recognition.people import enroll
+    from celebmodel.recognition.recognize import Recognizer
+    from celebmodel.runs.run import Run
 
     run = Run(tmp_path / "run")
     shutil.copytree(astronaut_run.path, run.path)
@@ -293,9 +294,9 @@ def test_enrolment_failing_while_saving_leaves_the_run_as_it_was(
     """Model, labels and gallery change together or not at all."""
     import shutil
 
-    from celebmodel import people
-    from celebmodel.recognize import Recognizer
-    from celebmodel.runs import Run
+    from celebmodel.recognition import people
+    from celebmodel.recognition.recognize import Recognizer
+    from celebmodel.runs.run import Run
 
     run = Run(tmp_path / "run")
     shutil.copytree(astronaut_run.path, run.path)

@@ -23,18 +23,12 @@ from conftest import (
     zip_bytes,
 )
 
-from celebmodel.album_groups import AlbumGroups, beside
-from celebmodel.albums import COLUMNS
-from celebmodel.cli import main
+from celebmodel.albums.album import COLUMNS
+from celebmodel.albums.grouping import MARGIN, UNGROUPED, group_faces, neighbour_edges
+from celebmodel.albums.groups import AlbumGroups, beside
 from celebmodel.errors import GroupError
-from celebmodel.grouping import (
-    MARGIN,
-    UNGROUPED,
-    Cuts,
-    group_cuts,
-    group_faces,
-    neighbour_edges,
-)
+from celebmodel.interfaces.cli import main
+from celebmodel.scoring.cuts import Cuts, group_cuts
 
 CUTS = Cuts(pair=0.325, group=0.367, loose=0.423)  # what LFW-8's gallery gives a dlib128 run
 DIM = 128
@@ -145,7 +139,7 @@ def test_the_cuts_come_from_the_gallerys_same_person_distances():
 
 
 def test_neighbours_are_exact_then_an_index_above_the_exact_limit(monkeypatch):
-    from celebmodel import grouping
+    from celebmodel.albums import grouping
 
     rng = np.random.default_rng(3)
     centres = unit(rng, 300)
@@ -170,7 +164,7 @@ def test_fifty_thousand_faces_grouped_within_time_and_memory(tmp_path):
         import numpy as np
         sys.path.insert(0, sys.argv[1])
         from test_grouping import CUTS, bcubed_f, person, unit
-        from celebmodel.grouping import group_faces
+        from celebmodel.albums.grouping import group_faces
 
         rng = np.random.default_rng(5)
         sizes = rng.integers(1, 20, 5000)

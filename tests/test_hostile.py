@@ -18,8 +18,8 @@ from PIL import Image
 from skimage import data as skdata
 
 from celebmodel.errors import ConfigError, RunError
-from celebmodel.recognize import Recognizer
-from celebmodel.runs import Run, load_run
+from celebmodel.recognition.recognize import Recognizer
+from celebmodel.runs.run import Run, load_run
 
 PACKAGE = Path(__file__).resolve().parent.parent / "celebmodel"
 

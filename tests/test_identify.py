@@ -25,9 +25,12 @@ from conftest import (
 from PIL import Image
 from skimage import data as skdata
 
-from celebmodel import display, people
 from celebmodel.errors import RunError
-from celebmodel.open_set import (
+from celebmodel.recognition import people
+from celebmodel.recognition.recognize import Recognizer
+from celebmodel.reports import display
+from celebmodel.runs.run import Run
+from celebmodel.scoring.open_set import (
     l2_normalize,
     presets,
     score_for,
@@ -35,8 +38,6 @@ from celebmodel.open_set import (
     stranger_scores,
     threshold_for,
 )
-from celebmodel.recognize import Recognizer
-from celebmodel.runs import Run
 
 # --------------------------------------------------------------------------------------------
 # the similarity scale
@@ -102,7 +103,7 @@ def test_presets_beyond_every_measured_stranger_say_so_and_similarity_decides():
     say none were reached and the face's line compares similarities instead."""
     from types import SimpleNamespace
 
-    from celebmodel.matching import Confidence
+    from celebmodel.scoring.matching import Confidence
 
     known = np.linspace(0.1, 0.6, 48)
     strangers = np.linspace(1.0, 2.0, 48)
@@ -156,7 +157,7 @@ def run(astro, folders) -> Run:
 
 @pytest.mark.slow
 def test_evidence_names_the_training_photos_the_face_resembles(run):
-    from celebmodel.recognize import Recognizer
+    from celebmodel.recognition.recognize import Recognizer
 
     recognizer = Recognizer.from_run(run)
     photo = Path(run.config_dict()["data_dir"]) / "Astronaut" / "0.jpg"
@@ -180,7 +181,7 @@ def test_evidence_names_the_training_photos_the_face_resembles(run):
 
 @pytest.mark.slow
 def test_people_rename_add_remove_restore_and_every_page_sees_it(run, tmp_path):
-    from celebmodel.recognize import Recognizer
+    from celebmodel.recognition.recognize import Recognizer
 
     stranger = np.stack([skdata.camera()] * 3, axis=-1)
     assert not Recognizer.from_run(run).identify(stranger)[0]["known"]
@@ -229,7 +230,7 @@ def test_people_rename_add_remove_restore_and_every_page_sees_it(run, tmp_path):
 
 
 def test_the_people_verbs_on_the_command_line(run, tmp_path, capsys):
-    from celebmodel.cli import main
+    from celebmodel.interfaces.cli import main
 
     for i, photo in enumerate(cameramen(3, seed=3)):
         photo.save(tmp_path / f"cam{i}.png")
@@ -274,7 +275,7 @@ def test_a_people_change_that_fails_while_saving_leaves_the_run_as_it_was(
 
 @pytest.mark.slow
 def test_predict_a_folder_to_csv_with_groups_and_a_broken_file(run, tmp_path, capsys):
-    from celebmodel.cli import main
+    from celebmodel.interfaces.cli import main
 
     folder = tmp_path / "album" / "nested"
     folder.mkdir(parents=True)
@@ -315,9 +316,9 @@ def test_predict_a_folder_to_csv_with_groups_and_a_broken_file(run, tmp_path, ca
 
 
 def test_album_thumbnails_follow_the_rows_and_open_each_photo_once(run, monkeypatch):
-    from celebmodel import display
-    from celebmodel.albums import identify_album
-    from celebmodel.recognize import Recognizer
+    from celebmodel.albums.album import identify_album
+    from celebmodel.recognition.recognize import Recognizer
+    from celebmodel.reports import display
 
     pixels = {
         "astro.png": np.asarray(astronauts(1, seed=8)[0]),

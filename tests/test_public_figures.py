@@ -25,12 +25,15 @@ from conftest import (
     write_names,
 )
 
-from celebmodel import builtin_model, display, people
-from celebmodel.cli import main
 from celebmodel.errors import DatasetError, RunError
-from celebmodel.protocol import identification, make_trial, run_protocol, verification
-from celebmodel.public_figures import lfw_photos
-from celebmodel.runs import BUILTIN, Run, active_run, choose_run, copy_run, load_run
+from celebmodel.interfaces.cli import main
+from celebmodel.recognition import people
+from celebmodel.recognition.public_figures import lfw_photos
+from celebmodel.reports import display
+from celebmodel.reports.run_report import summary
+from celebmodel.runs import builtin as builtin_model
+from celebmodel.runs.run import BUILTIN, Run, active_run, choose_run, copy_run, load_run
+from celebmodel.scoring.protocol import identification, make_trial, run_protocol, verification
 
 
 def jpeg(image) -> bytes:
@@ -182,7 +185,7 @@ def test_the_builtin_is_read_only_and_my_copy_takes_a_new_person(tiny_builtin, f
     open_page(at)
     assert "Added Camera Man from 3 photo(s)" in texts(at)
     assert "knows 8 people" in texts(at)  # the page shows the change at once
-    from celebmodel.recognize import Recognizer
+    from celebmodel.recognition.recognize import Recognizer
 
     face = Recognizer.from_run(mine).identify(np.asarray(cameramen(1, seed=99)[0]))[0]
     assert face["known"] and face["name"] == "Camera Man"
@@ -190,7 +193,7 @@ def test_the_builtin_is_read_only_and_my_copy_takes_a_new_person(tiny_builtin, f
     # the copy says what it is wherever runs are described, and counts its people now
     assert mine.copied_from and mine.meta()["notes"].startswith("A copy of LFW public figures")
     assert display.finished_words(mine).startswith("A copy of another model, not trained here")
-    assert mine.summary()["people"] == 8 and mine.lfw_gallery
+    assert summary(mine)["people"] == 8 and mine.lfw_gallery
     at = open_page(app(), "pages/train.py")
     assert "Training finished" not in texts(at)
     at = open_page(app(), "pages/people.py")
@@ -199,6 +202,25 @@ def test_the_builtin_is_read_only_and_my_copy_takes_a_new_person(tiny_builtin, f
     assert "LFW page" in table.columns and "removed" not in table.columns
     assert set(table["kind"]) == {"LFW", "added"}  # the LFW people were not trained here
     assert table["LFW page"].notna().all()  # an added person's link is blank, not "None"
+
+
+def test_an_album_grouped_with_the_builtin_is_kept_in_the_user_s_data_folder(tiny_builtin):
+    """Grouping an album with the read-only built-in model writes nothing inside the package:
+    its groups go to the user's data folder, keyed by the model."""
+    from celebmodel.albums.groups import AlbumGroups, kept_with
+    from celebmodel.storage import data_root
+
+    before = {p: p.stat().st_mtime_ns for p in tiny_builtin.rglob("*")}
+    builtin = load_run(BUILTIN)
+    path = kept_with(builtin, "zip:trip.zip")
+    assert path.is_relative_to(data_root() / "models" / BUILTIN)
+    book = AlbumGroups(path, builtin.name)
+    book.photos, book.faces = ["a.jpg"], np.array([0])
+    book.groups, book.embeddings = np.array([1]), np.ones((1, 4), np.float32)
+    book.next_id = 2
+    book.save()
+    assert AlbumGroups.open(path, builtin.name).ids() == [1]
+    assert {p: p.stat().st_mtime_ns for p in tiny_builtin.rglob("*")} == before
 
 
 @pytest.mark.slow
@@ -321,7 +343,7 @@ def _lfw_archive(path, extra: dict[str, bytes] | None = None) -> str:
 def test_fetch_lfw_takes_the_official_archive_byte_for_byte_and_only_its_photos(
     tmp_path, monkeypatch
 ):
-    from celebmodel import sources
+    from celebmodel.data import sources
 
     archive = tmp_path / "lfw.tgz"
     digest = _lfw_archive(archive, {"lfw/../../evil.jpg": b"x", "lfw/README": b"hi"})
@@ -390,7 +412,7 @@ def test_the_api_lists_people_a_page_at_a_time(folders):
     from fastapi.testclient import TestClient
     from generated_runs import generated_run
 
-    from celebmodel.serve import create_app
+    from celebmodel.interfaces.serve import create_app
 
     runs, _ = folders
     run = generated_run(runs, 300, photos=(2, 1, 1), photo_files=None, model="head")

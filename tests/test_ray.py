@@ -19,12 +19,14 @@ import pytest
 from conftest import astronauts, cameramen
 from PIL import Image
 
-from celebmodel import cli, ray_engine
-from celebmodel.albums import identify_album
+from celebmodel.albums import ray_album
+from celebmodel.albums.album import identify_album
+from celebmodel.cluster import engine as cluster_engine
 from celebmodel.config import TrainConfig
+from celebmodel.data.images import photo_files
 from celebmodel.errors import EngineError
-from celebmodel.images import photo_files
-from celebmodel.recognize import Recognizer
+from celebmodel.interfaces import cli
+from celebmodel.recognition.recognize import Recognizer
 
 ray = pytest.importorskip("ray")
 
@@ -38,14 +40,14 @@ def local_cluster():
     """The 2-CPU cluster every Ray job of the module joins (the engine reuses a connection
     it finds and leaves it up)."""
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
-    ray_engine._quiet(ray)
+    cluster_engine._quiet(ray)
     yield
     ray.shutdown()
 
 
 @pytest.fixture(autouse=True)
 def small_blocks(monkeypatch):
-    monkeypatch.setattr(ray_engine, "BLOCK_PHOTOS", BLOCK)
+    monkeypatch.setattr(cluster_engine, "BLOCK_PHOTOS", BLOCK)
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +94,7 @@ def test_ray_csv_equals_the_local_engines(astro, folder, local_csv, tmp_path, ca
     assert set(rows(out)) == set(rows(local_csv))
     assert len(rows(out)) == len(rows(local_csv)) == len(set(rows(out)))
     assert out.read_text() == local_csv.read_text()  # same order too: blocks merged in order
-    assert not ray_engine.parts_dir(out).exists()
+    assert not ray_album.parts_dir(out).exists()
     assert "broken.jpg" in said and "empty.jpg" in said and "20 photo(s)" in said
     photos = {row[0] for row in rows(out)[1:]}
     assert any("cam_" in p for p in photos) and any("astro_" in p for p in photos)
@@ -106,12 +108,12 @@ def test_a_killed_worker_still_gives_every_row_once(
     again and retries the block; the CSV holds every row exactly once."""
     marker = tmp_path / "die"
     marker.touch()
-    monkeypatch.setenv(ray_engine.DIE_HOOK, str(marker))
+    monkeypatch.setenv(cluster_engine.DIE_HOOK, str(marker))
     out = tmp_path / "faces.csv"
-    ray_engine.identify_folder(astro.path, photos_of(folder), out, group=True, workers=2)
+    ray_album.identify_folder(astro.path, photos_of(folder), out, group=True, workers=2)
     assert not marker.exists()  # one actor did die
     assert sorted(rows(out)) == sorted(rows(local_csv))
-    assert not ray_engine.parts_dir(out).exists()
+    assert not ray_album.parts_dir(out).exists()
 
 
 class Recorder:
@@ -143,19 +145,19 @@ def test_a_resumed_job_does_not_redo_finished_blocks(astro, folder, local_csv, t
     only the other blocks to Ray and merges the parts it found, untouched."""
     photos = photos_of(folder)
     out = tmp_path / "faces.csv"
-    blocks = ray_engine.folder_blocks(astro, photos, None, 5)
+    blocks = ray_album.folder_blocks(astro, photos, None, 5)
     assert len(blocks) == 5
-    parts = ray_engine.parts_dir(out)
+    parts = ray_album.parts_dir(out)
     parts.mkdir()
     recognizer = Recognizer.from_run(astro.path)
     for block in blocks[:2]:
         album = identify_album(recognizer, [(n, Path(p)) for n, p in block.items])
-        part = json.loads(ray_engine._part(album))
+        part = json.loads(ray_album._part(album))
         part["rows"][0]["nearest"] = "from the part on disk"  # to see it was not redone
         (parts / f"{block.id}.json").write_text(json.dumps(part))
     assert not out.exists()  # a stopped job leaves parts, never a CSV
     bar = Recorder()
-    ray_engine.identify_folder(astro.path, photos, out, group=True, workers=2, bar=bar)
+    ray_album.identify_folder(astro.path, photos, out, group=True, workers=2, bar=bar)
     assert bar.totals == [sum(len(b.items) for b in blocks[2:])] == [sum(bar.steps)]
     got = rows(out)
     assert sum(row[4] == "from the part on disk" for row in got) == 2
@@ -169,8 +171,8 @@ def test_the_face_stage_through_ray_fills_the_cache_as_locally(tmp_path, monkeyp
     goes on from the cache to a finished run."""
     import pandas as pd
 
-    from celebmodel.pipeline import prepare_inputs
-    from celebmodel.training import train_run
+    from celebmodel.learning.pipeline import prepare_inputs
+    from celebmodel.learning.training import train_run
 
     dataset = tmp_path / "dataset"
     (dataset / "Astronaut").mkdir(parents=True)
@@ -214,7 +216,7 @@ def test_the_face_stage_through_ray_fills_the_cache_as_locally(tmp_path, monkeyp
 def test_train_hands_the_engine_to_the_trainer(tmp_path, monkeypatch):
     """``train --engine ray --ray-address A --workers 3`` reaches ``train_run``; without it
     the trainer is called as before (no engine arguments)."""
-    from celebmodel import training
+    from celebmodel.learning import training
 
     calls = []
     monkeypatch.setattr(training, "train_run", lambda *args, **kwargs: calls.append(kwargs))
@@ -233,12 +235,12 @@ def test_without_ray_the_engine_says_how_to_install_it(
 ):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(EngineError, match=r"pip install -e '\.\[ray\]'"):
-        ray_engine.identify_folder(astro.path, photos_of(folder), tmp_path / "x.csv")
+        ray_album.identify_folder(astro.path, photos_of(folder), tmp_path / "x.csv")
     out = tmp_path / "faces.csv"
     argv = ["predict", str(astro.path), str(folder), "--csv", str(out), "--engine", "ray"]
     assert cli.main(argv) == 1
     assert "Ray is not installed" in capsys.readouterr().err
-    assert not out.exists() and not ray_engine.parts_dir(out).exists()
+    assert not out.exists() and not ray_album.parts_dir(out).exists()
 
 
 def test_the_identify_page_uses_the_cluster_of_ray_address(astro, folder, monkeypatch):
@@ -246,10 +248,10 @@ def test_the_identify_page_uses_the_cluster_of_ray_address(astro, folder, monkey
     identified on the cluster: the same album as on this machine."""
     recognizer = Recognizer.from_run(astro.path)
     photos = [(str(p.relative_to(folder)), p) for p in photo_files([folder])][:8]
-    here = ray_engine.identify_photos(recognizer, photos)  # no address: this machine
+    here = ray_album.identify_photos(recognizer, photos)  # no address: this machine
     monkeypatch.setenv("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
     bar = Recorder()
-    there = ray_engine.identify_photos(recognizer, photos, bar=bar)
+    there = ray_album.identify_photos(recognizer, photos, bar=bar)
     assert bar.totals == [8] and sum(bar.steps) == 8
     assert there.csv() == here.csv() and there.errors == here.errors
     np.testing.assert_array_equal(there.embeddings, here.embeddings)
@@ -267,4 +269,4 @@ def test_an_address_nobody_answers_on_is_a_message_not_a_wait(astro, folder, tmp
     argv = ["predict", str(astro.path), str(folder), "--csv", str(out), "--engine", "ray"]
     assert cli.main([*argv, "--ray-address", f"127.0.0.1:{port}"]) == 1
     assert f"127.0.0.1:{port}: no Ray cluster answers there" in capsys.readouterr().err
-    assert not out.exists() and not ray_engine.parts_dir(out).exists()
+    assert not out.exists() and not ray_album.parts_dir(out).exists()

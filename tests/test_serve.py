@@ -24,10 +24,10 @@ from conftest import add_run, astronauts, broken_photos, cameramen
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from celebmodel.cli import main
 from celebmodel.errors import FaceError
-from celebmodel.recognize import Recognizer
-from celebmodel.serve import MB, create_app
+from celebmodel.interfaces.cli import main
+from celebmodel.interfaces.serve import MB, create_app
+from celebmodel.recognition.recognize import Recognizer
 
 KEY = "s3cret-key"
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,7 +139,7 @@ def test_identify_takes_threshold_min_similarity_and_top_k(client, astronaut):
 
 def test_the_api_answers_for_the_run_as_it_is_now(astro, folders, astronaut):
     """A person renamed or a threshold set while the server runs show in its next answers."""
-    from celebmodel import people
+    from celebmodel.recognition import people
 
     runs, _ = folders
     run = add_run(runs, astro, "20250101-000000-dlib128")
@@ -164,6 +164,8 @@ def test_people_health_version_and_the_openapi_page(client, astro):
         ("Cat", "Cat", "trained"),
     ]
     assert all(p["photos"] > 0 for p in people["people"])
+    found = client.get("/people", params={"q": "CAT  "}).json()  # the one name search
+    assert found["total"] == 1 and found["people"][0]["label"] == "Cat"
     assert client.get("/health").json() == {"status": "ok", "model_loaded": True, "run": astro.name}
     version = client.get("/version").json()
     import keras

@@ -20,15 +20,16 @@ import pandas as pd
 import pytest
 from conftest import add_run, app, make_dataset, open_page, texts
 
-from celebmodel import figures
-from celebmodel.metrics import (
+from celebmodel.reports import figures
+from celebmodel.reports.run_report import runs_table, runs_view
+from celebmodel.runs.run import Run, active_run, choose_run
+from celebmodel.scoring.metrics import (
     intervals,
     learning_verdict,
     one_error_note,
     overfitting_verdict,
     wilson_interval,
 )
-from celebmodel.runs import Run, active_run, choose_run, runs_table, runs_view
 from celebmodel.storage import atomic_write_json, now_iso
 
 # --------------------------------------------------------------------------------------------
@@ -146,7 +147,7 @@ def test_time_left_in_a_phase_is_a_lower_bound_never_the_most_epochs(monkeypatch
     """100 epochs at most, patience 5, 10 s an epoch: the time left is what early stopping
     needs at the least (never 100 epochs' worth: "at most 30 min" 2.5 min before the end),
     and none at all until an epoch's time is known."""
-    from celebmodel import estimator
+    from celebmodel.learning import estimator
 
     clock = [0.0]
     monkeypatch.setattr(estimator.time, "monotonic", lambda: clock[0])
@@ -159,14 +160,18 @@ def test_time_left_in_a_phase_is_a_lower_bound_never_the_most_epochs(monkeypatch
         def report(self, key, done, total, left, force=False, **extra):
             reports.append({"done": done, "left": left, **extra})
 
-    reporter = estimator.EpochReporter(Recorder(), "phase 1", max_epochs=100, patience=5)
+    early = estimator.keras.callbacks.EarlyStopping(monitor="val_loss", patience=5)
+    early.set_model(estimator.keras.Sequential())  # the reporter reads early stopping's count
+    reporter = estimator.EpochReporter(Recorder(), "phase 1", max_epochs=100, early=early)
     reporter.params = {"steps": 10}
+    early.on_train_begin()
     reporter.on_train_begin()
     for epoch, val_loss in enumerate([1.0, 0.9, 0.95, 0.97, 0.99, 0.98, 0.96]):
         reporter.on_epoch_begin(epoch)
         for batch in range(10):
             clock[0] += 1.0
             reporter.on_train_batch_end(batch)
+        early.on_epoch_end(epoch, {"val_loss": val_loss})  # Keras calls it first (listed first)
         reporter.on_epoch_end(epoch, {"val_loss": val_loss})
     first = reports[1]  # batch 1 of the first epoch: too early to tell
     assert first["left"] is None and first["batch"] == 1
@@ -183,14 +188,14 @@ def test_the_first_seconds_of_a_training_say_what_is_happening(folders, tmp_path
     import subprocess
     import sys
 
-    from celebmodel import training
     from celebmodel.config import TrainConfig
+    from celebmodel.learning import training
 
     imported = subprocess.run(
         [
             sys.executable,
             "-c",
-            "import sys, celebmodel.training; print('tensorflow' in sys.modules)",
+            "import sys, celebmodel.learning.training; print('tensorflow' in sys.modules)",
         ],
         capture_output=True,
         text=True,
@@ -222,7 +227,7 @@ def test_the_trainer_records_every_stage_with_counts(tmp_path, monkeypatch):
     """A real training: the stages it writes, in order, each face counted, throttled writes."""
     from celebmodel import progress
     from celebmodel.config import TrainConfig
-    from celebmodel.training import train_run
+    from celebmodel.learning.training import train_run
 
     monkeypatch.setattr(progress, "REPORT_EVERY", 0.0)  # record every refresh in this test
     seen: list[dict] = []
@@ -327,15 +332,21 @@ def test_runs_get_names_and_notes_and_the_table_reads_well(folders, cnn_run):
         "test accuracy",
         "error",
     ]
-    cells = view.to_numpy().ravel().tolist()
-    assert not {"None", "nan", "NaN"} & {str(c) for c in cells}
+    text = view.select_dtypes(include=object).to_numpy().ravel().tolist()
+    assert not {"None", "nan", "NaN"} & {str(c) for c in text}
     row = view[view["name"] == "Tiny colours"].iloc[0]
-    assert (
-        row["people"] == "3" and row["state"] == "finished" and row["test accuracy"].endswith("%")
-    )
-    assert row["duration"].endswith(" s") and len(row["finished"]) == 16  # 2024-01-02 12:00
+    assert row["people"] == 3 and row["state"] == "finished" and 0 <= row["test accuracy"] <= 1
+    assert isinstance(row["duration"], pd.Timedelta) and isinstance(row["finished"], pd.Timestamp)
     empty = view[view["name"] == failed.name].iloc[0]
-    assert (empty["people"], empty["test accuracy"], empty["error"]) == ("", "", "boom")
+    assert pd.isna(empty["people"]) and pd.isna(empty["test accuracy"]) and empty["error"] == "boom"
+    # typed values sort by value: 100% above 53%, 8 photos below 1,234, 42 s below 3 min
+    typed = runs_view(pd.DataFrame({
+        "name": ["a", "b"], "test_accuracy": [0.53, 1.0], "photos": [1234, 8],
+        "seconds": [180, 42], "ended": ["2024-01-02T12:00:00+00:00"] * 2,
+    }))
+    assert list(typed.sort_values("test accuracy")["name"]) == ["a", "b"]
+    assert list(typed.sort_values("photos")["name"]) == ["b", "a"]
+    assert list(typed.sort_values("duration")["name"]) == ["b", "a"]
     at = open_page(app(), "pages/train.py")
     at.selectbox(key="past-pick").set_value(run.name)
     open_page(at)
@@ -363,8 +374,8 @@ def _zip(entries: dict[str, bytes]) -> bytes:
 def test_a_run_zip_round_trips_and_hostile_ones_are_refused(folders, cnn_run, tmp_path):
     import keras
 
-    from celebmodel.archives import import_run, run_zip
     from celebmodel.errors import UploadError
+    from celebmodel.runs.archives import import_run, run_zip
 
     runs, _ = folders
     exported = run_zip(cnn_run)
@@ -487,7 +498,7 @@ def test_compare_evaluates_both_runs_on_the_photos_they_both_held_out(folders, c
 def test_the_strangers_tab_computes_what_the_cli_computes_and_sets_the_threshold(
     folders, dlib_run, tmp_path
 ):
-    from celebmodel.evaluation import evaluate_run, open_set_scores
+    from celebmodel.learning.evaluation import evaluate_run, open_set_scores
 
     runs, _ = folders
     run = add_run(runs, dlib_run, "20240102-000000-dlib128")
@@ -544,7 +555,7 @@ def test_the_train_form_shows_only_the_settings_that_apply(folders):
 
 
 def test_chart_polish(cnn_run):
-    from celebmodel.metrics import ORIGINAL
+    from celebmodel.scoring.metrics import ORIGINAL
 
     curves = figures.learning_curves(cnn_run.history())
     colours = {trace.name: trace.line.color for trace in curves.data}
