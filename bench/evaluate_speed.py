@@ -55,7 +55,6 @@ TIMEOUT_MS = 600_000
 
 
 def measure(tree: Path, runs: Path, work: Path) -> dict[str, float]:
-
     env = {**os.environ, "CELEBMODEL_RUNS": str(runs), "CELEBMODEL_DATA": str(work / "data")}
     result: dict[str, float] = {}
     received = [0]

@@ -141,7 +141,6 @@ def write_y4m(path: Path, frames: np.ndarray, rate: int = 30) -> Path:
 
 def in_app(tree: Path, work: Path, env: dict[str, str], video: Path) -> dict:
     """Annotated frames per second coming back to the Identify page's live webcam."""
-
     camera = [
         "--use-fake-device-for-media-stream",
         "--use-fake-ui-for-media-stream",

@@ -60,7 +60,6 @@ def idle_share(pid: int, page, seconds: float = 10.0) -> float:
 
 
 def measure(tree: Path, work: Path, photo: Path, data: Path) -> dict[str, float]:
-
     env = {
         **os.environ,
         "PYTHONPATH": str(tree),

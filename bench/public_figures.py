@@ -242,7 +242,6 @@ def pages_measure(tree: Path, runs: Path, work: Path, known: int) -> dict:
     """People's first paint (its caption on screen, the script finished and two frames
     painted: the table, or the old page's cards) and Identify's (the model's caption), then
     the app's memory with the model loaded."""
-
     env = {**os.environ, "CELEBMODEL_RUNS": str(runs), "CELEBMODEL_DATA": str(work / "data")}
     found = {}
     with studio_page(tree, env, work) as (url, server, page):
