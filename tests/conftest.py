@@ -308,8 +308,9 @@ def texts(at: AppTest) -> str:
 
 
 def fill_disk_at(monkeypatch: pytest.MonkeyPatch, module, name: str = "model.keras") -> None:
-    """``module``'s ``os.replace`` fails with a full disk when it would put ``name`` in place:
-    the moment a run's files, written beside it, become the run."""
+    """``module``'s ``os.replace`` (:mod:`celebmodel.storage`'s: every write goes through it)
+    fails with a full disk when it would put ``name`` in place: the moment a run's files,
+    written beside it, become the run."""
     real = os.replace
 
     def replace(source, target, **kwargs):

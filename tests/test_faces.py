@@ -12,6 +12,7 @@ from conftest import fill_disk_at
 from PIL import Image, ImageEnhance
 from skimage import data as skdata
 
+from celebmodel import storage
 from celebmodel.faces import cache as face_cache
 from celebmodel.faces import detection as faces
 from celebmodel.faces.detection import Face, FaceStage, detect, face_chip, subject_index
@@ -302,7 +303,7 @@ def test_enrolment_failing_while_saving_leaves_the_run_as_it_was(
     shutil.copytree(astronaut_run.path, run.path)
     before = {f.name: f.read_bytes() for f in run.path.iterdir() if f.is_file()}
     Image.fromarray(cameraman).save(tmp_path / "cam.png")
-    fill_disk_at(monkeypatch, people)
+    fill_disk_at(monkeypatch, storage)
     with pytest.raises(OSError, match="No space left"):
         people.enroll(run, "Camera Man", [tmp_path / "cam.png"])
     monkeypatch.undo()

@@ -25,6 +25,7 @@ from conftest import (
 from PIL import Image
 from skimage import data as skdata
 
+from celebmodel import storage
 from celebmodel.errors import RunError
 from celebmodel.recognition import people
 from celebmodel.recognition.recognize import Recognizer
@@ -260,7 +261,7 @@ def test_a_people_change_that_fails_while_saving_leaves_the_run_as_it_was(
         photo.save(tmp_path / f"cam{i}.png")
         cams.append(tmp_path / f"cam{i}.png")
     before = {p.name: p.read_bytes() for p in run.path.iterdir() if p.is_file()}
-    fill_disk_at(monkeypatch, people)
+    fill_disk_at(monkeypatch, storage)
     with pytest.raises(OSError, match="No space left"):
         people.enroll(run, "Camera Man", cams, keep_faces=True)
     monkeypatch.undo()

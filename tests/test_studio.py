@@ -225,11 +225,11 @@ def test_the_first_seconds_of_a_training_say_what_is_happening(folders, tmp_path
 @pytest.mark.slow
 def test_the_trainer_records_every_stage_with_counts(tmp_path, monkeypatch):
     """A real training: the stages it writes, in order, each face counted, throttled writes."""
-    from celebmodel import progress
     from celebmodel.config import TrainConfig
+    from celebmodel.learning import stages
     from celebmodel.learning.training import train_run
 
-    monkeypatch.setattr(progress, "REPORT_EVERY", 0.0)  # record every refresh in this test
+    monkeypatch.setattr(stages, "REPORT_EVERY", 0.0)  # record every refresh in this test
     seen: list[dict] = []
     original = Run.set_status
 
