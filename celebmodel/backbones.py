@@ -3,8 +3,8 @@
 A backbone is a row of :data:`BACKBONES`: how to build it, its input size, its preprocessing,
 where phase 2 of the improved recipe starts unfreezing, and the weights file Keras caches. Adding
 a backbone means adding a row. ``kind="embedding"`` rows (``dlib128``) are face networks whose
-output is a face descriptor (:mod:`celebmodel.faces.network`): phase 1 trains the head on their
-cached embeddings, phase 2 (when on) fine-tunes their last stage on face chips.
+output is a face descriptor (the networks of :mod:`celebmodel.faces.network`): phase 1 trains the
+head on their cached embeddings, phase 2 (when on) fine-tunes their last stage on face chips.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ class Backbone:
     module: str | None = None  # keras.applications sub-module holding preprocess_input
     fine_tune_from: str | None = None  # first layer unfrozen in phase 2
     weights_file: str | None = None  # file name Keras caches under ~/.keras/models
-    alignment: str = "eyes"  # "eyes" (level eyes, margin) or "chip" (dlib's template)
+    alignment: str = "eyes"  # "eyes" (level eyes, margin), "chip" (dlib's), "arcface" (ArcFace's)
+    detector: str = "hog"  # the face detector its runs use unless told otherwise
     embedding_size: int | None = None
     head_learning_rate: float | None = None  # overrides the recipe's: unit-length inputs need more
     fine_tune_learning_rate: float | None = None  # overrides the improved recipe's phase 2 rate
@@ -137,6 +138,19 @@ BACKBONES: dict[str, Backbone] = {
             fine_tune_learning_rate=3e-6,  # chosen on validation loss (bench/fine_tune.py)
             # Opt-in: on LFW it lowered validation loss but not test error, and slightly worsened
             # stranger rejection (bench/fine_tune.py), at 3-7 times the training time.
+            fine_tune=False,
+        ),
+        Backbone(
+            name="mbf512",
+            title="MobileFaceNet, ArcFace (512-d, offline)",
+            kind="embedding",
+            input_size=112,
+            alignment="arcface",
+            detector="scrfd",
+            fine_tune_from="stage3_b0_expand",  # the last stage (mobilefacenet names)
+            embedding_size=512,
+            head_learning_rate=1e-2,
+            fine_tune_learning_rate=3e-6,
             fine_tune=False,
         ),
     )

@@ -59,7 +59,7 @@ RECIPES: dict[str, Recipe] = {
     ),
 }
 
-DETECTORS = ("hog", "mtcnn")
+DETECTORS = ("hog", "mtcnn", "scrfd")
 PRECISIONS = ("float32", "mixed_bfloat16")
 
 
@@ -101,7 +101,7 @@ class TrainConfig:
     max_epochs: int = 100
     image_size: int | None = None
     faces: bool = True
-    detector: str = "hog"
+    detector: str | None = None
     augment: bool | None = None
     learning_rate: float | None = None
     fine_tune_learning_rate: float | None = None
@@ -123,7 +123,7 @@ class TrainConfig:
             raise ConfigError(
                 f"recipe: unknown {self.recipe!r}; choose one of {', '.join(RECIPES)}"
             )
-        if self.detector not in DETECTORS:
+        if self.detector is not None and self.detector not in DETECTORS:
             raise ConfigError(f"detector: unknown {self.detector!r}; choose one of {DETECTORS}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision: unknown {self.precision!r}; choose one of {PRECISIONS}")
@@ -156,6 +156,7 @@ class TrainConfig:
             self,
             data_dir=str(Path(self.data_dir).expanduser().resolve()),
             weights="pretrained" if backbone.kind == "embedding" else self.weights,
+            detector=self.detector or backbone.detector,
             image_size=self.image_size or BACKBONES[self.backbone].input_size,
             augment=recipe.augment if self.augment is None else self.augment,
             learning_rate=self.learning_rate

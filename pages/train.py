@@ -201,7 +201,16 @@ if "augmentation" not in hidden:
         key=f"augment-{recipe}-{spec.kind}",
         help="Random flips, small rotations and brightness (and zoom and contrast for CNNs).",
     )
-detector = right.selectbox("Face detector", DETECTORS, key="detector", disabled=not faces)
+detector = right.selectbox(
+    "Face detector",
+    DETECTORS,
+    index=DETECTORS.index(spec.detector),
+    key=f"detector-{backbone}",
+    disabled=not faces,
+    help="scrfd: small, turned and profile faces, with the 5 keypoints ArcFace alignment "
+    "needs; hog: dlib's frontal detector; mtcnn: slower, finds more partly hidden faces. "
+    "When one finds no face, the others are tried.",
+)
 if hidden:
     st.caption(
         "Not shown, because they do not apply here: "

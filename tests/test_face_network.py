@@ -17,10 +17,11 @@ from PIL import Image, ImageEnhance
 from skimage import data as skdata
 
 from celebmodel.errors import CelebmodelError
-from celebmodel.faces import network as face_network
+from celebmodel.faces import dlib_resnet as face_network
 from celebmodel.faces.detection import detect, face_chip
 from celebmodel.faces.dlib_format import DlibFormatError, read_network
-from celebmodel.faces.network import FaceEmbedder, build_network, load_network, set_dlib_weights
+from celebmodel.faces.dlib_resnet import build_network, load_network, set_dlib_weights
+from celebmodel.faces.network import FaceEmbedder, set_trainable
 
 
 @pytest.fixture(scope="module")
@@ -147,14 +148,14 @@ def test_conversion_is_deterministic_and_cached_by_the_sources_sha256(source, mo
 
 def test_affine_layers_never_train_and_never_use_batch_statistics(chips):
     network = load_network()
-    face_network.set_trainable(network, None)
+    set_trainable(network, None)
     affine = [layer for layer in network.layers if isinstance(layer, face_network.Affine)]
     assert len(affine) == 30  # 29 after convolutions, 1 input scaling
     assert all(not layer.trainable_weights for layer in affine)
     batch = chips.astype(np.float32)
     training, inference = network(batch, training=True), network(batch, training=False)
     assert np.allclose(keras.ops.convert_to_numpy(training), keras.ops.convert_to_numpy(inference))
-    face_network.set_trainable(network, "s5u1_conv1")
+    set_trainable(network, "s5u1_conv1")
     trainable = {w.path.split("/")[0] for w in network.trainable_weights}
     assert trainable == {"s5u1_conv1", "s5u1_conv2", "projection"}
 

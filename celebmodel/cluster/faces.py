@@ -37,7 +37,7 @@ class _FaceWorker:
 
         self.settings = settings
         self.stage = FaceStage(**settings["stage"])
-        self.embedder = FaceEmbedder(flip=False) if settings["embed"] else None
+        self.embedder = FaceEmbedder(settings["network"]) if settings["embed"] else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         die_if_asked(self.settings)
@@ -80,6 +80,7 @@ def prepare_faces(
         "cache": str(cache_dir()),
         "stage": asdict(stage),
         "embed": embed,
+        "network": config.backbone,
     }
     sizes = {block.id: len(block.items) for block in blocks}
     crops, done = 0, set()

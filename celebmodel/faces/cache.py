@@ -143,7 +143,5 @@ def embed_files(
                 vectors[i] = vector
             progress.update(len(chunk))
     if not vectors:
-        from .network import EMBEDDING_SIZE
-
-        return np.zeros((0, EMBEDDING_SIZE), dtype=np.float32)
+        return np.zeros((0, embedder.network.embedding_size), dtype=np.float32)
     return np.stack(vectors).astype(np.float32)

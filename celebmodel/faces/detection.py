@@ -34,6 +34,8 @@ from PIL import Image
 from ..backbones import get_backbone
 from ..config import TrainConfig
 from ..errors import FaceError
+from .alignment import ARCFACE_SIZE, ARCFACE_TEMPLATE, arcface_aligned, similarity_transform
+from .scrfd import detect_scrfd
 
 # Per-model constants, kept as data.
 LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
@@ -70,6 +72,17 @@ class Face:
     confidence: float  # 0..1
     landmarks: tuple[tuple[float, float], ...]  # dlib's 5 points: eye corners x4, nose
     detector: str
+    keypoints: tuple[tuple[float, float], ...] | None = None  # the detector's own 5, if any
+
+    def arcface_points(self) -> np.ndarray:
+        """Eyes, nose tip and mouth corners in ArcFace's order: the detector's own keypoints
+        (SCRFD, MTCNN), else placed from the eyes as the template has them (HOG)."""
+        if self.keypoints is not None:
+            return np.asarray(self.keypoints, dtype=np.float64)
+        left, right = self.eyes
+        template = ARCFACE_TEMPLATE
+        matrix = similarity_transform(template[:2], np.stack([left, right]))
+        return template @ matrix[:, :2].T + matrix[:, 2]
 
     @property
     def eyes(self) -> tuple[np.ndarray, np.ndarray]:
@@ -79,12 +92,15 @@ class Face:
         return (left, right) if left[0] <= right[0] else (right, left)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        shown = {
             "box": list(self.box),
             "confidence": round(self.confidence, 4),
             "landmarks": [[round(x, 1), round(y, 1)] for x, y in self.landmarks],
             "detector": self.detector,
         }
+        if self.keypoints is not None:
+            shown["keypoints"] = [[round(x, 1), round(y, 1)] for x, y in self.keypoints]
+        return shown
 
 
 def models_dir() -> Path:
@@ -239,22 +255,30 @@ def _detect_hog(image: np.ndarray) -> list[Hit]:
     return _distinct(hits)
 
 
+MTCNN_POINTS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")  # ArcFace's order
+
+
 def _detect_mtcnn(image: np.ndarray) -> list[Hit]:
-    """MTCNN faces (confidence as score), on a copy at most :data:`MTCNN_MAX_SIDE` long."""
+    """MTCNN faces (confidence as score) with their 5 keypoints, on a copy at most
+    :data:`MTCNN_MAX_SIDE` long."""
     scale = min(1.0, MTCNN_MAX_SIDE / max(image.shape[:2]))
     small = _resized(image, scale) if scale < 1 else image
-    hits = [
-        (tuple(result["box"]), float(result["confidence"]))
+    return [
+        (
+            tuple(v / scale for v in result["box"]),
+            float(result["confidence"]),
+            np.array([result["keypoints"][k] for k in MTCNN_POINTS], np.float64) / scale,
+        )
         for result in _mtcnn().detect_faces(small)
         if float(result["confidence"]) >= MTCNN_MIN_CONFIDENCE
     ]
-    return _scaled(hits, 1 / scale)  # type: ignore[arg-type]
 
 
-DETECTORS = {"hog": _detect_hog, "mtcnn": _detect_mtcnn}
+DETECTORS = {"hog": _detect_hog, "mtcnn": _detect_mtcnn, "scrfd": detect_scrfd}
 CONFIDENCE = {  # detector score -> 0..1
     "hog": lambda score: 1.0 / (1.0 + math.exp(-2.0 * score)),
     "mtcnn": lambda score: score,
+    "scrfd": lambda score: score,
 }
 
 
@@ -272,13 +296,17 @@ def detect(image: np.ndarray, detector: str = "hog", fallback: bool = True) -> l
     view = _resized(image, scale) if scale < 1 else image
     for name in order:
         found = []
-        for box, score in DETECTORS[name](view):
+        for box, score, *points in DETECTORS[name](view):
             clipped = _clip_box([value / scale for value in box], image.shape)
+            keypoints = tuple(map(tuple, points[0] / scale)) if points else None
             if clipped:
-                found.append((clipped, CONFIDENCE[name](score)))
+                found.append((clipped, CONFIDENCE[name](score), keypoints))
         if found:
             with _DLIB_LOCK:
-                faces = [Face(box, conf, _landmarks(image, box), name) for box, conf in found]
+                faces = [
+                    Face(box, conf, _landmarks(image, box), name, keypoints)
+                    for box, conf, keypoints in found
+                ]
             return sorted(faces, key=lambda face: -face.confidence)
     return []
 
@@ -344,7 +372,12 @@ def resize_whole(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
 
 
-ALIGNMENTS = {"chip": face_chip, "eyes": eye_aligned}
+def arcface_chip(image: np.ndarray, face: Face, size: int = ARCFACE_SIZE) -> np.ndarray:
+    """ArcFace's 112×112 template from the face's 5 keypoints (ArcFace-trained networks)."""
+    return arcface_aligned(image, face.arcface_points(), size)
+
+
+ALIGNMENTS = {"chip": face_chip, "eyes": eye_aligned, "arcface": arcface_chip}
 
 
 @dataclass(frozen=True)
@@ -405,6 +438,7 @@ def face_stage(config: TrainConfig) -> FaceStage:
     """The face stage a run's settings imply."""
     backbone = get_backbone(config.backbone)
     size = backbone.input_size if backbone.kind == "embedding" else config.image_size
+    detector = config.detector or backbone.detector
     return FaceStage(
-        enabled=config.faces, detector=config.detector, alignment=backbone.alignment, size=size
+        enabled=config.faces, detector=detector, alignment=backbone.alignment, size=size
     )

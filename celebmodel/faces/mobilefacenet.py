@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FaceError
+from ..storage import file_sha256
 
 WEIGHTS_FILE = Path(__file__).parent / "weights" / "mobilefacenet_w600k.npz"
 INPUT_SIZE = 112
@@ -181,15 +182,23 @@ def _grouped_as_depthwise(
 
 
 @cache
-def load_network() -> Any:
-    """The pretrained network (one copy per process), its weights read from the package."""
+def _weights() -> dict[str, np.ndarray]:
     try:
         with np.load(WEIGHTS_FILE, allow_pickle=False) as data:
-            weights = {name: data[name] for name in data.files}
+            return {name: data[name] for name in data.files}
     except (OSError, ValueError) as exc:
         raise FaceError(
             f"{WEIGHTS_FILE}: cannot read MobileFaceNet's weights ({exc}); reinstall celebmodel"
         ) from exc
+
+
+def load_network() -> Any:
+    """A new copy of the pretrained network (fine-tuning one never changes another)."""
     model = build()
-    set_weights(model, weights)
+    set_weights(model, _weights())
     return model
+
+
+def source_sha256() -> str:
+    """The shipped weights' digest, as ``weights/PROVENANCE.json`` records it."""
+    return file_sha256(WEIGHTS_FILE)

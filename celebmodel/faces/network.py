@@ -1,247 +1,144 @@
-"""dlib's face ResNet as a Keras 3 model: same descriptors, compiled graphs, fine-tunable.
+"""The face networks, as one table: what each reads (input size, alignment), what it gives
+(embedding size), where its weights come from and under which licence, and how to load it;
+and :class:`FaceEmbedder`, the unit-length embeddings of aligned faces by any of them.
 
-The network is rebuilt from the layer list :mod:`celebmodel.faces.dlib_format` reads out of
-``dlib_face_recognition_resnet_model_v1.dat`` (installed by ``face-recognition-models``; public
-domain). The built weights are kept in the app's data cache under the source file's sha256, so
-the file is parsed once per machine. Details that decide parity with dlib: inputs scaled as
-``(pixel - mean) / 256`` with the file's per-channel means (RGB); convolutions and pooling pad 0
-when the stride is not 1, ``k // 2`` otherwise; ``add_prev`` zero-pads the smaller input at the
-bottom/right and in channels; ``affine`` layers are a fixed scale and shift, never trained and
-never batch statistics.
+Embeddings of two networks never meet: the cache keys each by its network and weights
+(:meth:`FaceEmbedder.key`), a run records its network as its backbone, and a gallery whose
+size is not its network's is refused.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
-from keras import ops
 
 from ..errors import FaceError
-from ..storage import atomic_file, data_root, file_sha256
 from ..vectors import l2_normalize
-from .detection import models_dir
-from .dlib_format import FACE_RESNET, DlibNetwork, Spec, read_network
-from .graph import compiled
 
-SOURCE_FILE = "dlib_face_recognition_resnet_model_v1.dat"
-CHIP_SIZE = 150
-EMBEDDING_SIZE = 128
-NETWORK_NAME = "dlib_face_resnet"
-BATCH = 32  # faces per call of the compiled graph
+BATCH = 32  # faces per call of a compiled graph
 
 
-@keras.saving.register_keras_serializable(package="celebmodel")
-class Affine(keras.layers.Layer):
-    """dlib's ``affine_``: a per-channel scale and shift folded from batch norm. Never trained."""
+def _dlib() -> Any:
+    from .dlib_resnet import load_network
 
-    def build(self, input_shape: tuple[int | None, ...]) -> None:
-        channels = (input_shape[-1],)
-        self.gamma = self.add_weight(
-            shape=channels, initializer="ones", trainable=False, name="gamma"
-        )
-        self.beta = self.add_weight(
-            shape=channels, initializer="zeros", trainable=False, name="beta"
-        )
-
-    def call(self, inputs: Any) -> Any:
-        return inputs * self.gamma + self.beta
+    return load_network()
 
 
-@keras.saving.register_keras_serializable(package="celebmodel")
-class PadAdd(keras.layers.Layer):
-    """dlib's ``add_prev``: the sum of two maps, the smaller zero-padded at the bottom/right and
-    in channels (dlib's last stage adds a 1x1 map to a 2x2 one)."""
+def _dlib_digest() -> str:
+    from .dlib_resnet import source_sha256
 
-    def compute_output_shape(self, input_shape: Sequence[tuple[int | None, ...]]) -> tuple:
-        first, second = input_shape
-        return (first[0], *(max(a, b) for a, b in zip(first[1:], second[1:], strict=True)))
-
-    def call(self, inputs: Sequence[Any]) -> Any:
-        first, second = inputs
-        target = [max(a, b) for a, b in zip(first.shape[1:], second.shape[1:], strict=True)]
-
-        def padded(tensor: Any) -> Any:
-            widths = [(0, want - have) for want, have in zip(target, tensor.shape[1:], strict=True)]
-            return ops.pad(tensor, [(0, 0), *widths]) if any(w for _, w in widths) else tensor
-
-        return padded(first) + padded(second)
+    return source_sha256()
 
 
-def source_path() -> Path:
-    """The installed dlib face network file (``face-recognition-models``)."""
-    return models_dir() / SOURCE_FILE
+def _mobilefacenet() -> Any:
+    from .mobilefacenet import load_network
+
+    return load_network()
 
 
-PART_NAMES = {"con": "conv", "add_prev": "add", "max_pool": "maxpool", "avg_pool": "avgpool"}
+def _mobilefacenet_digest() -> str:
+    from .mobilefacenet import source_sha256
+
+    return source_sha256()
 
 
-def _layer_names(specs: Sequence[Spec]) -> list[str]:
-    """Readable names: ``stem_*``, then ``s<stage>u<unit>_<part>``, ``pool`` and ``projection``.
-
-    A unit starts at each ``tag1``; a stage starts with a unit whose first convolution has
-    stride 2 (and with the first unit after the stem).
-    """
-    names: list[str] = []
-    stage, unit, parts = 0, 0, {}
-    for index, spec in enumerate(specs):
-        if spec.kind == "tag" and spec.tag == 1:
-            if stage == 0 or specs[index + 1].stride == 2:
-                stage, unit = stage + 1, 0
-            unit, parts = unit + 1, {}
-        part = PART_NAMES.get(spec.kind, spec.kind)
-        parts[part] = parts.get(part, 0) + 1
-        if spec.kind == "fc":
-            names.append("projection")
-        elif spec.kind == "avg_pool" and spec.size == 0:
-            names.append("pool")
-        else:
-            prefix = f"s{stage}u{unit}" if stage else "stem"
-            names.append(f"{prefix}_{part}{parts[part]}")
-    return names
+@dataclass(frozen=True)
+class FaceNetwork:
+    name: str
+    title: str
+    input_size: int
+    alignment: str  # :data:`celebmodel.faces.detection.ALIGNMENTS` key
+    embedding_size: int
+    detector: str  # the detector a run of this network uses unless told otherwise
+    licence: str
+    load: Callable[[], Any]  # a new Keras copy with its pretrained weights
+    digest: Callable[[], str]  # sha256 of the weights' source: part of every cache key
+    key_prefix: str  # cache keys of its embeddings start with this
 
 
-def _keras_layer(spec: Spec, name: str) -> keras.layers.Layer:
-    if spec.kind == "con":
-        padding = "same" if spec.stride == 1 else "valid"
-        return keras.layers.Conv2D(spec.filters, spec.size, spec.stride, padding=padding, name=name)
-    if spec.kind == "affine":
-        return Affine(name=name)
-    if spec.kind == "relu":
-        return keras.layers.ReLU(name=name)
-    if spec.kind == "max_pool":
-        return keras.layers.MaxPooling2D(spec.size, spec.stride, name=name)
-    if spec.kind == "avg_pool" and spec.size == 0:
-        return keras.layers.GlobalAveragePooling2D(name=name)
-    if spec.kind == "avg_pool":
-        return keras.layers.AveragePooling2D(spec.size, spec.stride, name=name)
-    if spec.kind == "fc":
-        return keras.layers.Dense(spec.filters, use_bias=False, name=name)
-    raise AssertionError(spec.kind)
+NETWORKS: dict[str, FaceNetwork] = {
+    network.name: network
+    for network in (
+        FaceNetwork(
+            name="dlib128",
+            title="dlib face ResNet (2017, 128-d)",
+            input_size=150,
+            alignment="chip",
+            embedding_size=128,
+            detector="hog",
+            licence="public domain (dlib's face recognition model, via face-recognition-models)",
+            load=_dlib,
+            digest=_dlib_digest,
+            key_prefix="dlib128k",
+        ),
+        FaceNetwork(
+            name="mbf512",
+            title="MobileFaceNet, ArcFace loss, WebFace600K (InsightFace w600k_mbf, 512-d)",
+            input_size=112,
+            alignment="arcface",
+            embedding_size=512,
+            detector="scrfd",
+            licence="non-commercial research only (InsightFace's pretrained models)",
+            load=_mobilefacenet,
+            digest=_mobilefacenet_digest,
+            key_prefix="mbf512",
+        ),
+    )
+}
 
 
-def build_network(specs: Sequence[Spec] = FACE_RESNET) -> keras.Model:
-    """The architecture of dlib's network as a Keras model (chip in, 128-d out), untrained.
-
-    The input scaling ``(pixel - mean) / 256`` is the first layer (``scale``), an
-    :class:`Affine` whose weights come with the others, so the cached weights hold everything.
-    """
-    chip = keras.Input((CHIP_SIZE, CHIP_SIZE, 3), name="chip")
-    x = Affine(name="scale")(chip)
-    tags: dict[int, Any] = {}
-    for spec, name in zip(specs, _layer_names(specs), strict=True):
-        if spec.kind == "tag":
-            tags[spec.tag] = x
-        elif spec.kind == "skip":
-            x = tags[spec.tag]
-        elif spec.kind == "add_prev":
-            x = PadAdd(name=name)([x, tags[spec.tag]])
-        else:
-            x = _keras_layer(spec, name)(x)
-    return keras.Model(chip, x, name=NETWORK_NAME)
-
-
-def set_dlib_weights(model: keras.Model, network: DlibNetwork) -> None:
-    """Copy the parameters read from dlib's file into a model from :func:`build_network`."""
-    means = np.asarray(network.means, dtype=np.float32)
-    model.get_layer("scale").set_weights([np.full(3, 1 / 256, np.float32), -means / 256])
-    names = _layer_names([layer.spec for layer in network.layers])
-    for layer, name in zip(network.layers, names, strict=True):
-        arrays = layer.arrays
-        if layer.spec.kind == "con":
-            weights = [arrays["kernel"].transpose(2, 3, 1, 0), arrays["bias"]]
-        elif layer.spec.kind == "affine":
-            weights = [arrays["gamma"], arrays["beta"]]
-        elif layer.spec.kind == "fc":
-            weights = [arrays["kernel"]]
-        else:
-            continue
-        model.get_layer(name).set_weights(weights)
-
-
-@cache
-def source_sha256() -> str:
-    path = source_path()
+def get_network(name: str) -> FaceNetwork:
     try:
-        return file_sha256(path)
-    except OSError as exc:
+        return NETWORKS[name]
+    except KeyError:
         raise FaceError(
-            f"{path}: cannot read dlib's face network ({exc.strerror or exc}); reinstall it "
-            "with pip install --force-reinstall face-recognition-models"
-        ) from exc
+            f"{name}: not a face network; choose one of {', '.join(NETWORKS)}"
+        ) from None
 
 
-def weights_path() -> Path:
-    """Where the built weights are kept: the data cache, named after the source's sha256."""
-    return data_root() / "cache" / "networks" / f"dlib128-{source_sha256()}.weights.h5"
-
-
-_BUILD_LOCK = threading.Lock()
-
-
-def load_network() -> keras.Model:
-    """A new Keras copy of dlib's face network with its pretrained weights.
-
-    The first call on a machine reads dlib's file and caches the converted weights; later
-    calls build the architecture and load them. Each call returns an independent model, so
-    fine-tuning one never changes another.
-    """
-    model = build_network()
-    with _BUILD_LOCK:
-        target = weights_path()
-        if target.is_file():
-            try:
-                model.load_weights(target)
-                return model
-            except (OSError, ValueError):
-                target.unlink(missing_ok=True)  # a damaged cache entry is rebuilt
-        set_dlib_weights(model, read_network(source_path()))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(target) as temp:
-            model.save_weights(temp)
-    return model
-
-
-def set_trainable(network: keras.Model, first: str | None) -> None:
-    """Train the layers from ``first`` on (``None``: all); affine layers always stay frozen."""
+def set_trainable(network: Any, first: str | None) -> None:
+    """Train the layers from ``first`` on (``None``: all). Weights made untrainable (dlib's
+    affine layers) stay frozen whatever the layer says."""
     if first is not None and first not in {layer.name for layer in network.layers}:
         raise ValueError(f"{network.name} has no layer {first!r} to fine-tune from")
     network.trainable = True
     unfrozen = first is None
     for layer in network.layers:
         unfrozen = unfrozen or layer.name == first
-        layer.trainable = unfrozen and not isinstance(layer, Affine)
+        layer.trainable = unfrozen
 
 
 class FaceEmbedder:
-    """Unit-length 128-d descriptors of aligned 150x150 RGB chips from dlib's pretrained
-    network (one copy per process), in compiled batches.
+    """Unit-length embeddings of aligned RGB chips from a pretrained face network (one copy
+    per process and network), in compiled batches.
 
     Parameters
     ----------
+    network : str
+        A name of :data:`NETWORKS`.
     flip : bool
-        Average the descriptor of each chip and of its mirror image (what runs trained before
-        the network moved into Keras did).
+        Average the embedding of each chip and of its mirror image.
     """
 
-    def __init__(self, flip: bool = False) -> None:
+    def __init__(self, network: str = "dlib128", flip: bool = False) -> None:
+        self.network = get_network(network)
         self.flip = flip
 
     def key(self) -> str:
-        """Cache key of the descriptors: the network's source file and the flip setting."""
-        return f"dlib128k-{source_sha256()[:12]}-flip{int(self.flip)}"
+        """Cache key of the embeddings: the network, its weights' source and the flip."""
+        return f"{self.network.key_prefix}-{self.network.digest()[:12]}-flip{int(self.flip)}"
 
     def embed(self, chips: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
-        """Descriptors of ``chips`` (uint8 RGB, 150x150), unit length, float32."""
-        batch = np.asarray(chips, dtype=np.float32).reshape(-1, CHIP_SIZE, CHIP_SIZE, 3)
+        """Embeddings of ``chips`` (uint8 RGB, the network's input size), unit length."""
+        size = self.network.input_size
+        batch = np.asarray(chips, dtype=np.float32).reshape(-1, size, size, 3)
         if len(batch) == 0:
-            return np.zeros((0, EMBEDDING_SIZE), dtype=np.float32)
-        graph = _shared_graph()
+            return np.zeros((0, self.network.embedding_size), dtype=np.float32)
+        graph = _shared_graph(self.network.name)
         if self.flip:
             batch = np.concatenate([batch, batch[:, :, ::-1]])
         vectors = np.concatenate(
@@ -253,5 +150,7 @@ class FaceEmbedder:
 
 
 @cache
-def _shared_graph() -> Callable[[np.ndarray], list[np.ndarray]]:
-    return compiled(load_network())
+def _shared_graph(name: str) -> Callable[[np.ndarray], list[np.ndarray]]:
+    from .graph import compiled
+
+    return compiled(NETWORKS[name].load())

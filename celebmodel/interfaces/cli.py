@@ -154,10 +154,11 @@ def _open_set_protocol(args: argparse.Namespace) -> int:
 
     if not args.folder:
         raise CelebmodelError("--protocol open-set: give an LFW folder (one folder per person)")
-    if load_run(args.run).scoring != "gallery":
+    run = load_run(args.run)
+    if run.scoring != "gallery":
         raise CelebmodelError(f"{args.run}: the open-set protocol measures gallery models "
                               "(lfw-public-figures and copies of it)")
-    figures = protocol_figures(args.folder, bar=console_bar)
+    figures = protocol_figures(args.folder, bar=console_bar, network=run.config().backbone)
     print(f"open-set protocol on {figures['photos']:,} faces of {figures['people']:,} people "
           f"({args.folder}), {figures['trials']} trials; mean / sd / mean - sd")
     for method in ("figures", "baseline"):
@@ -174,10 +175,13 @@ def _open_set_protocol(args: argparse.Namespace) -> int:
 
 def cmd_build_lfw_model(args: argparse.Namespace) -> int:
     from ..progress import console_bar
-    from ..recognition.public_figures import build, folder, read_people
+    from ..recognition.public_figures import NETWORK, build, folder, read_people
 
     people = read_people(args.names) if args.names else None
-    target = build(args.lfw, args.out, tuple(args.missing_ok or ()), console_bar, people)
+    target = build(
+        args.lfw, args.out, tuple(args.missing_ok or ()), console_bar, people,
+        args.network or NETWORK,
+    )
     print(f"wrote {target}" + (" (the built-in model)" if target == folder() else ""))
     return 0
 
@@ -658,6 +662,8 @@ def _add_fetch(commands: Any) -> None:
 
 
 def _add_build_model(commands: Any) -> None:
+    from ..faces.network import NETWORKS
+
     build_model = commands.add_parser(
         "build-lfw-model",
         help="build the built-in public-figures model from an LFW folder",
@@ -678,6 +684,10 @@ def _add_build_model(commands: Any) -> None:
         "--names", metavar="FILE",
         help="the list of people and photo counts to check the folder against, in the format "
         "of LFW's lfw-names.txt (default: LFW's own list)",
+    )
+    build_model.add_argument(
+        "--network", choices=list(NETWORKS),
+        help="the face network its gallery is built on (default: the shipped model's)",
     )
     build_model.set_defaults(func=cmd_build_lfw_model)
 

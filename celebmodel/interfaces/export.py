@@ -117,6 +117,12 @@ def input_spec(recognizer: Recognizer) -> dict[str, Any]:
             f"landmarks, size={stage.size}, padding={CHIP_PADDING}) "
             "(celebmodel.faces.detection.face_chip)"
         )
+    elif stage.alignment == "arcface":
+        alignment = (
+            f"ArcFace's 5-point template (eyes, nose tip, mouth corners from the detector), "
+            f"{stage.size}x{stage.size} px, one similarity transform, bilinear "
+            "(celebmodel.faces.alignment.arcface_aligned)"
+        )
     else:
         alignment = (
             f"eyes level, {EYE_DISTANCE:.0%} of the side apart, at {EYE_LEVEL:.0%} of the "
@@ -128,7 +134,7 @@ def input_spec(recognizer: Recognizer) -> dict[str, Any]:
         pixels = (
             "not pixels: the 128-d descriptor of dlib's pretrained face network of each chip "
             "(float32 RGB 0..255), averaged with its mirror image's and scaled to unit length "
-            "(celebmodel.faces.network.FaceEmbedder(flip=True).embed(chips))"
+            f"(celebmodel.faces.network.FaceEmbedder({backbone.name!r}, flip=True).embed(chips))"
         )
     elif backbone.kind == "embedding":
         kind = "chip"
@@ -397,8 +403,8 @@ def _network_code(recognizer: Recognizer, chosen: Format) -> list[str]:
     """Lines loading the exported file as ``network(batch) -> (embeddings, probabilities)``."""
     if chosen.name == "keras":
         lines = ["import keras", ""]
-        if recognizer.backbone.kind == "embedding" and not recognizer.takes_embeddings:
-            lines += ["import celebmodel.faces.network  # registers dlib's layers for loading", ""]
+        if recognizer.backbone.name == "dlib128" and not recognizer.takes_embeddings:
+            lines += ["import celebmodel.faces.dlib_resnet  # registers dlib's layers", ""]
         return lines + [
             'model = keras.models.load_model(folder / "model.keras", compile=False)',
             "",
@@ -442,7 +448,7 @@ def _inputs_code(recognizer: Recognizer) -> list[str]:
         return [
             "    from celebmodel.faces.network import FaceEmbedder",
             "",
-            "    batch = FaceEmbedder(flip=True).embed(crops)",
+            f"    batch = FaceEmbedder({recognizer.backbone.name!r}, flip=True).embed(crops)",
         ]
     lines = ["    batch = np.stack(crops).astype(np.float32)"]
     if recognizer.backbone.kind != "embedding":

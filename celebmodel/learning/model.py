@@ -26,9 +26,9 @@ def build_model(config: TrainConfig, n_classes: int) -> tuple[keras.Model, keras
     backbone = get_backbone(config.backbone)
     recipe = RECIPES[config.recipe]
     if backbone.kind == "embedding":
-        from ..faces.network import load_network
+        from ..faces.network import get_network
 
-        base = load_network()
+        base = get_network(backbone.name).load()
         inputs = keras.Input((backbone.input_size, backbone.input_size, 3), name="chip")
         x = keras.layers.UnitNormalization(name="embedding")(base(inputs))
     else:

@@ -81,7 +81,7 @@ def with_embeddings(
     from ..faces.network import FaceEmbedder
 
     usable = inputs.records[inputs.records["crop"].notna()]
-    features = embed_files(list(usable["crop"]), FaceEmbedder(flip), bar=bar)
+    features = embed_files(list(usable["crop"]), FaceEmbedder(config.backbone, flip), bar=bar)
     return Inputs(records=inputs.records, features=features)
 
 

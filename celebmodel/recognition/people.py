@@ -194,12 +194,12 @@ def _faces(
 
 def embed_faces(run: Run, model: Any, chips: list[np.ndarray]) -> np.ndarray:
     """Unit-length embeddings of aligned faces by the run's own network (a gallery model's:
-    dlib's network, face and mirror image averaged, as its gallery was made)."""
+    its face network, face and mirror image averaged, as its gallery was made)."""
     from ..faces.network import FaceEmbedder
     from ..learning.model import embedding_model, takes_embeddings
 
     if model is None or takes_embeddings(model):  # gallery model, or a run from before the
-        return FaceEmbedder(flip=True).embed(chips)  # face network was in Keras
+        return FaceEmbedder(run.config().backbone, flip=True).embed(chips)  # network in Keras
     vectors = embedding_model(model).predict(np.asarray(chips, np.float32), verbose=0)[0]
     return l2_normalize(vectors)
 

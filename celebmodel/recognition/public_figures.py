@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import DatasetError
 from ..faces.detection import FaceStage
+from ..faces.network import get_network
 from ..runs.builtin import NAME, TITLE, folder
 from ..storage import atomic_folder, file_sha256
 
@@ -40,10 +41,19 @@ NAMES_FILE = Path(__file__).parents[1] / "builtin" / "lfw-names.txt"  # LFW's ow
 LICENCE = (
     "Labeled Faces in the Wild (University of Massachusetts, Amherst) is a research data set "
     "of news photos; its photos are for research. No photo is shipped here: only the people's "
-    "names, numbers derived from each photo by dlib's face network (public domain), and the "
-    "statistics computed from them."
+    "names, numbers derived from each photo by a face network (its own licence: "
+    "provenance.json's network), and the statistics computed from them."
 )
-STAGE = FaceStage(enabled=True, detector="hog", alignment="chip", size=150)  # dlib128's
+NETWORK = "dlib128"  # the face network the built-in model is built on
+
+
+def stage_of(network: str) -> FaceStage:
+    """The face stage of a gallery of ``network``: its detector, alignment and input size."""
+    spec = get_network(network)
+    return FaceStage(
+        enabled=True, detector=spec.detector, alignment=spec.alignment, size=spec.input_size
+    )
+
 PRESET_FARS = {"Strict": 0.01, "Balanced": 0.05, "Lenient": 0.10}  # strangers wrongly named
 SIMULATED = 6000  # known and stranger identifications simulated to fit and calibrate
 PHOTO = re.compile(r"^(?P<label>.+)_(?P<number>\d{4})\.jpg$")
@@ -140,20 +150,21 @@ def build(
     missing_ok: tuple[str, ...] = (),
     bar: BarFactory | None = None,
     people: dict[str, int] | None = None,
+    network: str = NETWORK,
 ) -> Path:
     """Build the built-in model from an LFW folder into ``out`` (default: the package's own
-    folder), replacing what is there only once every file is written.
+    folder) on a face ``network``, replacing what is there only once every file is written.
 
     ``people`` replaces LFW's list (tests build from a small generated tree).
     """
-    from ..faces.network import source_sha256
     from ..scoring.matching import Confidence, Matcher, fit_decision, simulate
 
     started = time.perf_counter()
     root = Path(lfw).expanduser().resolve()
+    spec, stage = get_network(network), stage_of(network)
     expected = people or lfw_people()
     photos = lfw_photos(root, missing_ok, expected)
-    records, embeddings = embed_photos(root, photos, bar)
+    records, embeddings = embed_photos(root, photos, bar, network)
     usable = [r for r in records if r["crop"]]
     names = sorted({r["path"].split("/")[0] for r in usable})
     index = {name: i for i, name in enumerate(names)}
@@ -192,7 +203,9 @@ def build(
         "simulated": {"known": int(len(known)), "strangers": int(len(strangers)), "seed": 0},
     }
     no_face = [r["path"] for r in records if not r["crop"]]
-    files = _model_files(root, names, stored, labels, usable, matcher, calibration, protocol)
+    files = _model_files(
+        names, stored, labels, usable, matcher, calibration, protocol, stage, network
+    )
     when = _build_date()
     provenance = {
         "model": NAME,
@@ -209,10 +222,10 @@ def build(
             "photos_without_a_face": no_face,
             "people": len(names),
         },
-        "face_stage": {"detector": STAGE.detector, "alignment": STAGE.alignment,
-                       "chip": STAGE.size, "subject": "the face nearest the centre"},
-        "network": {"file": "dlib_face_recognition_resnet_model_v1.dat",
-                    "sha256": source_sha256(), "flip_averaged": True},
+        "face_stage": {"detector": stage.detector, "alignment": stage.alignment,
+                       "chip": stage.size, "subject": "the face nearest the centre"},
+        "network": {"name": spec.name, "title": spec.title, "sha256": spec.digest(),
+                    "licence": spec.licence, "flip_averaged": True},
         "built": when,
         "command": f"celebmodel build-lfw-model {root.name}"
         + (f" --missing-ok {' '.join(sorted(missing_ok))}" if missing_ok else ""),
@@ -252,7 +265,7 @@ def _protocol(embeddings: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
 
 
 def embed_photos(
-    root: Path, photos: list[str], bar: BarFactory | None = None
+    root: Path, photos: list[str], bar: BarFactory | None = None, network: str = NETWORK
 ) -> tuple[list[dict[str, Any]], np.ndarray]:
     """Each photo's face stage record and, for the photos that gave a face, the gallery
     models' embedding (flip-averaged), both through the cache training uses."""
@@ -261,12 +274,14 @@ def embed_photos(
     from ..progress import quiet_bar
 
     bar = bar or quiet_bar
-    records = prepare(root, photos, STAGE, cache_dir(), bar=bar)
+    records = prepare(root, photos, stage_of(network), cache_dir(), bar=bar)
     crops = [r["crop"] for r in records if r["crop"]]
-    return records, embed_files(crops, FaceEmbedder(flip=True), bar=bar)
+    return records, embed_files(crops, FaceEmbedder(network, flip=True), bar=bar)
 
 
-def protocol_figures(folder_path: str | Path, bar: BarFactory | None = None) -> dict[str, Any]:
+def protocol_figures(
+    folder_path: str | Path, bar: BarFactory | None = None, network: str = NETWORK
+) -> dict[str, Any]:
     """The open-set protocol (:mod:`celebmodel.scoring.protocol`) measured on any folder of LFW's
     layout (one folder per person), with the gallery models' method and the plain
     nearest-face baseline: what ``celebmodel evaluate lfw-public-figures --protocol
@@ -275,7 +290,7 @@ def protocol_figures(folder_path: str | Path, bar: BarFactory | None = None) -> 
     from ..scoring.protocol import nearest_face, normalised_decision, run_protocol
 
     scan = scan_dataset(folder_path)
-    records, embeddings = embed_photos(scan.root, list(scan.items["path"]), bar)
+    records, embeddings = embed_photos(scan.root, list(scan.items["path"]), bar, network)
     usable = [i for i, r in enumerate(records) if r["crop"]]
     people = list(scan.items["label"].iloc[usable])
     index = {name: i for i, name in enumerate(sorted(set(people)))}
@@ -306,13 +321,14 @@ def _build_date() -> str:
 
 
 def _model_files(
-    root: Path, names: list[str], stored: np.ndarray, labels: np.ndarray, usable: list[dict],
-    matcher: Any, calibration: dict, protocol: dict,
+    names: list[str], stored: np.ndarray, labels: np.ndarray, usable: list[dict],
+    matcher: Any, calibration: dict, protocol: dict, stage: FaceStage, network: str,
 ) -> dict[str, bytes]:
     """Every file of the model folder but the provenance, as bytes."""
     config = {
-        "data_dir": "LFW", "backbone": "dlib128", "weights": "pretrained",
-        "recipe": "improved", "faces": True, "detector": "hog", "image_size": 150,
+        "data_dir": "LFW", "backbone": network, "weights": "pretrained",
+        "recipe": "improved", "faces": True, "detector": stage.detector,
+        "image_size": stage.size,
         "run": {"n_celebrities": len(names), "n_photos": len(usable), "builtin": True,
                 "scoring": "gallery"},
     }

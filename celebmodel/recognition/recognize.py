@@ -67,6 +67,18 @@ def album_cuts(run: Run, gallery: np.ndarray, labels: np.ndarray) -> Cuts:
 
 
 @dataclass
+def _same_network(run: Run, config: TrainConfig, gallery: np.ndarray) -> None:
+    """Refuse a gallery whose faces another network embedded: embeddings of two networks
+    are not comparable, and a mix would name faces at random."""
+    size = get_backbone(config.backbone).embedding_size
+    if size and gallery.ndim == 2 and len(gallery) and gallery.shape[1] != size:
+        raise RunError(
+            f"{run.file('gallery.npz')}: its faces are {gallery.shape[1]}-d, but the run's "
+            f"network {config.backbone} gives {size}-d embeddings: faces of two networks never "
+            "mix; rebuild the gallery with one network"
+        )
+
+
 class Recognizer:
     """A loaded run, ready to identify faces (thread-safe: one photo at a time).
 
@@ -113,7 +125,11 @@ class Recognizer:
         if not isinstance(threshold, (int, float)):
             raise RunError(f"{run.file('calibration.json')}: missing or invalid threshold")
         if run.scoring == "gallery":
-            return cls._gallery_model(run, config, labels, calibration, float(threshold), top_k)
+            recognizer = cls._gallery_model(
+                run, config, labels, calibration, float(threshold), top_k
+            )
+            _same_network(run, config, recognizer.gallery)
+            return recognizer
         model = run.load_model()
         n_outputs = int(model.output.shape[-1])
         if n_outputs != len(labels):
@@ -122,6 +138,7 @@ class Recognizer:
                 f"{len(labels)}; the model belongs to another run"
             )
         gallery, gallery_labels = run.gallery()
+        _same_network(run, config, gallery)
         strangers = calibration.get("stranger_scores")
         return cls(
             run=run,
@@ -217,7 +234,7 @@ class Recognizer:
 
     def _inputs(self, crops: list[np.ndarray]) -> np.ndarray:
         if self.takes_embeddings:
-            return FaceEmbedder(flip=True).embed(crops)
+            return FaceEmbedder(self.config.backbone, flip=True).embed(crops)
         batch = np.stack(crops).astype(np.float32)
         return np.asarray(self.backbone.preprocess(batch))
 
@@ -243,8 +260,8 @@ class Recognizer:
         return embeddings, probabilities
 
     def _embed(self, crops: list[np.ndarray]) -> np.ndarray:
-        """A gallery model's embeddings: dlib's network, face and mirror image averaged."""
-        return FaceEmbedder(flip=True).embed(crops)
+        """A gallery model's embeddings: its face network, face and mirror image averaged."""
+        return FaceEmbedder(self.config.backbone, flip=True).embed(crops)
 
     def _probabilities(self, raw: np.ndarray) -> np.ndarray:
         """Class probabilities with removed people masked out and the rest renormalised."""

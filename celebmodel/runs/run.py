@@ -227,7 +227,7 @@ class Run:
         if self.scoring == "gallery":
             raise RunError(f"{self.title}: a gallery model has no trained network of its own; "
                            "it uses dlib's face network as shipped")
-        from ..faces import network as face_network  # noqa: F401 (registers the layers a dlib128 model is made of)
+        from ..faces import dlib_resnet  # noqa: F401 (registers the layers of dlib128 models)
 
         try:
             return keras.models.load_model(self.file("model.keras"), compile=False, safe_mode=True)
