@@ -46,8 +46,9 @@ def chips_of(folder: Path, per_class: int, cache: Path) -> np.ndarray:
 def parity_and_speed(chips: np.ndarray) -> None:
     import dlib
 
+    from celebmodel.faces.dlib_resnet import source_path
     from celebmodel.faces.graph import compiled
-    from celebmodel.faces.network import FaceEmbedder, source_path
+    from celebmodel.faces.network import FaceEmbedder
 
     reference = dlib.face_recognition_model_v1(str(source_path()))
     old = np.asarray(reference.compute_face_descriptor(list(chips)), dtype=np.float64)
@@ -65,7 +66,7 @@ def parity_and_speed(chips: np.ndarray) -> None:
         "parity: Keras network against dlib.face_recognition_model_v1 on the same chips",
     )
 
-    from celebmodel.faces.network import load_network
+    from celebmodel.faces.dlib_resnet import load_network
 
     graph = compiled(load_network())
     batch1, batch32 = chips[:1].astype(np.float32), chips[:32].astype(np.float32)

@@ -109,7 +109,7 @@ def lfw_faces(root: Path) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]
     stage = FaceStage(enabled=True, detector="hog", alignment="chip", size=150)
     records = [r for r in prepare(root, paths, stage, cache_dir()) if r["crop"]]
     crops = [r["crop"] for r in records]
-    spaces = {space: embed_files(crops, FaceEmbedder(flip)) for space, flip in SPACES.items()}
+    spaces = {space: embed_files(crops, FaceEmbedder(flip=flip)) for space, flip in SPACES.items()}
     people = [r["path"].split("/")[0] for r in records]
     names = sorted(set(people))
     index = {name: i for i, name in enumerate(names)}

@@ -81,8 +81,8 @@ def lfw_embeddings(lfw: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[
     people = list(scan.items["label"].iloc[keep])
     index = {p: i for i, p in enumerate(sorted(set(people)))}
     labels = np.array([index[p] for p in people])
-    plain = embed_files(crops, FaceEmbedder(False), bar=console_bar)
-    flipped = embed_files(crops, FaceEmbedder(True), bar=console_bar)
+    plain = embed_files(crops, FaceEmbedder(flip=False), bar=console_bar)
+    flipped = embed_files(crops, FaceEmbedder(flip=True), bar=console_bar)
     return plain, flipped, labels, sorted(index)
 
 
@@ -136,7 +136,7 @@ def external(folder: Path, plain: np.ndarray, labels: np.ndarray, names: list[st
                 candidates = recognizer.matcher.candidates(flipped, k=2)
                 decision = float(recognizer.decision(candidates.features())[0])
                 new_best = recognizer.labels[candidates.people[0, 0]]
-                unflipped = FaceEmbedder(False).embed([chip])[0]
+                unflipped = FaceEmbedder(flip=False).embed([chip])[0]
                 similarities = old_gallery @ unflipped
                 old_best = names[labels[int(np.argmax(similarities))]]
                 found[group].append((person.name, new_best, decision, old_best,
