@@ -1,10 +1,12 @@
 """Find, choose and align faces before any network sees a photo.
 
-Two offline detectors stand behind one function, :func:`detect`: dlib's HOG frontal detector
-(fast) and the ``mtcnn`` package (finds more small, turned and partly hidden faces); when one
-finds nothing the other is tried. Every face gets dlib's 5 landmarks, which drive both
-alignments: ``chip`` (dlib's own template, what its face ResNet was trained on) and ``eyes``
-(eyes level at fixed positions, for the ImageNet CNNs).
+Three offline detectors stand behind one function, :func:`detect`: dlib's HOG frontal
+detector, the ``mtcnn`` package (more small, turned and partly hidden faces) and SCRFD-500M
+(:mod:`celebmodel.faces.scrfd`: small, turned and profile faces); when one finds nothing the
+others are tried. Every face gets dlib's 5 landmarks, which drive the ``chip`` alignment
+(dlib's own template, what its face ResNet was trained on) and ``eyes`` (eyes level at fixed
+positions, for the ImageNet CNNs); SCRFD and MTCNN also give the 5 keypoints of ArcFace's
+``arcface`` alignment (:mod:`celebmodel.faces.alignment`).
 
 In a training or evaluation photo the celebrity is the face chosen by :func:`subject_index`,
 which weighs centrality over size and confidence: news photos hold bystanders, and the most
@@ -389,9 +391,10 @@ class FaceStage:
     enabled : bool
         Off: the whole photo, resized (the original recipe).
     detector : str
-        ``"hog"`` or ``"mtcnn"``; the other is tried when it finds nothing.
+        ``"hog"``, ``"mtcnn"`` or ``"scrfd"``; the others are tried when it finds nothing.
     alignment : str
-        ``"chip"`` for dlib's face ResNet, ``"eyes"`` for the ImageNet CNNs.
+        ``"chip"`` for dlib's face ResNet, ``"arcface"`` for ArcFace-trained networks,
+        ``"eyes"`` for the ImageNet CNNs.
     size : int
         Side of the square crop in pixels.
     """

@@ -66,7 +66,6 @@ def album_cuts(run: Run, gallery: np.ndarray, labels: np.ndarray) -> Cuts:
     return group_cuts(gallery, labels)
 
 
-@dataclass
 def _same_network(run: Run, config: TrainConfig, gallery: np.ndarray) -> None:
     """Refuse a gallery whose faces another network embedded: embeddings of two networks
     are not comparable, and a mix would name faces at random."""
@@ -79,6 +78,7 @@ def _same_network(run: Run, config: TrainConfig, gallery: np.ndarray) -> None:
         )
 
 
+@dataclass
 class Recognizer:
     """A loaded run, ready to identify faces (thread-safe: one photo at a time).
 
