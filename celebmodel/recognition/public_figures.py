@@ -31,6 +31,7 @@ from ..faces.detection import FaceStage
 from ..faces.network import get_network
 from ..runs.builtin import NAME, TITLE, folder
 from ..storage import atomic_folder, file_sha256
+from ..vectors import l2_normalize
 
 if TYPE_CHECKING:
     from ..progress import BarFactory
@@ -55,6 +56,7 @@ def stage_of(network: str) -> FaceStage:
     )
 
 PRESET_FARS = {"Strict": 0.01, "Balanced": 0.05, "Lenient": 0.10}  # strangers wrongly named
+SAME_PHOTO = 0.97  # two faces at least this alike (cosine) are one photo (LFW's duplicates)
 SIMULATED = 6000  # known and stranger identifications simulated to fit and calibrate
 PHOTO = re.compile(r"^(?P<label>.+)_(?P<number>\d{4})\.jpg$")
 
@@ -188,7 +190,9 @@ def build(
         }
         for name, far in PRESET_FARS.items()
     }
-    protocol = _protocol(stored.astype(np.float32), labels)
+    errors = label_errors(stored.astype(np.float32), labels, names, [r["path"] for r in usable])
+    left_out = [index[name] for name in errors["people_involved"] if name in index]
+    protocol = _protocol(stored.astype(np.float32), labels, left_out)
     calibration = {
         "method": "gallery",
         "description": "AS-norm against the gallery, logistic decision on "
@@ -227,9 +231,10 @@ def build(
         "network": {"name": spec.name, "title": spec.title, "sha256": spec.digest(),
                     "licence": spec.licence, "flip_averaged": True},
         "built": when,
-        "command": f"celebmodel build-lfw-model {root.name}"
+        "command": f"celebmodel build-lfw-model {root.name} --network {network}"
         + (f" --missing-ok {' '.join(sorted(missing_ok))}" if missing_ok else ""),
         "licence": LICENCE,
+        "label_errors": errors,
     }
     target = Path(out) if out else folder()
     _write_model(target, files, provenance)
@@ -237,9 +242,36 @@ def build(
     return target
 
 
-def _protocol(embeddings: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+def label_errors(
+    embeddings: np.ndarray, labels: np.ndarray, names: list[str], paths: list[str]
+) -> dict[str, Any]:
+    """LFW's own label errors, which cap every result at low false-accept rates: the same
+    photo under two names (faces of two people at least :data:`SAME_PHOTO` alike) and one
+    person under two names (the same words in another order or spelling)."""
+    unit = l2_normalize(embeddings)
+    photos = []
+    for start in range(0, len(unit), 2048):
+        block = unit[start : start + 2048] @ unit.T
+        rows, columns = np.nonzero(block >= SAME_PHOTO)
+        for row, column in zip(rows + start, columns, strict=True):
+            if column > row and labels[row] != labels[column]:
+                photos.append([paths[row], paths[column], _round(block[row - start, column])])
+    words: dict[tuple[str, ...], list[str]] = {}
+    for name in names:
+        words.setdefault(tuple(sorted(re.split(r"[_\-\s]+", name.lower()))), []).append(name)
+    people = sorted(sorted(group) for group in words.values() if len(group) > 1)
+    involved = sorted({p.split("/")[0] for pair in photos for p in pair[:2]}
+                      | {name for group in people for name in group})
+    return {"same_photo_two_names": photos, "one_person_two_names": people,
+            "people_involved": involved, "same_photo_at": SAME_PHOTO}
+
+
+def _protocol(
+    embeddings: np.ndarray, labels: np.ndarray, left_out: list[int] | None = None
+) -> dict[str, Any]:
     """The open-set protocol's figures of these faces, with the plain nearest-face baseline
-    beside them; a note instead when there are too few people for it (a test's tiny tree)."""
+    beside them (and the figures again without the people ``left_out``: those of LFW's label
+    errors); a note instead when there are too few people for it (a test's tiny tree)."""
     from ..scoring.protocol import (
         DESCRIPTION,
         GALLERY_PEOPLE,
@@ -254,10 +286,18 @@ def _protocol(embeddings: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     if people < LEARN_PEOPLE + GALLERY_PEOPLE + 100:
         return {**found, "note": f"{people} people: too few for the protocol, which keeps "
                 f"{LEARN_PEOPLE:,} for learning and {GALLERY_PEOPLE:,} for the gallery"}
+    cleaned = {}
+    if left_out:
+        kept = ~np.isin(labels, left_out)
+        cleaned = {"without_label_errors": {
+            "people_left_out": len(left_out),
+            "figures": run_protocol(embeddings[kept], labels[kept], normalised_decision),
+        }}
     return {
         **found,
         "figures": run_protocol(embeddings, labels, normalised_decision),
         "baseline": run_protocol(embeddings, labels, nearest_face),
+        **cleaned,
         "method": "flip-averaged embeddings, AS-norm against the gallery, logistic decision "
                   "(celebmodel.scoring.matching)",
         "baseline_method": "cosine similarity to the nearest gallery photo, same embeddings",

@@ -1,0 +1,174 @@
+"""The face networks side by side, measured in one run: dlib128 (dlib's ResNet, HOG) beside
+mbf512 (MobileFaceNet with ArcFace's loss, SCRFD, ArcFace alignment).
+
+Parts (``--parts``):
+
+* ``trained``: ``celebmodel train FOLDER --backbone B`` exactly as a user runs it, on LFW's 8
+  people (60 per person, the original protocol) over ``--seeds`` seeds, and on ``lfw_10to19``
+  (all photos): test accuracy, weighted F1, the face stage's routes, the time it took.
+* ``recall``: the share of photos in which each network's detector finds a face near the
+  centre, at the photos' own size and shrunk to 112 px (small faces).
+* ``speed``: on one thread and on every core: detection of a 640×480 photo, the embedding of a
+  face, and identifying a 640×480 photo with one face through a trained run of each network
+  (warm, median of 30).
+
+    python bench/networks.py                      # every part, ../shared/data
+    python bench/networks.py --parts speed recall
+
+Nothing here is a test: the photos are ../shared's, which a fresh clone has not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, SHARED, one_face_photo, table  # noqa: E402
+
+NETWORKS = ("dlib128", "mbf512")
+
+
+def train(data: Path, backbone: str, work: Path, seed: int, per_class: int | None) -> dict:
+    """One ``celebmodel train`` as a user runs it; its test metrics, face routes and time."""
+    run = work / f"{data.name}-{backbone}-{seed}"
+    args = [sys.executable, "-m", "celebmodel", "train", str(data), "--backbone", backbone,
+            "--seed", str(seed), "--run-dir", str(run)]
+    if per_class:
+        args += ["--per-class", str(per_class)]
+    env = {**os.environ, "CELEBMODEL_DATA": str(work / "data"), "CELEBMODEL_RUNS": str(work)}
+    start = time.perf_counter()
+    subprocess.run(args, cwd=ROOT, env=env, check=True, capture_output=True)
+    seconds = time.perf_counter() - start
+    metrics = json.loads((run / "metrics_test.json").read_text())
+    status = json.loads((run / "status.json").read_text())
+    routes = status.get("face_routes", {})
+    return {
+        "set": data.name, "network": backbone, "seed": seed,
+        "test accuracy": metrics["accuracy"], "weighted F1": metrics["f1_weighted"],
+        "no face": routes.get("none", 0), "seconds": round(seconds, 1), "run": str(run),
+    }
+
+
+def trained(work: Path, seeds: int) -> list[dict]:
+    rows = []
+    for seed in range(seeds):
+        for backbone in NETWORKS:
+            rows.append(train(SHARED / "lfw", backbone, work, seed, 60))
+    for backbone in NETWORKS:
+        rows.append(train(SHARED / "lfw_10to19", backbone, work, 0, None))
+    table([{k: v for k, v in row.items() if k != "run"} for row in rows],
+          "trained runs: celebmodel train FOLDER --backbone B (test subset)")
+    return rows
+
+
+def recall() -> None:
+    from celebmodel.faces.detection import detect
+
+    rows = []
+    for folder in ("lfw", "lfw_10to19"):
+        photos = sorted((SHARED / folder).glob("*/*.jpg"))
+        for side in (None, 112):
+            for network, detector in (("dlib128", "hog"), ("mbf512", "scrfd")):
+                found = 0
+                for path in photos:
+                    image = Image.open(path).convert("RGB")
+                    if side:
+                        image = image.resize((side, side), Image.Resampling.BILINEAR)
+                    faces = detect(np.asarray(image), detector, fallback=False)
+                    centre = np.array(image.size) / 2
+                    found += any(
+                        np.hypot(*(np.array(f.box[:2]) + np.array(f.box[2:]) / 2 - centre))
+                        < image.size[0] / 4
+                        for f in faces
+                    )
+                rows.append({"set": folder, "size": side or "as is", "network": network,
+                             "detector": detector, "photos": len(photos),
+                             "face found": found / len(photos)})
+    table(rows, "a face found near the centre (no fallback to another detector)")
+
+
+def _median_ms(call, repeats: int = 30) -> float:
+    call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def speed(runs: dict[str, str]) -> None:
+    """In a child per thread count, so TensorFlow's thread settings take."""
+    rows = []
+    for threads in (1, os.cpu_count() or 1):
+        for network in NETWORKS:
+            done = subprocess.run(
+                [sys.executable, __file__, "--speed-worker", network, str(threads),
+                 runs.get(network, "")],
+                cwd=ROOT, check=True, capture_output=True, text=True,
+            )
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    table(rows, "speed, ms (median of 30, warm)")
+
+
+def speed_worker(network: str, threads: int, run: str) -> None:
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    from celebmodel.faces.detection import detect
+    from celebmodel.faces.network import NETWORKS as TABLE
+    from celebmodel.faces.network import FaceEmbedder
+
+    photo = np.asarray(one_face_photo(next((SHARED / "lfw").glob("*/*.jpg"))))
+    spec = TABLE[network]
+    chips = np.zeros((32, spec.input_size, spec.input_size, 3), np.uint8)
+    embedder = FaceEmbedder(network)
+    row = {
+        "network": network, "threads": threads,
+        "detect 640x480": _median_ms(lambda: detect(photo, spec.detector, fallback=False)),
+        "embed 1 face": _median_ms(lambda: embedder.embed(chips[:1])),
+        "embed 32 faces, per face": _median_ms(lambda: embedder.embed(chips)) / 32,
+    }
+    if run:
+        from celebmodel.recognition.recognize import Recognizer
+
+        recognizer = Recognizer.from_run(run).warm_up()
+        row["identify 640x480, 1 face"] = _median_ms(lambda: recognizer.identify(photo))
+    print(json.dumps(row))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", nargs="+", default=["trained", "recall", "speed"])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--speed-worker", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.speed_worker:
+        network, threads, run = args.speed_worker
+        speed_worker(network, int(threads), run)
+        return
+    work = Path(tempfile.mkdtemp(prefix="celebbench-networks-"))
+    runs: dict[str, str] = {}
+    if "trained" in args.parts:
+        for row in trained(work, args.seeds):
+            runs.setdefault(row["network"], row["run"])
+    if "recall" in args.parts:
+        recall()
+    if "speed" in args.parts:
+        speed(runs)
+
+
+if __name__ == "__main__":
+    main()
