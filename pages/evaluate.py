@@ -443,7 +443,7 @@ if st.session_state.get(EVALUATE_KEY) not in by_name:
     st.session_state.pop(EVALUATE_KEY, None)
 active = active_run()
 names = list(by_name)
-labels = {name: ui.run_label(run) for name, run in by_name.items()}
+labels = {name: run_report.run_label(run) for name, run in by_name.items()}
 pick, other_pick, subset_pick = st.columns([2, 2, 3])
 name = pick.selectbox(
     "Run",

@@ -183,7 +183,7 @@ def show_album(name: str, photos: list[tuple[str, object]]) -> None:
         st.session_state["album-key"] = key
         bar.empty()
     album, thumbs, table = st.session_state["album"]
-    book = AlbumGroups.open(kept_with(run, name), run.name) if group else None
+    book = AlbumGroups.open(kept_with(run, name), run.embeddings_id) if group else None
     with ui.shown_errors("Grouping the unknown faces"):
         if book is not None:  # cheap for faces already kept: only new ones are placed
             album.group(recognizer.cuts, book)

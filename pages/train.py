@@ -400,7 +400,7 @@ with ui.shown_errors("Listing runs"):
             "Run",
             list(runs),
             index=None,
-            format_func=lambda name: ui.run_label(runs[name]),
+            format_func=lambda name: run_report.run_label(runs[name]),
             key="past-pick",
             placeholder="Choose a run to rename, download or delete",
         )

@@ -23,7 +23,7 @@ from celebmodel.data.images import IMAGE_EXTENSIONS
 from celebmodel.errors import CelebmodelError
 from celebmodel.learning.stages import STAGES
 from celebmodel.recognition.recognize import Recognizer
-from celebmodel.reports import display
+from celebmodel.reports import display, run_report
 from celebmodel.runs.run import (
     Run,
     active_run,
@@ -100,15 +100,6 @@ def through_app() -> None:
     st.stop()
 
 
-def run_label(run: Run) -> str:
-    """``LFW faces · dlib128 · 8 people`` for selectors: the run's name, backbone, people."""
-    people = run.people()
-    count = f" · {people:,} people" if people is not None else ""
-    if run.builtin:  # its title says what it is; the sidebar is narrow
-        return f"{run.title}{count}"
-    return f"{run.title} · {run.config_dict().get('backbone', '?')}{count}"
-
-
 def _choose(key: str, runs: dict[str, Run]) -> None:
     name = st.session_state.get(key)
     if name in runs:
@@ -127,7 +118,7 @@ def model_selector() -> Run | None:
         return None
     active = active_run()
     gone = chosen_name() if active is None else None
-    labels = {name: run_label(run) for name, run in runs.items()}
+    labels = {name: run_report.run_label(run) for name, run in runs.items()}
     current = (BUILTIN_KEY if active.builtin else active.name) if active else None
     # A new choice elsewhere, or new labels (a person added), make it a new widget.
     key = f"active-model-{current or ''}-{abs(hash(tuple(labels.values())))}"

@@ -152,6 +152,7 @@ def test_a_run_of_the_arcface_network_names_the_astronaut_and_not_the_cameraman(
     face = recognizer.identify(np.asarray(astronauts(1, seed=9, mirrored=True)[0]))[0]
     assert face["known"] and face["label"] == "Astronaut"
     assert recognizer.gallery.shape[1] == 512
+    assert run.embeddings_id == f"{run.name} (mbf512)"  # an album's groups are kept apart
     cached = {p.name.split(".")[1] for p in (tmp_path.parent).rglob("*.npy")}
     assert not cached or all(not key.startswith("dlib128k") for key in cached if "mbf" in key)
 
@@ -170,6 +171,7 @@ def test_a_gallery_of_one_network_is_refused_by_another(tmp_path, tiny_builtin_f
     run = Run(tmp_path / "copy")
     config = run.read_json("config.json")
     assert Recognizer.from_run(run).gallery.shape[1] == 128
+    assert run.embeddings_id == run.name  # dlib128's, as before networks were chosen
     run.file("config.json").write_text(json.dumps({**config, "backbone": "mbf512"}))
     with pytest.raises(RunError, match="gallery.npz: its faces are 128-d.*never mix"):
         Recognizer.from_run(run)

@@ -431,3 +431,13 @@ def test_the_api_lists_people_a_page_at_a_time(folders):
         found = client.get("/people", params={"q": name}).json()
         assert found["total"] >= 1 and name in [p["name"] for p in found["people"]]
         assert client.get("/people", params={"limit": 5000}).status_code == 422
+
+
+def test_the_api_calls_the_builtin_model_s_people_lfw_as_the_studio_does(tiny_builtin):
+    from fastapi.testclient import TestClient
+
+    from celebmodel.interfaces.serve import create_app
+
+    with TestClient(create_app(BUILTIN)) as client:
+        people = client.get("/people").json()["people"]
+    assert people and {p["kind"] for p in people} == {"LFW"}

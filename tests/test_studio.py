@@ -313,6 +313,8 @@ def test_use_this_model_on_train_and_evaluate(folders, cnn_run):
 def test_runs_get_names_and_notes_and_the_table_reads_well(folders, cnn_run):
     runs, _ = folders
     run = add_run(runs, cnn_run, "20240102-000000-vgg16")
+    backbone = run.config().backbone  # unnamed, a run is called after what it is
+    assert run.title == f"{Path(run.config().data_dir).name} · 3 people · {backbone} · 2 Jan 00:00"
     run.set_meta("Tiny colours", "random weights, 32 px")
     failed = Run(runs / "20240103-000000-vgg16")
     failed.path.mkdir()

@@ -159,13 +159,16 @@ def _band_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="hog")
 
 
-def warm_up() -> None:
-    """Load the landmark model and a HOG detector for each band thread and one caller now, so
-    the first photo takes no longer than the next (each detector costs a quarter of a second)."""
+def warm_up(detector: str = "hog") -> None:
+    """Load the landmark model and a HOG detector for each band thread and one caller now (and
+    ``detector`` when it is another), so the first photo takes no longer than the next (each
+    HOG detector costs a quarter of a second, SCRFD's session a little more)."""
     _landmark_model()
     with contextlib.ExitStack() as held:  # held at once, so each is a detector of its own
         for _ in range((os.cpu_count() or 1) + 1):
             held.enter_context(_hog())
+    if detector == "scrfd":
+        detect_scrfd(np.zeros((32, 32, 3), np.uint8))
 
 
 def _landmarks(

@@ -226,7 +226,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.group and args.csv:  # groups that last, beside the CSV
         from ..albums.groups import AlbumGroups, beside
 
-        book = AlbumGroups.open(beside(args.csv), Path(args.run).resolve().name)
+        book = AlbumGroups.open(beside(args.csv), load_run(args.run).embeddings_id)
     if args.engine == "ray":  # blocks on the cluster, the CSV merged (and grouped) here
         from ..albums.ray_album import identify_folder
 

@@ -119,7 +119,9 @@ class Person(BaseModel):
     label: str
     name: str
     photos: int = Field(description="faces of them in the gallery")
-    kind: str = Field(description='"trained", or "added" after training')
+    kind: str = Field(
+        description='"trained"; "LFW" in the built-in model and copies of it; "added" later'
+    )
 
 
 class People(BaseModel):

@@ -69,8 +69,9 @@ def removed(run: Run) -> set[str]:
 
 
 def roster(run: Run) -> pd.DataFrame:
-    """Every person of the run: label, name, photos in the gallery, trained or added later,
-    removed or not, and one gallery photo to show as their face."""
+    """Every person of the run: label, name, photos in the gallery, ``kind`` (``trained``;
+    ``LFW`` in the built-in model and copies of it, whose people come from LFW, not from a
+    training; ``added`` later), removed or not, and one gallery photo to show as their face."""
     labels = run.labels()
     gallery_labels, paths = run.gallery_index()
     shown, gone = names(run), removed(run)
@@ -86,7 +87,9 @@ def roster(run: Run) -> pd.DataFrame:
             "label": labels,
             "name": [shown[label] for label in labels],
             "photos": counts,
-            "kind": np.where((counts > 0) & (trained == 0), "added", "trained"),
+            "kind": np.where(
+                (counts > 0) & (trained == 0), "added", "LFW" if run.lfw_gallery else "trained"
+            ),
             "removed": [label in gone for label in labels],
             "face": [first.get(i, "") for i in range(len(labels))],
         },

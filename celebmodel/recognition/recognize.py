@@ -242,7 +242,7 @@ class Recognizer:
         """Trace the model's graph and load the detectors now, not on the first photo."""
         from ..faces.detection import warm_up
 
-        warm_up()
+        warm_up(self.stage.detector)
         if self.scoring == "gallery":
             size = self.stage.size
             self._embed([np.zeros((size, size, 3), np.uint8)])

@@ -59,8 +59,7 @@ def roster_table(rows: pd.DataFrame, lfw: bool, removed: bool = True) -> pd.Data
     person's page. Blanks are empty strings: the table shows a missing value as "None"."""
     from ..runs.builtin import person_page
 
-    kinds = rows["kind"].replace({"trained": "LFW"}) if lfw else rows["kind"]
-    table = pd.DataFrame({"name": rows["name"], "photos": rows["photos"], "kind": kinds})
+    table = pd.DataFrame({"name": rows["name"], "photos": rows["photos"], "kind": rows["kind"]})
     if removed:
         table["removed"] = rows["removed"].map({True: "removed", False: ""})
     if lfw:

@@ -41,6 +41,18 @@ RUN_FORMATS = {  # column title -> how the page formats its typed values
 }
 
 
+def run_label(run: Run) -> str:
+    """How selectors name a run: its title, with its network and people when the title is a
+    name the user gave (a title of its own already says them)."""
+    people = run.people()
+    if not str(run.meta().get("name") or "").strip():
+        return run.title
+    count = f" · {people:,} people" if people is not None else ""
+    if run.builtin:  # its title says what it is
+        return f"{run.title}{count}"
+    return f"{run.title} · {run.config_dict().get('backbone', '?')}{count}"
+
+
 def accuracies(run: Run) -> dict[str, float | None]:
     return {s: (run.metrics(s) or {}).get("accuracy") for s in ("train", "val", "test")}
 

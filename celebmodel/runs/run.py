@@ -198,6 +198,14 @@ class Run:
         return self.path.resolve() == folder().resolve()
 
     @property
+    def embeddings_id(self) -> str:
+        """What files of its faces' embeddings (an album's groups) are recorded against: the
+        model's name and, unless dlib128 (the one network before there was a choice, so older
+        files still match), its network: faces of two networks are never compared."""
+        backbone = str(self.config_dict().get("backbone") or "dlib128")
+        return self.name if backbone == "dlib128" else f"{self.name} ({backbone})"
+
+    @property
     def user_files(self) -> Path:
         """Where the user's own files about this model go (albums and their groups): the run
         folder, or for the read-only built-in model a folder of the user's data folder keyed
@@ -335,8 +343,23 @@ class Run:
 
     @property
     def title(self) -> str:
-        """The name the user gave the run, else its folder name."""
-        return str(self.meta().get("name") or "").strip() or self.name
+        """The name the user gave the run, else what it is: its dataset folder, its people, its
+        network and when it started (``lfw · 8 people · dlib128 · 7 Dec 15:21``; the time tells
+        two such runs apart), or its folder name before it knows them."""
+        given = str(self.meta().get("name") or "").strip()
+        if given:
+            return given
+        config = self.config_dict()
+        people = self.people()
+        data = Path(str(config.get("data_dir") or "")).name
+        if not (data and people and config.get("backbone")):
+            return self.name
+        words = f"{data} · {people:,} {'person' if people == 1 else 'people'} · {config['backbone']}"
+        started = re.match(r"(\d{8}-\d{6})", self.name)
+        if started:
+            when = dt.datetime.strptime(started.group(1), "%Y%m%d-%H%M%S")
+            words += f" · {when.day} {when:%b %H:%M}"
+        return words
 
     def set_meta(self, name: str | None = None, notes: str | None = None) -> None:
         """Rename the run or change its notes (atomically, with who and when in its history)."""
