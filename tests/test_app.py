@@ -173,7 +173,9 @@ def test_pages_render_with_finished_runs(folders, cnn_run, dlib_run):
     assert "of known faces" in balanced and "of strangers wrongly" in balanced
     open_page(at, "pages/train.py")
     table = at.dataframe[0].value
-    assert set(table["name"]) == {"20240102-000000-vgg16", "20240103-000000-dlib128"}
+    names = ("20240102-000000-vgg16", "20240103-000000-dlib128")
+    titles = {Run(runs / name).title for name in names}
+    assert set(table["name"]) == titles  # unnamed runs are called after what they are
     open_page(at, "pages/evaluate.py")
     assert at.selectbox(key="evaluate_run").value == best.name
     assert at.get("plotly_chart")  # the open tab's chart (only the open tab is drawn)
@@ -181,7 +183,7 @@ def test_pages_render_with_finished_runs(folders, cnn_run, dlib_run):
     other = next(r for r in ("20240102-000000-vgg16", "20240103-000000-dlib128") if r != best.name)
     at.sidebar.selectbox[0].set_value(other)
     open_page(at, "pages/identify.py")  # the sidebar's choice is every page's model
-    assert at.caption[0].value.startswith(f"Model **{other}** ")
+    assert at.caption[0].value.startswith(f"Model **{Run(runs / other).title}** ")
 
 
 
@@ -670,7 +672,7 @@ def test_evaluate_charts_carry_the_run_numbers(folders, cnn_run, dlib_run):
     val = run.metrics("val")
     assert {m.label: m.value for m in at.metric}["Accuracy"] == f"{val['accuracy']:.1%}"
     compare, confusion = figures(at)
-    assert [t["name"] for t in compare["data"]] == [run.name, other.name, "original recipe"]
+    assert [t["name"] for t in compare["data"]] == [run.title, other.title, "original recipe"]
     shares = np.array(decode(confusion["data"][0]["z"]))
     assert shares.sum(axis=1) == pytest.approx(np.ones(len(val["labels"])))
 

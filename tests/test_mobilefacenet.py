@@ -158,7 +158,7 @@ def test_a_run_of_the_arcface_network_names_the_astronaut_and_not_the_cameraman(
 
 
 def test_a_gallery_of_one_network_is_refused_by_another(tmp_path, tiny_builtin_files):
-    """A copy of a dlib128 gallery model (128-d faces) that says it is an mbf512 model: one
+    """A copy of an mbf512 gallery model (512-d faces) that says it is a dlib128 model: one
     clear error naming the file, never a face named from mixed embeddings."""
     import json
     import shutil
@@ -170,8 +170,9 @@ def test_a_gallery_of_one_network_is_refused_by_another(tmp_path, tiny_builtin_f
     shutil.copytree(tiny_builtin_files, tmp_path / "copy")
     run = Run(tmp_path / "copy")
     config = run.read_json("config.json")
-    assert Recognizer.from_run(run).gallery.shape[1] == 128
+    assert Recognizer.from_run(run).gallery.shape[1] == 512
+    assert run.embeddings_id == f"{run.name} (mbf512)"  # an album's groups are kept apart
+    run.file("config.json").write_text(json.dumps({**config, "backbone": "dlib128"}))
     assert run.embeddings_id == run.name  # dlib128's, as before networks were chosen
-    run.file("config.json").write_text(json.dumps({**config, "backbone": "mbf512"}))
-    with pytest.raises(RunError, match="gallery.npz: its faces are 128-d.*never mix"):
+    with pytest.raises(RunError, match="gallery.npz: its faces are 512-d.*never mix"):
         Recognizer.from_run(run)

@@ -338,7 +338,7 @@ def test_runs_get_names_and_notes_and_the_table_reads_well(folders, cnn_run):
     assert not {"None", "nan", "NaN"} & {str(c) for c in text}
     row = view[view["name"] == "Tiny colours"].iloc[0]
     assert row["people"] == 3 and row["state"] == "finished" and 0 <= row["test accuracy"] <= 1
-    assert isinstance(row["duration"], pd.Timedelta) and isinstance(row["finished"], pd.Timestamp)
+    assert row["duration"] >= 0 and isinstance(row["finished"], pd.Timestamp)
     empty = view[view["name"] == failed.name].iloc[0]
     assert pd.isna(empty["people"]) and pd.isna(empty["test accuracy"]) and empty["error"] == "boom"
     # typed values sort by value: 100% above 53%, 8 photos below 1,234, 42 s below 3 min

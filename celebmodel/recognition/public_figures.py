@@ -45,7 +45,7 @@ LICENCE = (
     "names, numbers derived from each photo by a face network (its own licence: "
     "provenance.json's network), and the statistics computed from them."
 )
-NETWORK = "dlib128"  # the face network the built-in model is built on
+NETWORK = "mbf512"  # the face network the built-in model is built on
 
 
 def stage_of(network: str) -> FaceStage:

@@ -34,7 +34,7 @@ RUN_COLUMNS = {  # summary key -> column title on the Train page
 RUN_FORMATS = {  # column title -> how the page formats its typed values
     "people": "localized",
     "photos": "localized",
-    "duration": "duration",
+    "duration": "%d s",  # exact: Streamlit's "duration" reads 50 s and 63 s both "a minute"
     "finished": "YYYY-MM-DD HH:mm",
     "val loss": "%.3f",
     "test accuracy": "percent",
@@ -289,8 +289,8 @@ def runs_table(root: str | Path | None = None) -> pd.DataFrame:
 
 def runs_view(table: pd.DataFrame) -> pd.DataFrame:
     """The runs table as the Train page shows it: values kept typed (counts as integers, the
-    duration as a time span, the finish as a local time, rates as fractions) so that sorting
-    a column sorts by value; the page formats them (:data:`RUN_FORMATS`). Empty cells empty."""
+    duration in seconds, the finish as a local time, rates as fractions) so that sorting a
+    column sorts by value; the page formats them (:data:`RUN_FORMATS`). Empty cells empty."""
 
     def column(key: str) -> pd.Series:
         return table[key] if key in table else pd.Series([None] * len(table), dtype=object)
@@ -309,7 +309,7 @@ def runs_view(table: pd.DataFrame) -> pd.DataFrame:
             "photos": pd.to_numeric(column("photos"), errors="coerce").astype("Int64"),
             "backbone": column("backbone").fillna("").astype(str),
             "recipe": column("recipe").fillna("").astype(str),
-            "seconds": pd.to_timedelta(seconds.round(), unit="s"),
+            "seconds": seconds.round(),
             "ended": ended.dt.tz_convert(local).dt.tz_localize(None),
             "best_val_loss": pd.to_numeric(column("best_val_loss"), errors="coerce"),
             "test_accuracy": pd.to_numeric(column("test_accuracy"), errors="coerce"),
