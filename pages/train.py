@@ -124,11 +124,12 @@ left, right = st.columns(2)
 backbone = left.selectbox(
     "Backbone",
     names,
-    index=0 if vgg_cached else names.index("dlib128"),
+    index=0 if vgg_cached else names.index("mbf512"),
     format_func=lambda name: BACKBONES[name].title,
     key="backbone",
-    help="VGG16 is the original recipe's network. dlib128 is a face network that needs no "
-    "download and trains in minutes on a CPU.",
+    help="VGG16 is the original recipe's network. mbf512 (MobileFaceNet, ArcFace) and dlib128 "
+    "are face networks that need no download and train in minutes on a CPU; mbf512 is the "
+    "stronger (its weights are for non-commercial research only; dlib128's are public domain).",
 )
 spec = BACKBONES[backbone]
 recipe = left.radio(
@@ -157,7 +158,8 @@ if "weights" not in hidden:
         left.warning(
             f"ImageNet weights for {spec.title} are not in Keras's cache ({keras_cache()}). "
             "Keras downloads them when online; offline, training with them fails. Choose the "
-            "offline **dlib128** backbone, or random initialisation below (much weaker)."
+            "offline **mbf512** (or **dlib128**) face backbone, or random initialisation below "
+            "(much weaker)."
         )
     weights = left.radio(
         "Weights",
