@@ -199,9 +199,9 @@ def test_pages_render_with_failed_runs(folders, cnn_run):
         open_page(at, page)
     open_page(at, "pages/train.py")
     table = at.dataframe[0].value.set_index("name")
-    assert table.loc[failed.name, "state"] == "failed"
+    assert table.loc[failed.title, "state"] == "failed"
     assert table.loc[dead.name, "state"] == "failed"
-    assert "dataset folder does not exist" in table.loc[failed.name, "error"]
+    assert "dataset folder does not exist" in table.loc[failed.title, "error"]
     add_run(runs, cnn_run, "20240102-000000-vgg16")  # a finished run beside the failed ones
     for page in (None, *PAGES):
         open_page(at, page)

@@ -398,18 +398,18 @@ def test_start_shows_the_new_run_at_once_and_the_runs_table_keeps_up(tmp_path, c
             page.get_by_text("Earlier colours: finished").wait_for(timeout=TIMEOUT_MS)
             clicked = time.monotonic()
             page.get_by_role("button", name="Start training").click()
-            page.get_by_text(re.compile(r"^\d{8}-\d{6}-vgg16: (queued|running)$")).first.wait_for(
-                timeout=TIMEOUT_MS
-            )
+            started = re.compile(r"vgg16 · .*: (queued|running)$")
+            page.get_by_role("heading", name=started).first.wait_for(timeout=TIMEOUT_MS)
             shown_after = time.monotonic() - clicked
             assert page.get_by_text("Earlier colours: finished").count() == 0
             new = next(run for run in list_runs(runs) if run.name != "20240102-000000-vgg16")
-            page.get_by_text(f"{new.name}: running").wait_for(timeout=TIMEOUT_MS)
+            running = page.get_by_role("heading", name=re.compile(r"vgg16 · .*: running$"))
+            running.wait_for(timeout=TIMEOUT_MS)
             table = page.locator("[data-testid='stDataFrame']").first
             deadline = time.monotonic() + 30
             while "running" not in cells(table):
                 assert time.monotonic() < deadline, f"the runs table said {cells(table)}"
-                assert page.get_by_text(f"{new.name}: running").count() == 1
+                assert running.count() == 1
                 page.wait_for_timeout(500)
             assert "queued" not in cells(table)
             pid = new.status()["pid"]
@@ -587,7 +587,7 @@ def follow_and_stop_after_restart(run, runs: Path, data: Path, tmp_path: Path) -
     try:
         with browser_page() as page:
             page.goto(f"{url}/train")
-            page.get_by_text(f"{run.name}: running").first.wait_for(timeout=TIMEOUT_MS)
+            page.get_by_text(f"{run.title}: running").first.wait_for(timeout=TIMEOUT_MS)
             seen = shown_epoch(page)
             deadline = time.monotonic() + 120
             while shown_epoch(page) <= max(seen, epochs_then):  # the page follows it live

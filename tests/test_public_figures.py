@@ -83,7 +83,7 @@ def test_the_build_writes_numbers_and_names_only_and_a_rebuild_gives_the_same_fi
     )
     with np.load(built / "gallery.npz") as gallery:
         faces = gallery["embeddings"]
-        assert faces.dtype == np.float16 and faces.shape == (18, 128)
+        assert faces.dtype == np.float16 and faces.shape == (18, 512)  # mbf512, the default
         assert "Astro_Naut/Astro_Naut_0001.jpg" in list(gallery["paths"])
     # the same tree, elsewhere, with the date fixed: byte for byte the same model
     tree = tmp_path / "lfw"

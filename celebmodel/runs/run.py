@@ -350,11 +350,12 @@ class Run:
         if given:
             return given
         config = self.config_dict()
-        people = self.people()
-        data = Path(str(config.get("data_dir") or "")).name
-        if not (data and people and config.get("backbone")):
+        data, backbone = Path(str(config.get("data_dir") or "")).name, config.get("backbone")
+        if not (data and backbone):
             return self.name
-        words = f"{data} · {people:,} {'person' if people == 1 else 'people'} · {config['backbone']}"
+        people = self.people()  # known once the dataset is split
+        counted = f"{people:,} {'person' if people == 1 else 'people'} · " if people else ""
+        words = f"{data} · {counted}{backbone}"
         started = re.match(r"(\d{8}-\d{6})", self.name)
         if started:
             when = dt.datetime.strptime(started.group(1), "%Y%m%d-%H%M%S")
