@@ -90,11 +90,6 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         temp.write_text(text, encoding="utf-8")
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_file(path) as temp:
-        temp.write_bytes(data)
-
-
 @contextmanager
 def atomic_folder(path: str | Path) -> Iterator[Path]:
     """A new folder beside ``path`` for the block to fill, swapped in for ``path`` (any old

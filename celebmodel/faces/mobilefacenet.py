@@ -199,6 +199,8 @@ def load_network() -> Any:
     return model
 
 
+@cache
 def source_sha256() -> str:
-    """The shipped weights' digest, as ``weights/PROVENANCE.json`` records it."""
+    """The shipped weights' digest, as ``weights/PROVENANCE.json`` records it (read once: it
+    is part of every embedding's cache key)."""
     return file_sha256(WEIGHTS_FILE)
