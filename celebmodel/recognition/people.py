@@ -238,7 +238,7 @@ def _rewrite(
     if model is not None:
         targets.append(run.file("model.keras"))
     with atomic_files(*targets) as temps:
-        for temp, chip in zip(temps, faces.values(), strict=False):
+        for temp, chip in zip(temps[: len(faces)], faces.values(), strict=True):
             Image.fromarray(np.asarray(chip, dtype=np.uint8)).save(temp, format="PNG")
         gallery_temp, labels_temp = temps[len(faces)], temps[len(faces) + 1]
         if model is None:  # a gallery model: no head, the statistics go with the gallery

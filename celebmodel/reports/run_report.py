@@ -44,9 +44,9 @@ RUN_FORMATS = {  # column title -> how the page formats its typed values
 def run_label(run: Run) -> str:
     """How selectors name a run: its title, with its network and people when the title is a
     name the user gave (a title of its own already says them)."""
-    people = run.people()
     if not str(run.meta().get("name") or "").strip():
         return run.title
+    people = run.people()
     count = f" · {people:,} people" if people is not None else ""
     if run.builtin:  # its title says what it is
         return f"{run.title}{count}"
