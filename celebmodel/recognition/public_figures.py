@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..config import TrainConfig
 from ..errors import DatasetError
-from ..faces.detection import FaceStage
+from ..faces.detection import FaceStage, face_stage
 from ..faces.network import get_network
 from ..runs.builtin import NAME, TITLE, folder
 from ..storage import atomic_folder, file_sha256
@@ -46,19 +47,15 @@ LICENCE = (
     "provenance.json's network), and the statistics computed from them."
 )
 NETWORK = "mbf512"  # the face network the built-in model is built on
-
-
-def stage_of(network: str) -> FaceStage:
-    """The face stage of a gallery of ``network``: its detector, alignment and input size."""
-    spec = get_network(network)
-    return FaceStage(
-        enabled=True, detector=spec.detector, alignment=spec.alignment, size=spec.input_size
-    )
-
 PRESET_FARS = {"Strict": 0.01, "Balanced": 0.05, "Lenient": 0.10}  # strangers wrongly named
 SAME_PHOTO = 0.97  # two faces at least this alike (cosine) are one photo (LFW's duplicates)
 SIMULATED = 6000  # known and stranger identifications simulated to fit and calibrate
 PHOTO = re.compile(r"^(?P<label>.+)_(?P<number>\d{4})\.jpg$")
+
+
+def stage_of(network: str) -> FaceStage:
+    """The face stage of a gallery of ``network``: a run of that backbone's, as it trains."""
+    return face_stage(TrainConfig(data_dir="LFW", backbone=network))
 
 
 @cache
