@@ -8,12 +8,17 @@ Parts (``--parts``):
   (all photos): test accuracy, weighted F1, the face stage's routes, the time it took.
 * ``recall``: the share of photos in which each network's detector finds a face near the
   centre, at the photos' own size and shrunk to 112 px (small faces).
+* ``grouping`` (``--lfw``: every LFW photo, one folder per person): album grouping on each
+  network's faces (mirror-averaged, as albums group them), with the cuts a model of LFW's 8 most
+  photographed people learns from its gallery: all of LFW and its people with 10 to 19
+  photos, BCubed precision, recall and F.
 * ``speed``: on one thread and on every core: detection of a 640×480 photo, the embedding of a
   face, and identifying a 640×480 photo with one face through a trained run of each network
   (warm, median of 30).
 
     python bench/networks.py                      # every part, ../shared/data
     python bench/networks.py --parts speed recall
+    CELEBMODEL_DATA=/work/celeb_data python bench/networks.py --parts grouping --lfw LFW_DIR
 
 Nothing here is a test: the photos are ../shared's, which a fresh clone has not.
 """
@@ -98,6 +103,36 @@ def recall() -> None:
     table(rows, "a face found near the centre (no fallback to another detector)")
 
 
+def grouping(lfw: Path) -> None:
+    from grouping_scale import EIGHT, scores
+
+    from celebmodel.albums.grouping import group_faces
+    from celebmodel.faces.cache import cache_dir, embed_files, prepare
+    from celebmodel.faces.network import FaceEmbedder
+    from celebmodel.recognition.public_figures import stage_of
+    from celebmodel.scoring.cuts import group_cuts
+
+    paths = sorted(str(p.relative_to(lfw)) for p in lfw.glob("*/*.jpg"))
+    rows = []
+    for network in NETWORKS:
+        records = [r for r in prepare(lfw, paths, stage_of(network), cache_dir()) if r["crop"]]
+        faces = embed_files([r["crop"] for r in records], FaceEmbedder(network, flip=True))
+        people = np.array([r["path"].split("/")[0] for r in records])
+        truth = np.unique(people, return_inverse=True)[1]
+        eight = np.isin(people, EIGHT)
+        cuts = group_cuts(faces[eight], truth[eight])
+        counts = np.bincount(truth)[truth]
+        for name, subset in (("all of LFW", np.ones(len(truth), bool)),
+                             ("lfw_10to19", (counts >= 10) & (counts <= 19))):
+            started = time.perf_counter()
+            found = group_faces(faces[subset], cuts)
+            rows.append({"set": name, "network": network, "faces": int(subset.sum()),
+                         **{k: v for k, v in scores(truth[subset], found).items()},
+                         "cuts": " ".join(f"{c:.3f}" for c in cuts.values()),
+                         "seconds": round(time.perf_counter() - started, 1)})
+    table(rows, "album grouping, cuts from the LFW-8 gallery of each network")
+
+
 def _median_ms(call, repeats: int = 30) -> float:
     call()
     times = []
@@ -153,6 +188,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", nargs="+", default=["trained", "recall", "speed"])
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--lfw", type=Path, help="every LFW photo (the grouping part)")
     parser.add_argument("--speed-worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.speed_worker:
@@ -166,6 +202,8 @@ def main() -> None:
             runs.setdefault(row["network"], row["run"])
     if "recall" in args.parts:
         recall()
+    if "grouping" in args.parts:
+        grouping(args.lfw)
     if "speed" in args.parts:
         speed(runs)
 

@@ -24,3 +24,4 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def chord_distance(similarity: np.ndarray | float) -> np.ndarray:
     """Euclidean distance between unit rows whose cosine similarity is ``similarity``."""
     return np.sqrt(np.clip(2.0 - 2.0 * np.asarray(similarity), 0.0, 4.0))
+

@@ -64,7 +64,7 @@ preset = st.radio(
     index=list(options).index("Balanced"),
     format_func=lambda name: display.preset_words(name, options[name]),
     key=f"preset-{run.name}",
-    help=display.preset_help(run.scoring),
+    help=display.preset_help(run.scoring, calibration),
 )
 threshold = options[preset]["threshold"]
 with st.expander("Advanced"):

@@ -50,12 +50,15 @@ if run.builtin:
             st.rerun()
 elif not editable:
     st.info(
-        "People can be added, renamed or removed in a face-network run (dlib128); this run "
-        "uses a CNN that would need retraining to learn someone new. Renaming and removing "
-        "still work."
+        "People can be added, renamed or removed in a face-network run (mbf512, dlib128); "
+        "this run uses a CNN that would need retraining to learn someone new. Renaming and "
+        "removing still work."
     )
 
 # Who it knows: searched, filtered and paged ----------------------------------------------
+if "people-show" in st.session_state:  # the person just added or renamed, found for the user
+    st.session_state["people-search"] = st.session_state.pop("people-show")
+    st.session_state["people-kind"] = "all"
 query, which = st.columns([3, 2])
 text = query.text_input("Search", key="people-search", placeholder="part of a name").strip()
 kinds = {"all": "Everyone", "added": "Added later", "removed": "Removed"}
@@ -114,6 +117,7 @@ if label:
         if st.form_submit_button("Rename"):
             with ui.shown_errors(f"Renaming {row['name']}"):
                 people.rename(run, label, new_name)
+                st.session_state["people-show"] = new_name
                 st.session_state["people-done"] = [
                     ("success", f"{row['name']} is now shown as {new_name}.")
                 ]
@@ -170,6 +174,7 @@ if editable:
                     run, new_name, [(f.name, f.getvalue()) for f in new_photos or []], keep
                 )
                 shown_name = people.names(run).get(report["name"], report["name"])
+                st.session_state["people-show"] = shown_name
                 st.session_state["people-done"] = [
                     ("success", f"Added {shown_name} from {report['n_photos']} photo(s) in "
                      f"{report['seconds']:.1f} s."),

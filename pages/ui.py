@@ -149,7 +149,7 @@ def no_model_yet() -> None:
         st.error(f"The built-in public-figures model cannot be used: {problem}")
     st.warning(
         "No model in use yet, so there is no one to recognise. Train your own on Train (a "
-        "few minutes with the offline dlib128 backbone), or choose one in the sidebar."
+        "few minutes with the offline mbf512 face network), or choose one in the sidebar."
     )
     if st.button("Go to Train", type="primary", icon=":material/model_training:", key="to-train"):
         st.switch_page("pages/train.py")

@@ -336,5 +336,22 @@ def test_an_unknown_face_line_names_its_closest_person_as_people_read_it():
     }
     assert _face_line(face) == (
         "unknown (closest: Catherine Donkers) at [1, 2, 3, 4] match confidence 69.0%, "
-        "similarity 0.94"
+        "similarity 94%"
+    )
+
+
+def test_a_known_face_line_reads_as_the_page_does():
+    """Its display name, not the folder label; the likely people in the order of their numbers,
+    each a percentage like the similarity."""
+    from celebmodel.interfaces.cli import _face_line
+
+    face = {
+        "known": True, "label": "Tony_Blair", "name": "Tony Blair", "nearest": "Tony_Blair",
+        "box": [1, 2, 3, 4], "match_confidence": 0.991, "similarity": 0.71,
+        "top_k": [{"label": "Tony_Blair", "name": "Tony Blair", "similarity": 0.71},
+                  {"label": "Tony_Blair_2", "name": "Anthony Blair", "similarity": 0.5}],
+    }
+    assert _face_line(face) == (
+        "Tony Blair at [1, 2, 3, 4] match confidence 99.1%, similarity 71% "
+        "(likely: Tony Blair 71%, Anthony Blair 50%)"
     )

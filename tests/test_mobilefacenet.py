@@ -54,6 +54,16 @@ def test_the_keras_network_gives_the_source_s_embeddings():
     assert _cosine(mirrored, ours[:1] + ours[5:6])[0] == pytest.approx(1.0, abs=1e-4)
 
 
+@pytest.mark.parametrize("network", ["mbf512", "dlib128"])
+def test_a_photo_s_faces_through_litert_are_the_folder_s_embeddings(network):
+    size = NETWORKS[network].input_size
+    chips = np.stack([np.asarray(Image.fromarray(chip).resize((size, size))) for chip in
+                      reference_chips()[:3]])  # an odd count: the last pair is padded
+    embedder = FaceEmbedder(network, flip=True)
+    assert _cosine(embedder.embed_photo(chips), embedder.embed(chips)).min() >= 0.99999
+    assert embedder.embed_photo(chips[:0]).shape == (0, NETWORKS[network].embedding_size)
+
+
 def test_detected_and_aligned_the_network_tells_one_face_from_another():
     """The astronaut found by SCRFD and aligned to ArcFace's template in five other versions of
     her photo (smaller, brighter, mirrored, turned, flatter) stays herself; the cameraman is

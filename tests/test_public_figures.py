@@ -194,6 +194,9 @@ def test_the_builtin_is_read_only_and_my_copy_takes_a_new_person(tiny_builtin, f
     open_page(at)
     assert "Added Camera Man from 3 photo(s)" in texts(at)
     assert "knows 8 people" in texts(at)  # the page shows the change at once
+    shown = next(d.value for d in at.dataframe if "name" in d.value.columns)
+    assert list(shown["name"]) == ["Camera Man"]  # found for the user, among any number
+    assert at.text_input(key="people-search").value == "Camera Man"
     from celebmodel.recognition.recognize import Recognizer
 
     face = Recognizer.from_run(mine).identify(np.asarray(cameramen(1, seed=99)[0]))[0]

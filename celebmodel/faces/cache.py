@@ -8,7 +8,6 @@ embeds nothing, and a change of either setting is a new entry, never a mix.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from ..cores import workers_available
 from ..data.images import load_image
 from ..errors import ImageError
 from ..progress import BarFactory, quiet_bar
@@ -34,14 +34,6 @@ def cache_dir() -> Path:
 
 def _crop_dir(cache_dir: Path, stage: FaceStage, sha: str) -> Path:
     return cache_dir / "crops" / stage.key() / sha[:2]
-
-
-def workers_available() -> int:
-    """The cores this process may use (its CPU affinity, else the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def prepare(

@@ -43,6 +43,9 @@ def _session() -> tuple[Any, str, list[str]]:
     options = ort.SessionOptions()
     options.intra_op_num_threads = min(2, os.cpu_count() or 1)
     options.inter_op_num_threads = 1
+    # Its threads would spin on after each photo, taking the cores the face network needs next
+    # (identify: 67 ms with spinning, see bench/public_figures.py).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     try:
         session = ort.InferenceSession(

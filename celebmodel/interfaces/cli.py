@@ -180,7 +180,7 @@ def cmd_build_lfw_model(args: argparse.Namespace) -> int:
     people = read_people(args.names) if args.names else None
     target = build(
         args.lfw, args.out, tuple(args.missing_ok or ()), console_bar, people,
-        args.network or NETWORK,
+        args.network or NETWORK, args.strangers,
     )
     print(f"wrote {target}" + (" (the built-in model)" if target == folder() else ""))
     return 0
@@ -298,19 +298,19 @@ def cmd_groups(args: argparse.Namespace) -> int:
 
 def _face_line(face: dict) -> str:
     """One face of ``predict``'s text output: who, where, how sure."""
-    who = face["label"] if face["known"] else (
+    who = (face.get("name") or face["label"]) if face["known"] else (
         f"unknown (closest: {face.get('nearest_name') or face['nearest']})"
     )
     sure = (f"match confidence {face['match_confidence']:.1%}, "
             if face.get("match_confidence") is not None else "")
     group = f" group {face['group']}" if face.get("group") else ""
     tops = ", ".join(
-        f"{t['label']} {t['probability']:.2f}" if t.get("probability") is not None
-        else f"{t['label']} {t['similarity']:.2f}"
+        f"{t['name']} {t['probability']:.0%}" if t.get("probability") is not None
+        else f"{t['name']} {t['similarity']:.0%}"
         for t in face["top_k"]
     )
-    return (f"{who} at {face['box']} {sure}similarity {face['similarity']:.2f}{group}"
-            + (f" ({tops})" if tops else ""))
+    return (f"{who} at {face['box']} {sure}similarity {face['similarity']:.0%}{group}"
+            + (f" (likely: {tops})" if tops else ""))
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
@@ -688,6 +688,11 @@ def _add_build_model(commands: Any) -> None:
     build_model.add_argument(
         "--network", choices=list(NETWORKS),
         help="the face network its gallery is built on (default: the shipped model's)",
+    )
+    build_model.add_argument(
+        "--strangers", metavar="DIR",
+        help="photos of people who are not in LFW, from other sources (one folder per person): "
+        "they set the match confidence and the presets (default: LFW's people left out in turn)",
     )
     build_model.set_defaults(func=cmd_build_lfw_model)
 

@@ -33,9 +33,12 @@ class Evidence:
     lfw: bool = False
     _by_person: Any = field(default=None, repr=False)
 
-    def nearest_people(self, embedding: np.ndarray) -> np.ndarray:
-        """Label indices of the two people whose gallery faces come closest to ``embedding``
-        (people removed from the run left out)."""
+    def nearest_people(
+        self, embedding: np.ndarray, count: int = 2
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``count`` people whose gallery faces come closest to ``embedding`` (people
+        removed from the run left out), closest first: their label indices and the similarity
+        of each one's closest face. The one order of "most alike" every line shows."""
         if self._by_person is None:
             order = np.argsort(self.gallery_labels, kind="stable")
             people, starts = np.unique(self.gallery_labels[order], return_index=True)
@@ -43,11 +46,12 @@ class Evidence:
             self._by_person = (order, people, starts, allowed)
         order, people, starts, allowed = self._by_person
         if not len(order):
-            return np.zeros(0, np.int64)
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
         closeness = np.maximum.reduceat((self.gallery @ embedding)[order], starts)
         closeness[~allowed] = -np.inf
-        best = np.argsort(-closeness, kind="stable")[:2]
-        return people[best[np.isfinite(closeness[best])]]
+        best = np.argsort(-closeness, kind="stable")[:count]
+        best = best[np.isfinite(closeness[best])]
+        return people[best], closeness[best]
 
     def faces(self, embedding: np.ndarray, order: list[int]) -> list[dict[str, Any]]:
         """The gallery faces closest to ``embedding`` of the nearest person (three) and of

@@ -150,10 +150,15 @@ def build(
     bar: BarFactory | None = None,
     people: dict[str, int] | None = None,
     network: str = NETWORK,
+    strangers: str | Path | None = None,
 ) -> Path:
     """Build the built-in model from an LFW folder into ``out`` (default: the package's own
     folder) on a face ``network``, replacing what is there only once every file is written.
 
+    ``strangers``: photos of people who are not in LFW, taken elsewhere (one folder per
+    person), which define the match confidence and the presets: users bring photos from
+    elsewhere, and LFW's own people left out in turn (its look-alikes, in its own kind of
+    photo) reach other scores than they do. Without it, the look-alikes define them.
     ``people`` replaces LFW's list (tests build from a small generated tree).
     """
     from ..scoring.matching import Confidence, Matcher, fit_decision, simulate
@@ -175,33 +180,43 @@ def build(
     seen = simulate(matcher, np.random.default_rng(0), SIMULATED, SIMULATED)
     decision = fit_decision(np.r_[seen["genuine"], seen["stranger"]],
                             np.r_[seen["genuine_correct"], seen["stranger_correct"]])
-    strangers = np.sort(decision(seen["stranger"]))
+    lookalikes = np.sort(decision(seen["stranger"]))
     known = decision(seen["genuine"])
-    confidence = Confidence(strangers)
-    presets = {
-        name: {
-            "threshold": _round(confidence.threshold(far)),
+    elsewhere = (None if strangers is None
+                 else strangers_from_elsewhere(strangers, expected, matcher, decision, network))
+    confidence = Confidence(lookalikes if elsewhere is None else elsewhere["scores"])
+    presets = {}
+    for name, far in PRESET_FARS.items():
+        threshold = confidence.threshold(far)
+        presets[name] = {
+            "threshold": _round(threshold),
             "strangers_named": float(far),
+            "lookalikes_named": _round(float(np.mean(lookalikes >= threshold))),
             "known_named": _round(float(np.mean(seen["genuine_correct"]
-                                                & (known >= confidence.threshold(far))))),
+                                                & (known >= threshold)))),
         }
-        for name, far in PRESET_FARS.items()
-    }
     errors = label_errors(stored.astype(np.float32), labels, names, [r["path"] for r in usable])
     left_out = [index[name] for name in errors["people_involved"] if name in index]
     protocol = _protocol(stored.astype(np.float32), labels, left_out)
+    who = ("each LFW person left out in turn" if elsewhere is None else
+           f"{elsewhere['photos']:,} photos of {elsewhere['people']} people not in LFW, from "
+           "other sources than LFW")
     calibration = {
         "method": "gallery",
         "description": "AS-norm against the gallery, logistic decision on "
                        "[z1, z1 - z2, s1, s1 - s2]; confidence = 1 - share of strangers "
-                       "(each person left out in turn) reaching the decision",
+                       f"({who}) reaching the decision",
         "decision": decision.to_dict(),
         "threshold": presets["Balanced"]["threshold"],
         "presets": presets,
-        "strangers": [_round(v) for v in strangers],
+        "strangers": [_round(v) for v in (lookalikes if elsewhere is None
+                                          else elsewhere["scores"])],
+        "lookalikes": [_round(v) for v in lookalikes],
         "known": [_round(v) for v in np.sort(known)],
         "known_correct": float(np.mean(seen["genuine_correct"])),
-        "simulated": {"known": int(len(known)), "strangers": int(len(strangers)), "seed": 0},
+        "simulated": {"known": int(len(known)), "strangers": int(len(lookalikes)), "seed": 0},
+        **({} if elsewhere is None else {"strangers_source": {
+            k: v for k, v in elsewhere.items() if k != "scores"}}),
     }
     no_face = [r["path"] for r in records if not r["crop"]]
     files = _model_files(
@@ -229,7 +244,8 @@ def build(
                     "licence": spec.licence, "flip_averaged": True},
         "built": when,
         "command": f"celebmodel build-lfw-model {root.name} --network {network}"
-        + (f" --missing-ok {' '.join(sorted(missing_ok))}" if missing_ok else ""),
+        + (f" --missing-ok {' '.join(sorted(missing_ok))}" if missing_ok else "")
+        + (f" --strangers {Path(strangers).name}" if strangers else ""),
         "licence": LICENCE,
         "label_errors": errors,
     }
@@ -237,6 +253,34 @@ def build(
     _write_model(target, files, provenance)
     log.info("built %s in %.0f s", target, time.perf_counter() - started)
     return target
+
+
+def strangers_from_elsewhere(
+    folder_path: str | Path, people: dict[str, int], matcher: Any, decision: Any, network: str,
+) -> dict[str, Any]:
+    """The decision values of photos of people not in LFW (``folder_path``, one folder per
+    person; each photo's subject face, as for LFW's photos) against the whole gallery, sorted;
+    with how many photos and people gave them. A folder named after an LFW person is refused:
+    their photos would be counted as strangers the model should know."""
+    from ..data.dataset import scan_dataset
+
+    scan = scan_dataset(folder_path)
+    inside = sorted(set(scan.items["label"]) & set(people))
+    if inside:
+        raise DatasetError(f"{scan.root}: {_few(inside)}: in LFW, so not strangers; photos of "
+                           "people who are not in LFW only")
+    records, embeddings = embed_photos(scan.root, list(scan.items["path"]), network=network)
+    if not len(embeddings):
+        raise DatasetError(f"{scan.root}: no face found in any photo; nothing was built")
+    faces = [r["path"].split("/")[0] for r in records if r["crop"]]
+    candidates = matcher.candidates(embeddings, k=2)
+    return {
+        "scores": np.sort(decision(candidates.features())),
+        "folder": scan.root.name,
+        "photos": len(faces),
+        "people": len(set(faces)),
+        "photos_without_a_face": len(records) - len(faces),
+    }
 
 
 def label_errors(

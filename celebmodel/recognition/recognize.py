@@ -36,6 +36,7 @@ import numpy as np
 
 from ..backbones import Backbone, get_backbone
 from ..config import TrainConfig
+from ..cores import one_blas_thread
 from ..data.images import load_image
 from ..errors import RunError
 from ..faces.detection import FaceStage, face_stage, resize_whole
@@ -234,7 +235,7 @@ class Recognizer:
 
     def _inputs(self, crops: list[np.ndarray]) -> np.ndarray:
         if self.takes_embeddings:
-            return FaceEmbedder(self.config.backbone, flip=True).embed(crops)
+            return FaceEmbedder(self.config.backbone, flip=True).embed_photo(crops)
         batch = np.stack(crops).astype(np.float32)
         return np.asarray(self.backbone.preprocess(batch))
 
@@ -261,7 +262,7 @@ class Recognizer:
 
     def _embed(self, crops: list[np.ndarray]) -> np.ndarray:
         """A gallery model's embeddings: its face network, face and mirror image averaged."""
-        return FaceEmbedder(self.config.backbone, flip=True).embed(crops)
+        return FaceEmbedder(self.config.backbone, flip=True).embed_photo(crops)
 
     def _probabilities(self, raw: np.ndarray) -> np.ndarray:
         """Class probabilities with removed people masked out and the rest renormalised."""
@@ -312,7 +313,12 @@ class Recognizer:
         :attr:`mirror_groups` (and ``mirror``), each embedding averaged with its mirror
         image's, else the embeddings themselves. Mirror-averaged faces group strangers better
         (all of LFW: BCubed F 0.944 to 0.952) for one more pass of the network per face."""
-        pixels = load_image(image)
+        with one_blas_thread():
+            return self._analysed(load_image(image), threshold, top_k, mirror)
+
+    def _analysed(
+        self, pixels: np.ndarray, threshold: float | None, top_k: int | None, mirror: bool
+    ) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
         threshold = self.threshold if threshold is None else threshold
         top_k = max(1, min(top_k or self.top_k, len(self.people)))
         with self._lock:
@@ -338,16 +344,10 @@ class Recognizer:
         for i, ((box, confidence), p, score) in enumerate(
             zip(found, probabilities, scores, strict=True)
         ):
-            ranked = np.argsort(-p)[:top_k]
-            top = [
-                {"label": self.labels[j], "name": self.names.get(self.labels[j], self.labels[j]),
-                 "probability": float(p[j])}
-                for j in ranked
-            ]
             results.append(
-                self._face(box, confidence, int(ranked[0]), float(score),
-                           float(similarity(score)), threshold, top, embeddings[i],
-                           probability=float(p[ranked[0]]))
+                self._face(box, confidence, int(np.argmax(p)), float(score),
+                           float(similarity(score)), threshold, top_k, embeddings[i],
+                           probabilities=p)
             )
         return results, embeddings, grouped
 
@@ -355,36 +355,41 @@ class Recognizer:
         self, embeddings: np.ndarray, found: list, threshold: float, top_k: int
     ) -> list[dict[str, Any]]:
         masked = np.array([self.labels.index(x) for x in self.removed if x in self.labels])
-        candidates = self.matcher.candidates(embeddings, k=max(2, top_k),
+        candidates = self.matcher.candidates(embeddings, k=2,
                                              masked_people=masked if len(masked) else None)
         decisions = self.decision(candidates.features())
-        results = []
-        for i, (box, confidence) in enumerate(found):
-            people = candidates.people[i]
-            top = [
-                {"label": self.labels[j], "name": self.names.get(self.labels[j], self.labels[j]),
-                 "similarity": round(float(s), 4)}
-                for j, s in zip(people[:top_k], candidates.similarity[i][:top_k], strict=True)
-            ]
-            results.append(
-                self._face(box, confidence, int(people[0]), float(decisions[i]),
-                           float(candidates.similarity[i][0]), threshold, top, embeddings[i])
-            )
-        return results
+        return [
+            self._face(box, confidence, int(candidates.people[i][0]), float(decisions[i]),
+                       float(candidates.similarity[i][0]), threshold, top_k, embeddings[i])
+            for i, (box, confidence) in enumerate(found)
+        ]
 
     def _face(
         self, box: list, confidence: float, best: int, score: float, closeness: float,
-        threshold: float, top: list[dict], embedding: np.ndarray,
-        probability: float | None = None,
+        threshold: float, top_k: int, embedding: np.ndarray,
+        probabilities: np.ndarray | None = None,
     ) -> dict[str, Any]:
-        """One face's answer (see the module's docstring for its keys)."""
+        """One face's answer (see the module's docstring for its keys).
+
+        ``top_k`` lists the person named first, then the others in the order of the number
+        shown beside them (a trained run's probability; else how alike each one's closest
+        photo is); the runner-up, in the evidence too, is always the second of that order.
+        """
         known = self.is_known(score, threshold)
-        nearest = self.evidence.nearest_people(embedding)
-        if known:  # the person named first, then the closest other
-            order = [best, *[int(j) for j in nearest if j != best][:1]]
+        alike, similarities = self.evidence.nearest_people(embedding, top_k + 1)
+        if probabilities is not None:
+            ranked = [int(j) for j in np.argsort(-probabilities)[:top_k]]
+            top = [self._entry(j, probability=float(probabilities[j])) for j in ranked]
+        else:
+            near = dict(zip(alike.tolist(), similarities.tolist(), strict=True))
+            others = [j for j in alike.tolist() if j != best][: top_k - 1]
+            top = [self._entry(best, similarity=near.get(best, closeness)),
+                   *[self._entry(j, similarity=near[j]) for j in others]]
+        if known:  # the person named first, then the runner-up of the list shown
+            order = [best, *[self.labels.index(t["label"]) for t in top[1:2]]]
         else:  # by the faces alone: the closest person is the one whose face is closest
-            order = [int(j) for j in nearest[:2]]
-            best = order[0]
+            order = [int(j) for j in alike[:2]]
+            best = order[0] if order else best
         label = self.labels[best]
         shown = self.names.get(label, label)
         match = self.match_confidence(score)
@@ -399,10 +404,17 @@ class Recognizer:
             "match_confidence": None if match is None else round(float(match), 6),
             "similarity": float(closeness),
             "score": float(score),
-            "probability": probability if known else None,
+            "probability": float(probabilities[best]) if known and probabilities is not None
+            else None,
             "top_k": top if known else [],
             "evidence": self.evidence.faces(embedding, order),
         }
+
+    def _entry(self, index: int, **number: float) -> dict[str, Any]:
+        label = self.labels[index]
+        return {"label": label, "name": self.names.get(label, label),
+                **{key: round(value, 4) if key == "similarity" else value
+                   for key, value in number.items()}}
 
     def identify(
         self, image: Any, threshold: float | None = None, top_k: int | None = None

@@ -132,27 +132,24 @@ def face_details(face: dict[str, Any], recognizer: Any, threshold: float) -> str
 
 def top_k_line(face: dict[str, Any]) -> str:
     """The most likely people of a known face, on one line (text: a grid per face costs the
-    browser more than the rest of the result): class probabilities for a trained run,
-    similarities of their nearest faces for a gallery model."""
-    words = [
-        f"{t['name']} {t['probability']:.0%}" if "probability" in t
-        else f"{t['name']} {t['similarity']:.2f}"
-        for t in face["top_k"]
-    ]
-    if face["top_k"] and "probability" not in face["top_k"][0]:
-        # ranked by similarity normalised for how close each face is to everyone, so a raw
-        # similarity further down may be higher: say so rather than seem out of order
-        return "likely, in the model's order (raw similarity): " + " · ".join(words)
-    return "likely: " + " · ".join(words)
+    browser more than the rest of the result), in the order of the numbers shown: class
+    probabilities for a trained run, else the similarity of each one's closest photo."""
+    if not face["top_k"]:
+        return ""
+    if "probability" in face["top_k"][0]:
+        words = [f"{t['name']} {t['probability']:.0%}" for t in face["top_k"]]
+        return "likely (probability): " + " · ".join(words)
+    words = [f"{t['name']} {t['similarity']:.0%}" for t in face["top_k"]]
+    return "likely (similarity of the closest photo): " + " · ".join(words)
 
 
 def evidence_line(same: list[dict[str, Any]], other: list[dict[str, Any]]) -> str:
-    """"Looks most like these 3 photos of X: 0.93 / 0.91 / 0.90; next: Y 0.41"."""
-    words = " / ".join(f"{e['similarity']:.2f}" for e in same)
+    """"Looks most like these 3 photos of X (similarity 93% / 91% / 90%); next: Y 41%"."""
+    words = " / ".join(f"{e['similarity']:.0%}" for e in same)
     which = "this photo" if len(same) == 1 else f"these {len(same)} photos"
-    line = f"Looks most like {which} of {same[0]['name']}: {words}"
+    line = f"Looks most like {which} of {same[0]['name']} (similarity {words})"
     if other:
-        line += f"; next: {other[0]['name']} {other[0]['similarity']:.2f}"
+        line += f"; next: {other[0]['name']} {other[0]['similarity']:.0%}"
     return line
 
 
@@ -162,7 +159,7 @@ def evidence_links(items: list[dict[str, Any]]) -> str:
     lines, linked = [], set()
     for item in items:
         photo = item.get("photo") or item["path"] or "(added later)"
-        text = f"`{photo}` {item['similarity']:.2f}"
+        text = f"`{photo}` similarity {item['similarity']:.0%}"
         if item.get("link") and item["label"] not in linked:
             text += f" · [{item['name']} on the LFW site]({item['link']})"
             linked.add(item["label"])
@@ -173,6 +170,8 @@ def evidence_links(items: list[dict[str, Any]]) -> str:
 PRESET_MEANING = {
     "gallery": "Measured on this model by leaving each person out of it in turn (strangers) "
     "and holding out one photo at a time (known faces).",
+    "elsewhere": "Strangers: {source}, none of them known to the model; look-alikes: each of "
+    "its own people left out in turn. Known faces: one photo held out at a time.",
     "classifier": "Measured on the model's own validation faces; strangers are each of them "
     "scored with their own person left out. Balanced is the calibrated value.",
 }
@@ -188,6 +187,8 @@ def preset_words(name: str, option: dict[str, Any]) -> str:
         parts.append(f"none of the {measured:,} strangers measured")
     elif option.get("strangers_named") is not None:
         parts.append(f"{_share(option['strangers_named'])} of strangers wrongly")
+    if option.get("lookalikes_named") is not None:
+        parts.append(f"{_share(option['lookalikes_named'])} of look-alikes")
     return f"{name}: " + (", ".join(parts) if parts else "the calibrated threshold")
 
 
@@ -195,7 +196,14 @@ def _share(value: float) -> str:
     return f"{value:.1%}" if value < 0.1 else f"{value:.0%}"
 
 
-def preset_help(scoring: str) -> str:
+def preset_help(scoring: str, calibration: dict[str, Any]) -> str:
+    """How a model's presets were measured: by which strangers."""
+    source = calibration.get("strangers_source")
+    if scoring == "gallery" and source:
+        return PRESET_MEANING["elsewhere"].format(
+            source=f"{source['photos']:,} photos of {source['people']} people from other "
+            "sources than the model's own photos"
+        )
     return PRESET_MEANING.get(scoring, PRESET_MEANING["classifier"])
 
 

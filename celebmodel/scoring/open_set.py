@@ -128,10 +128,12 @@ def presets(calibration: dict) -> dict[str, dict]:
     ``match_confidence`` (the confidence it needs) and, for trained runs, ``similarity``.
 
     Gallery models define them by strangers (1% / 5% / 10% named wrongly, see
-    :mod:`celebmodel.recognition.public_figures`). Trained runs by the share of their known
-    validation faces accepted (90% / the calibrated threshold / 99%); their strangers are each known
-    face scored with its own person left out (:func:`stranger_scores`). Runs from before the
-    validation scores were kept get Balanced alone.
+    :mod:`celebmodel.recognition.public_figures`; ``lookalikes_named``: the share of LFW's own
+    people left out in turn named at it, when photos from elsewhere set it). Trained runs by
+    the share of their known validation faces accepted (90% / the calibrated threshold / 99%);
+    their strangers are each known face scored with its own person left out
+    (:func:`stranger_scores`). Runs from before the validation scores were kept get Balanced
+    alone.
     """
     if calibration.get("method") == "gallery":
         strangers = np.asarray(calibration.get("strangers") or [], np.float64)
@@ -145,6 +147,7 @@ def presets(calibration: dict) -> dict[str, dict]:
                 "match_confidence": None if named is None else 1.0 - named,
                 "known_named": stored[name].get("known_named"),
                 "strangers_named": named,
+                "lookalikes_named": stored[name].get("lookalikes_named"),
                 "strangers_measured": len(strangers),
             }
         return found
