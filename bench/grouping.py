@@ -1,10 +1,11 @@
 """Grouping quality and folder speed: strangers found, then grouped by person.
 
-A dlib128 model is trained on ``../shared/data/lfw`` (8 people); then ``celebmodel predict
-RUN FOLDER --group --csv`` runs on every photo of ``../shared/data/lfw_10to19`` (96 people the
-model does not know), exactly as a user would run it. The CSV is scored against the folder
-names: the share of faces marked unknown, and the groups against the true people (BCubed
-precision, recall and F-measure; an ungrouped face is a group of its own).
+A model is trained on ``../shared/data/lfw`` (8 people; ``--backbone``, default mbf512); then
+``celebmodel predict RUN FOLDER --group --csv`` runs on every photo of
+``../shared/data/lfw_10to19`` (96 people the model does not know), exactly as a user would run
+it. The CSV is scored against the folder names: the share of faces marked unknown, and the
+groups against the true people (BCubed precision, recall and F-measure; an ungrouped face is a
+group of its own).
 
 Each LFW photo is centred on its person; other faces in it (people in the background) have no
 known identity, so only the face nearest the photo's centre is scored (the others are counted).
@@ -42,11 +43,12 @@ def parse_args() -> argparse.Namespace:
         "--old", action="append", default=[], help="a checkout of earlier code (repeatable)"
     )
     parser.add_argument("--work", help="folder for runs and caches (default: a temporary one)")
+    parser.add_argument("--backbone", default="mbf512", help="the network trained (all trees)")
     return parser.parse_args()
 
 
-def train(code: Path, work: Path, data: str) -> Path:
-    run_celebmodel(code, work, "train", data, "--backbone", "dlib128")
+def train(code: Path, work: Path, data: str, backbone: str) -> Path:
+    run_celebmodel(code, work, "train", data, "--backbone", backbone)
     runs = sorted(p for p in (work / "runs").iterdir() if (p / "model.keras").is_file())
     return runs[-1]
 
@@ -104,10 +106,12 @@ def score(csv: Path, strangers: Path) -> dict[str, float]:
     }
 
 
-def measure(code: Path, work: Path, known: str, strangers: Path) -> tuple[dict, float]:
+def measure(
+    code: Path, work: Path, known: str, strangers: Path, backbone: str
+) -> tuple[dict, float]:
     """Train a model with ``code``, then ``predict --group`` the strangers: scores, seconds."""
     work.mkdir(parents=True, exist_ok=True)
-    run = train(code, work, known)
+    run = train(code, work, known, backbone)
     csv = work / "strangers.csv"
     _, seconds = run_celebmodel(
         code, work, "predict", str(run), str(strangers), "--group", "--csv", str(csv)
@@ -126,10 +130,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         for i, (name, code) in enumerate(codes):
-            results[name], seconds = measure(code, work / f"code{i}", args.known, strangers)
+            results[name], seconds = measure(code, work / f"code{i}", args.known, strangers,
+                                             args.backbone)
             speed[f"{name}: predict --group --csv (s)"] = seconds
             speed[f"{name}: photos/s"] = photos / seconds
-    print(f"\n## Grouping {photos} photos of {strangers.name} with a model of {args.known}\n")
+    print(f"\n## Grouping {photos} photos of {strangers.name} with a {args.backbone} model of "
+          f"{args.known}\n")
     for name, code in codes[1:]:
         print(f"{name}: {code}")
     print(f"{'':34}" + "".join(f"{name:>11}" for name, _ in codes))

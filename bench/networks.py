@@ -10,8 +10,13 @@ Parts (``--parts``):
   centre, at the photos' own size and shrunk to 112 px (small faces).
 * ``grouping`` (``--lfw``: every LFW photo, one folder per person): album grouping on each
   network's faces (mirror-averaged, as albums group them), with the cuts a model of LFW's 8 most
-  photographed people learns from its gallery: all of LFW and its people with 10 to 19
-  photos, BCubed precision, recall and F.
+  photographed people learns from its gallery (or the network's own, where the networks table
+  has them): all of LFW and its people with 10 to 19 photos, BCubed precision, recall and F.
+* ``profiles`` (``--profiles``: CFP's layout, ``<Person>/frontal/*`` and ``<Person>/profile/*``,
+  kept outside the repository): the share of frontal and of profile photos in which each
+  detector finds a face; then a run of each network trained on the frontal photos of
+  ``--profile-people`` people (``celebmodel train``, as a user runs it) names their profile
+  photos (``celebmodel predict --csv``, largest face): named right, wrong, unknown, no face.
 * ``speed``: on one thread and on every core: detection of a 640×480 photo, the embedding of a
   face, and identifying a 640×480 photo with one face through a trained run of each network
   (warm, median of 30).
@@ -42,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, SHARED, one_face_photo, table  # noqa: E402
 
 NETWORKS = ("dlib128", "mbf512")
+TABLE_DETECTORS = {"dlib128": "hog", "mbf512": "scrfd"}  # each network's detector
 
 
 def train(data: Path, backbone: str, work: Path, seed: int, per_class: int | None) -> dict:
@@ -108,9 +114,10 @@ def grouping(lfw: Path) -> None:
 
     from celebmodel.albums.grouping import group_faces
     from celebmodel.faces.cache import cache_dir, embed_files, prepare
+    from celebmodel.faces.network import NETWORKS as TABLE
     from celebmodel.faces.network import FaceEmbedder
     from celebmodel.recognition.public_figures import stage_of
-    from celebmodel.scoring.cuts import group_cuts
+    from celebmodel.scoring.cuts import Cuts, group_cuts
 
     paths = sorted(str(p.relative_to(lfw)) for p in lfw.glob("*/*.jpg"))
     rows = []
@@ -120,7 +127,8 @@ def grouping(lfw: Path) -> None:
         people = np.array([r["path"].split("/")[0] for r in records])
         truth = np.unique(people, return_inverse=True)[1]
         eight = np.isin(people, EIGHT)
-        cuts = group_cuts(faces[eight], truth[eight])
+        spec = TABLE[network]  # the network's own cuts, else learnt as a model's gallery would
+        cuts = Cuts(*spec.grouping) if spec.grouping else group_cuts(faces[eight], truth[eight])
         counts = np.bincount(truth)[truth]
         for name, subset in (("all of LFW", np.ones(len(truth), bool)),
                              ("lfw_10to19", (counts >= 10) & (counts <= 19))):
@@ -130,7 +138,52 @@ def grouping(lfw: Path) -> None:
                          **{k: v for k, v in scores(truth[subset], found).items()},
                          "cuts": " ".join(f"{c:.3f}" for c in cuts.values()),
                          "seconds": round(time.perf_counter() - started, 1)})
-    table(rows, "album grouping, cuts from the LFW-8 gallery of each network")
+    table(rows, "album grouping: each network's own cuts, else learnt from its LFW-8 gallery")
+
+
+def profiles(folder: Path, people: int, work: Path) -> None:
+    import shutil
+
+    import pandas as pd
+
+    from celebmodel.faces.detection import detect
+
+    chosen = sorted(p for p in folder.iterdir() if (p / "profile").is_dir())[:people]
+    rows = []
+    for network in NETWORKS:
+        detector = TABLE_DETECTORS[network]
+        for view in ("frontal", "profile"):
+            photos = [photo for person in chosen for photo in sorted((person / view).iterdir())]
+            found = sum(bool(detect(np.asarray(Image.open(p).convert("RGB")), detector,
+                                    fallback=False)) for p in photos)
+            rows.append({"network": network, "detector": detector, "view": view,
+                         "photos": len(photos), "face found": found / len(photos)})
+    table(rows, f"CFP, {len(chosen)} people: a face found (no fallback to another detector)")
+    known, asked = work / "cfp-frontal", work / "cfp-profile"
+    for person in chosen:
+        for view, target in (("frontal", known), ("profile", asked)):
+            shutil.copytree(person / view, target / person.name)
+    rows = []
+    for network in NETWORKS:
+        run = train(known, network, work, 0, None)["run"]
+        csv = work / f"profiles-{network}.csv"
+        subprocess.run([sys.executable, "-m", "celebmodel", "predict", run, str(asked),
+                        "--csv", str(csv)], cwd=ROOT, check=True, capture_output=True,
+                       env={**os.environ, "CELEBMODEL_DATA": str(work / "data")})
+        faces = pd.read_csv(csv, keep_default_na=False)
+        faces = faces[faces["box"] != ""]
+        faces["area"] = [np.prod([float(v) for v in b.split()][2:]) for b in faces["box"]]
+        largest = faces.loc[faces.groupby("photo")["area"].idxmax()]
+        truth = largest["photo"].map(lambda p: Path(p).parent.name)
+        named = largest["known"].astype(str) == "True"
+        total = sum(1 for _ in asked.glob("*/*"))
+        rows.append({"network": network, "profile photos": total,
+                     "named right": float((named & (largest["label"] == truth)).sum() / total),
+                     "named wrong": float((named & (largest["label"] != truth)).sum() / total),
+                     "unknown": float((~named).sum() / total),
+                     "no face": 1 - len(largest) / total})
+    table(rows, f"runs trained on the frontal photos of {len(chosen)} CFP people name their "
+                "profile photos")
 
 
 def _median_ms(call, repeats: int = 30) -> float:
@@ -189,6 +242,8 @@ def main() -> None:
     parser.add_argument("--parts", nargs="+", default=["trained", "recall", "speed"])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--lfw", type=Path, help="every LFW photo (the grouping part)")
+    parser.add_argument("--profiles", type=Path, help="CFP's photos (the profiles part)")
+    parser.add_argument("--profile-people", type=int, default=100)
     parser.add_argument("--speed-worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.speed_worker:
@@ -202,6 +257,8 @@ def main() -> None:
             runs.setdefault(row["network"], row["run"])
     if "recall" in args.parts:
         recall()
+    if "profiles" in args.parts:
+        profiles(args.profiles, args.profile_people, work)
     if "grouping" in args.parts:
         grouping(args.lfw)
     if "speed" in args.parts:

@@ -40,6 +40,7 @@ from celebmodel.scoring.metrics import (
     open_set_metrics,
     overfitting_verdict,
 )
+from celebmodel.scoring.open_set import threshold_scale
 from pages import ui
 
 ui.through_app()
@@ -284,35 +285,39 @@ def strangers(run: Run, metrics: dict, subset: str) -> None:
             help="1.0: every stranger scores above every known face",
             border=True,
         )
-        low, high = figures.threshold_range(known, unknown, threshold)
+        scale = threshold_scale(run.read_json("calibration.json") or {})
+        in_force = float(scale.shown(threshold))
+        low, high = figures.share_range(known, unknown, threshold, scale)
         chosen = st.slider(
-            "Threshold to consider",
-            min_value=low,
-            max_value=high,
-            value=min(high, max(low, round(threshold, 3))),
-            step=figures.THRESHOLD_STEP,
-            format="%.3f",
+            f"{scale.name.capitalize()} needed to name a face (%)",
+            min_value=low * 100,
+            max_value=high * 100,
+            value=min(high, max(low, round(in_force, 3))) * 100,
+            step=figures.SHARE_STEP * 100,
+            format="%.1f%%",
             key=f"strangers-threshold-{run.name}",
-            help="A face whose score is above the threshold is called unknown.",
-        )
-        considered = open_set_metrics(known, unknown, chosen)
+            help=f"A face whose {scale.name} is below it is called unknown. Match confidence: "
+            "how rarely strangers come as close (99% means 1 in 100 does).",
+        ) / 100
+        considered = open_set_metrics(known, unknown, scale.score(chosen))
         st.caption(
-            f"At {chosen:.3f}: {rate(considered['unknown_rejected'], flip=True)} of strangers "
-            f"accepted, {rate(considered['known_accepted'], flip=True)} of known faces "
-            f"rejected. In force now: {threshold:.3f} "
+            f"Needing {chosen:.1%}: {rate(considered['unknown_rejected'], flip=True)} of "
+            f"strangers accepted, {rate(considered['known_accepted'], flip=True)} of known faces "
+            f"rejected. In force now: {in_force:.1%} "
             f"({rate(current['unknown_rejected'], flip=True)} of strangers accepted, "
             f"{rate(current['known_accepted'], flip=True)} of known faces rejected)."
         )
         st.plotly_chart(
-            figures.threshold_figure(known, unknown, threshold, chosen), key="threshold-chart"
+            figures.threshold_figure(known, unknown, threshold, scale, chosen),
+            key="threshold-chart",
         )
-        if abs(chosen - threshold) >= figures.THRESHOLD_STEP / 2 and st.button(
-            f"Use {chosen:.3f} as this model's threshold", key="set-threshold"
+        if scale.score(chosen) != threshold and st.button(
+            f"Use {chosen:.1%} as this model's {scale.name} needed", key="set-threshold"
         ):
-            run.set_threshold(chosen, f"strangers test on {folder}")
+            run.set_threshold(scale.score(chosen), f"strangers test on {folder}")
             st.session_state["threshold-used"] = (
-                f"{run.title} now calls a face unknown above {chosen:.3f} (recorded in its "
-                "calibration history)."
+                f"{run.title} now calls a face unknown below {scale.name} {chosen:.1%} "
+                "(recorded in its calibration history)."
             )
             st.rerun()  # every number on the page from the threshold now in force
 

@@ -221,19 +221,41 @@ def test_the_most_confused_pairs_come_from_the_mistakes_only():
 # Strangers: an even control, the threshold in force, a chart that survives separation -------
 
 
-def test_the_threshold_chart_shows_a_perfect_separation():
+def test_the_threshold_chart_shows_a_perfect_separation_on_the_headline_scale():
+    from celebmodel.scoring.open_set import similarity, threshold_scale
+
     known, strangers = np.array([0.21, 0.25, 0.3]), np.array([0.8, 0.9])
-    assert figures.threshold_range(known, strangers, 0.5) == (0.209, 0.9)
-    chart = figures.threshold_figure(known, strangers, 0.5, 0.6)
-    assert "threshold" in chart.layout.xaxis.title.text
-    assert tuple(chart.layout.xaxis.range) == (0.209, 0.9)
+    scale = threshold_scale({"threshold": 0.5})  # calibrated before stranger scores: similarity
+    assert scale.name == "similarity"
+    low, high = figures.share_range(known, strangers, 0.5, scale)
+    assert (low, high) == (round(similarity(0.9) - 0.0015, 3), round(similarity(0.21), 3))
+    chart = figures.threshold_figure(known, strangers, 0.5, scale, similarity(0.6))
+    assert chart.layout.xaxis.title.text.startswith("similarity needed")
+    assert tuple(chart.layout.xaxis.range) == (low, high)
     for trace in chart.data:  # between the two sets nobody is wrong: the gap shows
         x, y = np.asarray(trace.x), np.asarray(trace.y)
-        gap = (x > 0.3) & (x < 0.8)
+        gap = (x > similarity(0.8)) & (x < similarity(0.3))
         assert gap.any() and (y[gap] == 0).all()
         assert y.max() == 1  # and each rate reaches 100% at its end
     marks = [a.text for a in chart.layout.annotations]
-    assert marks == ["in force 0.500", "considered 0.600"]
+    assert marks == [f"in force {similarity(0.5):.1%}", f"considered {similarity(0.6):.1%}"]
+
+
+def test_the_match_confidence_scale_goes_both_ways():
+    """A trained run's threshold as the match confidence it needs, and back: the share asked
+    for is reached, by the loosest threshold that reaches it."""
+    from celebmodel.scoring.open_set import threshold_scale
+
+    strangers = np.linspace(0.5, 1.5, 40)  # distances of strangers to their nearest person
+    scale = threshold_scale({"threshold": 0.6, "stranger_scores": strangers.tolist()})
+    assert scale.name == "match confidence"
+    for share in (0.5, 0.9, 0.97):
+        threshold = scale.score(share)
+        assert scale.shown(threshold) >= share
+        assert scale.shown(threshold + 1e-6) < share  # any looser would fall short
+    ceiling = 1 - 0.5 / 40  # closer than every stranger: as sure as 40 strangers can make it
+    assert scale.shown(0.4) == pytest.approx(ceiling)
+    assert scale.score(0.99) < 0.5 and scale.shown(scale.score(0.99)) == pytest.approx(ceiling)
 
 
 def test_the_strangers_tab_shows_progress_an_even_threshold_and_the_one_in_force(
@@ -256,22 +278,26 @@ def test_the_strangers_tab_shows_progress_an_even_threshold_and_the_one_in_force
     at.text_input(key="strangers-folder").set_value(str(strangers))
     open_page(at)
     assert len(bars) == 1 and bars[0] is not quiet_bar  # the page showed the test's progress
+    from celebmodel.scoring.open_set import similarity
+
     before = run.read_json("calibration.json")["threshold"]
     slider = at.slider(key=f"strangers-threshold-{run.name}")
-    low, high = figures.threshold_range(np.array([0.21]), np.array([0.9]), before)
-    assert (slider.min, slider.max, slider.step) == (low, high, 0.001) and low == 0.209
-    assert slider.proto.format == "%.3f" and slider.value == round(before, 3)
-    slider.set_value(0.5)
+    assert slider.label == "Similarity needed to name a face (%)"  # a run with no strangers
+    assert slider.proto.format == "%.1f%%" and slider.step == pytest.approx(0.1)
+    assert slider.value == pytest.approx(round(similarity(before), 3) * 100)
+    slider.set_value(round(similarity(0.5) * 100, 1))
     open_page(at)
-    assert "At 0.500: 0.0% of strangers accepted, 0.0% of known faces rejected." in texts(at)
+    assert (f"Needing {similarity(0.5):.1%}: 0.0% of strangers accepted, 0.0% of known faces "
+            "rejected.") in texts(at)
     at.button(key="set-threshold").click()
     open_page(at)
-    assert run.read_json("calibration.json")["threshold"] == pytest.approx(0.5)
-    assert f"{run.title} now calls a face unknown above 0.500" in texts(at)
-    assert "In force now: 0.500" in texts(at)
+    assert run.read_json("calibration.json")["threshold"] == pytest.approx(0.5, abs=2e-3)
+    assert f"{run.title} now calls a face unknown below similarity" in texts(at)
+    assert f"In force now: {similarity(0.5):.1%}" in texts(at)
     assert not [b for b in at.button if b.key == "set-threshold"]  # nothing left to apply
     (chart,) = charts(at)
-    assert [a["text"] for a in chart["layout"]["annotations"]] == ["in force 0.500"]
+    assert [a["text"] for a in chart["layout"]["annotations"]] == [
+        f"in force {similarity(0.5):.1%}"]
     assert len(bars) == 1  # the scores were kept, not computed again
 
 

@@ -186,3 +186,18 @@ def test_a_gallery_of_one_network_is_refused_by_another(tmp_path, tiny_builtin_f
     assert run.embeddings_id == run.name  # dlib128's, as before networks were chosen
     with pytest.raises(RunError, match="gallery.npz: its faces are 512-d.*never mix"):
         Recognizer.from_run(run)
+
+
+def test_albums_group_on_the_network_s_own_cuts_where_it_has_them(tiny_builtin_files, dlib_run):
+    """mbf512 puts everyone on one scale: its albums' cuts are the networks table's, whatever
+    its gallery; dlib128's are learnt from each model's gallery."""
+    from celebmodel.recognition.recognize import Recognizer, album_cuts
+    from celebmodel.runs.run import Run
+
+    builtin = Recognizer.from_run(Run(tiny_builtin_files))
+    assert builtin.cuts.values() == list(NETWORKS["mbf512"].grouping)
+    dlib = Recognizer.from_run(dlib_run)
+    assert NETWORKS["dlib128"].grouping is None
+    assert dlib.cuts.values() != list(NETWORKS["mbf512"].grouping)
+    assert 0 < dlib.cuts.pair <= dlib.cuts.group <= dlib.cuts.loose
+    assert album_cuts(dlib_run, dlib.gallery, dlib.gallery_labels) == dlib.cuts

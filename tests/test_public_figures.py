@@ -453,3 +453,39 @@ def test_the_api_calls_the_builtin_model_s_people_lfw_as_the_studio_does(tiny_bu
     with TestClient(create_app(BUILTIN)) as client:
         people = client.get("/people").json()["people"]
     assert people and {p["kind"] for p in people} == {"LFW"}
+
+
+def test_strangers_from_elsewhere_set_the_confidence_and_the_presets(tmp_path, capsys):
+    """Photos of people not in LFW (``--strangers``) define the match confidence and the
+    presets; LFW's own people left out in turn stay beside them as look-alikes. A folder named
+    after an LFW person is refused and nothing is written."""
+    os.environ["CELEBMODEL_DATA"] = str(tmp_path / "appdata")
+    names = write_names(tiny_lfw(tmp_path / "lfw"), tmp_path / "names.txt")
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "Camera_Man").mkdir(parents=True)
+    for i, photo in enumerate(cameramen(4, seed=5)):
+        photo.save(elsewhere / "Camera_Man" / f"{i}.jpg")
+    out = tmp_path / "model"
+    args = ["build-lfw-model", str(tmp_path / "lfw"), "--names", str(names), "--out", str(out)]
+    assert main([*args, "--strangers", str(elsewhere)]) == 0
+    calibration = json.loads((out / "calibration.json").read_text())
+    source = calibration["strangers_source"]
+    assert (source["people"], source["photos"] + source["photos_without_a_face"]) == (1, 4)
+    assert len(calibration["strangers"]) == source["photos"]
+    assert len(calibration["lookalikes"]) > len(calibration["strangers"])
+    balanced = calibration["presets"]["Balanced"]
+    assert balanced["threshold"] == pytest.approx(
+        np.quantile(calibration["strangers"], 0.95, method="higher"), abs=1e-5)
+    assert 0 <= balanced["lookalikes_named"] <= 1
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["command"].endswith("--strangers elsewhere")
+    assert "Strangers: 4 photos of 1 person from other sources" in display.preset_help(
+        "gallery", {**calibration, "strangers_source": {**source, "photos": 4}})
+
+    (elsewhere / "Astro_Naut").mkdir()
+    shutil.copy(tmp_path / "lfw" / "Astro_Naut" / "Astro_Naut_0001.jpg", elsewhere / "Astro_Naut")
+    again = tmp_path / "again"
+    capsys.readouterr()
+    assert main([*args[:-1], str(again), "--strangers", str(elsewhere)]) != 0
+    assert "Astro_Naut: in LFW, so not strangers" in capsys.readouterr().err
+    assert not again.exists()

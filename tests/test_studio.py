@@ -500,7 +500,8 @@ def test_compare_evaluates_both_runs_on_the_photos_they_both_held_out(folders, c
 def test_the_strangers_tab_computes_what_the_cli_computes_and_sets_the_threshold(
     folders, dlib_run, tmp_path
 ):
-    from celebmodel.learning.evaluation import evaluate_run, open_set_scores
+    from celebmodel.learning.evaluation import evaluate_run
+    from celebmodel.scoring.open_set import threshold_scale
 
     runs, _ = folders
     run = add_run(runs, dlib_run, "20240102-000000-dlib128")
@@ -516,15 +517,18 @@ def test_the_strangers_tab_computes_what_the_cli_computes_and_sets_the_threshold
     assert shown["Known faces accepted"] == f"{expected['known_accepted']:.1%}"
     assert shown["ROC AUC"] == f"{expected['auc']:.3f}"
     before = run.read_json("calibration.json")["threshold"]
-    scores = open_set_scores(Run(run.path), strangers)
-    lowest = figures.threshold_tradeoff(scores.known, scores.strangers, before)["threshold"].min()
-    chosen = round(float(lowest), 3)
-    at.slider(key=f"strangers-threshold-{run.name}").set_value(chosen)
+    scale = threshold_scale(run.read_json("calibration.json"))
+    assert scale.name == "match confidence"  # a run of this version: its strangers kept
+    slider = at.slider(key=f"strangers-threshold-{run.name}")
+    assert slider.label == "Match confidence needed to name a face (%)"
+    chosen = slider.min / 100  # the loosest the control offers
+    slider.set_value(slider.min)
     open_page(at)
     at.button(key="set-threshold").click()
     open_page(at)
     calibration = run.read_json("calibration.json")
-    assert calibration["threshold"] == pytest.approx(float(chosen))
+    assert calibration["threshold"] == pytest.approx(scale.score(chosen))
+    assert scale.shown(calibration["threshold"]) >= chosen
     (entry,) = calibration["history"]
     assert entry["previous"] == before and entry["source"] == f"strangers test on {strangers}"
     assert entry["by"] and entry["when"]

@@ -41,7 +41,7 @@ from ..data.images import load_image
 from ..errors import RunError
 from ..faces.detection import FaceStage, face_stage, resize_whole
 from ..faces.graph import compiled
-from ..faces.network import FaceEmbedder
+from ..faces.network import NETWORKS, FaceEmbedder
 from ..learning.model import embedding_model, takes_embeddings
 from ..runs.run import Run, load_run
 from ..scoring.cuts import MIRRORED, Cuts, group_cuts, profile_cuts
@@ -56,11 +56,15 @@ UNKNOWN = "unknown"
 
 def album_cuts(run: Run, gallery: np.ndarray, labels: np.ndarray) -> Cuts:
     """How close two faces of an album must be to be grouped, learnt from the run's own
-    gallery in the space :meth:`Recognizer.analyse_for_groups` gives: the distances between
+    gallery in the space :meth:`Recognizer.analyse_for_groups` gives (or its network's own,
+    where the network has them: :data:`~celebmodel.faces.network.NETWORKS`): the distances between
     its gallery's faces averaged with their mirror images, as a trained run's training
     recorded them (``gallery`` and ``labels`` unused), else between the gallery's faces (a
     gallery model's are mirror-averaged already; a run trained before they were recorded
     groups its faces as embedded)."""
+    network = NETWORKS.get(run.config_dict().get("backbone", ""))
+    if network is not None and network.grouping is not None:  # one scale for everyone
+        return Cuts(*network.grouping)
     recorded = (run.read_json("calibration.json") or {}).get(MIRRORED)
     if recorded is not None and run.scoring == "classifier":
         return profile_cuts(recorded)

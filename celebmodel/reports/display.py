@@ -201,8 +201,9 @@ def preset_help(scoring: str, calibration: dict[str, Any]) -> str:
     source = calibration.get("strangers_source")
     if scoring == "gallery" and source:
         return PRESET_MEANING["elsewhere"].format(
-            source=f"{source['photos']:,} photos of {source['people']} people from other "
-            "sources than the model's own photos"
+            source=f"{source['photos']:,} photos of {source['people']:,} "
+            f"{'person' if source['people'] == 1 else 'people'} from other sources than the "
+            "model's own photos"
         )
     return PRESET_MEANING.get(scoring, PRESET_MEANING["classifier"])
 

@@ -24,6 +24,7 @@ from ..scoring.metrics import (
     intervals,
     recall_intervals,
 )
+from ..scoring.open_set import ThresholdScale
 
 if TYPE_CHECKING:
     from ..learning.evaluation import Comparison
@@ -512,7 +513,7 @@ def compare_figure(comparison: Comparison) -> go.Figure:
     return figure
 
 
-THRESHOLD_STEP = 0.001  # the strangers threshold's even step: scores read to 3 decimals
+SHARE_STEP = 0.001  # the strangers control's even step on its scale: a tenth of a percent
 
 
 def threshold_tradeoff(known: np.ndarray, strangers: np.ndarray, threshold: float) -> pd.DataFrame:
@@ -536,39 +537,46 @@ def rates_at(known: np.ndarray, strangers: np.ndarray, thresholds: np.ndarray) -
     )
 
 
-def threshold_range(
-    known: np.ndarray, strangers: np.ndarray, threshold: float
+def share_range(
+    known: np.ndarray, strangers: np.ndarray, threshold: float, scale: ThresholdScale
 ) -> tuple[float, float]:
-    """The ends of an evenly stepped threshold control, on the :data:`THRESHOLD_STEP` grid:
-    from one step under every score (nobody accepted) to the highest score or the threshold
-    in force (everybody accepted)."""
-    values = np.r_[known, strangers, threshold]
-    low = np.floor(values.min() / THRESHOLD_STEP) * THRESHOLD_STEP - THRESHOLD_STEP
-    high = np.ceil(values.max() / THRESHOLD_STEP) * THRESHOLD_STEP
-    return round(float(max(low, 0.0)), 3), round(float(high), 3)
+    """The ends of an evenly stepped control on ``scale`` (:data:`SHARE_STEP`): from one step
+    under the lowest share any face or the threshold in force reaches to the highest."""
+    values = np.asarray(scale.shown(np.r_[known, strangers, threshold]), np.float64)
+    low = np.floor(values.min() / SHARE_STEP) * SHARE_STEP - SHARE_STEP
+    high = np.ceil(values.max() / SHARE_STEP) * SHARE_STEP
+    return round(float(max(low, 0.0)), 3), round(float(min(high, 1.0)), 3)
 
 
 def threshold_figure(
-    known: np.ndarray, strangers: np.ndarray, threshold: float, chosen: float | None = None
+    known: np.ndarray,
+    strangers: np.ndarray,
+    threshold: float,
+    scale: ThresholdScale,
+    chosen: float | None = None,
 ) -> go.Figure:
-    """Strangers accepted and known faces rejected as the threshold moves, with the threshold
-    in force (and the one being considered) marked. Drawn against the threshold, not one rate
-    against the other: when the two sets separate perfectly the gap between them is what
-    shows, where a rate-against-rate curve lies flat on the axes."""
-    low, high = threshold_range(known, strangers, threshold)
-    steps = np.unique(np.r_[low, known, strangers, threshold, high])
-    long = rates_at(known, strangers, steps).melt(
-        id_vars="threshold", var_name="rate", value_name="share"
+    """Strangers accepted and known faces rejected as the needed share moves on ``scale``
+    (the match confidence, or the similarity), with the threshold in force (and the share
+    being considered, ``chosen``) marked. Drawn against the share, not one rate against the
+    other: when the two sets separate perfectly the gap between them is what shows, where a
+    rate-against-rate curve lies flat on the axes."""
+    low, high = share_range(known, strangers, threshold, scale)
+    steps = np.unique(np.r_[known, strangers, threshold, known.min(initial=0) - 1,
+                            np.max(np.r_[known, strangers, threshold]) + 1])
+    frame = rates_at(known, strangers, steps)
+    frame["needed"] = np.clip(np.asarray(scale.shown(frame["threshold"]), np.float64), low, high)
+    long = frame.sort_values(["needed", "threshold"], ascending=[True, False]).melt(
+        id_vars=["threshold", "needed"], var_name="rate", value_name="share"
     )
     figure = px.line(
         long,
-        x="threshold",
+        x="needed",
         y="share",
         color="rate",
         line_shape="hv",
         color_discrete_map={"strangers accepted": RUN_COLOURS[1], "known rejected": RUN_COLOURS[0]},
         labels={"rate": "", "share": "share of faces"},
-        hover_data={"threshold": ":.3f", "share": ":.1%", "rate": True},
+        hover_data={"needed": ":.1%", "share": ":.1%", "rate": True, "threshold": False},
     )
     figure.for_each_trace(
         lambda trace: trace.update(
@@ -578,19 +586,21 @@ def threshold_figure(
             }[trace.name]
         )
     )
-    marks = [("in force", threshold, "solid")]
-    if chosen is not None and abs(chosen - threshold) >= THRESHOLD_STEP / 2:
+    in_force = float(scale.shown(threshold))
+    marks = [("in force", in_force, "solid")]
+    if chosen is not None and abs(chosen - in_force) >= SHARE_STEP / 2:
         marks.append(("considered", chosen, "dash"))
     for name, value, dash in marks:
         figure.add_vline(
             x=value,
             line_dash=dash,
             line_color=ORIGINAL_COLOUR,
-            annotation_text=f"{name} {value:.3f}",
+            annotation_text=f"{name} {value:.1%}",
             annotation_position="top",
         )
     figure.update_yaxes(tickformat=".0%", range=[-0.04, 1.08])
-    figure.update_xaxes(title="threshold (a face scoring above it is unknown)", range=[low, high])
+    figure.update_xaxes(title=f"{scale.name} needed (a face below it is unknown)",
+                        range=[low, high], tickformat=".1%")
     figure.update_layout(
         height=380,
         margin=dict(l=0, r=0, t=30, b=0),

@@ -432,6 +432,14 @@ class Confidence:
         confidence no longer tells two thresholds apart."""
         return 1.0 - 0.5 / max(len(self.strangers), 1)
 
+    def at_least(self, confidence: float) -> float:
+        """The lowest decision value whose confidence is at least ``confidence`` (just past a
+        stranger's; past every stranger when none is high enough): the way back from a
+        confidence shown."""
+        values = np.r_[self.strangers[:1], np.nextafter(self.strangers, np.inf)]
+        reached = np.asarray(self(values)) >= confidence - 1e-12
+        return float(values[np.argmax(reached)] if reached.any() else values[-1])
+
     def threshold(self, false_accept: float) -> float:
         """The decision value that names at most ``false_accept`` of strangers."""
         return float(np.quantile(self.strangers, 1.0 - false_accept, method="higher"))

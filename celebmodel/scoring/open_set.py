@@ -7,9 +7,13 @@ classifier's doubt); the threshold accepts a chosen share of known validation fa
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..vectors import l2_normalize
+from .matching import Confidence
 
 
 def unknown_scores(
@@ -173,3 +177,28 @@ def presets(calibration: dict) -> dict[str, dict]:
             "strangers_measured": len(strangers),
         }
     return found
+
+
+@dataclass(frozen=True)
+class ThresholdScale:
+    """A trained run's thresholds as people read them: ``shown`` gives the share a score on the
+    run's own scale (a distance) stands for, ``score`` the way back. The match confidence (how
+    rarely strangers come that close), or, for a run calibrated before stranger scores were
+    kept, the similarity."""
+
+    name: str
+    shown: Callable[[np.ndarray | float], np.ndarray | float]
+    score: Callable[[float], float]
+
+
+def threshold_scale(calibration: dict) -> ThresholdScale:
+    """The scale of a trained run's ``calibration.json``."""
+    strangers = calibration.get("stranger_scores")
+    if not strangers:
+        return ThresholdScale("similarity", similarity, score_for)
+    confidence = Confidence(np.sort(-np.asarray(strangers, np.float64)))
+    return ThresholdScale(
+        "match confidence",
+        lambda scores: confidence(np.negative(scores)),
+        lambda share: -confidence.at_least(share),
+    )
