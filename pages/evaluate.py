@@ -447,15 +447,17 @@ if asked in by_name:
 if st.session_state.get(EVALUATE_KEY) not in by_name:
     st.session_state.pop(EVALUATE_KEY, None)
 active = active_run()
+in_use = (ui.BUILTIN_KEY if active.builtin else active.name) if active else None
+if st.session_state.get("evaluate-in-use", in_use) != in_use:  # another model chosen since
+    st.session_state.pop(EVALUATE_KEY, None)  # open on the model in use, as on a first visit
+st.session_state["evaluate-in-use"] = in_use
 names = list(by_name)
 labels = {name: run_report.run_label(run) for name, run in by_name.items()}
 pick, other_pick, subset_pick = st.columns([2, 2, 3])
 name = pick.selectbox(
     "Run",
     names,
-    index=names.index(ui.BUILTIN_KEY if active.builtin else active.name)
-    if active and (active.builtin or active.name in by_name)
-    else 0,
+    index=names.index(in_use) if in_use in by_name else 0,
     format_func=labels.get,
     key=EVALUATE_KEY,
 )

@@ -125,7 +125,7 @@ def show_photo(name: str, content: bytes) -> None:
             f"{name}: no face found. Try a photo where the face is larger, turned to the "
             "camera and well lit."
         )
-        st.image(result["annotated"], width=480)
+        st.image(result["annotated"], width="content")
         return
     selected = None
     if len(faces) > 1:
@@ -205,7 +205,7 @@ def show_album(name: str, photos: list[tuple[str, object]]) -> None:
             column_config={
                 "thumbnail": st.column_config.ImageColumn("thumbnail"),
                 "similarity": st.column_config.NumberColumn(format="percent"),
-                "match_confidence": st.column_config.NumberColumn(format="percent"),
+                "match confidence": st.column_config.NumberColumn(format="percent"),
             },
             key="album-table",
         )

@@ -184,6 +184,11 @@ def test_pages_render_with_finished_runs(folders, cnn_run, dlib_run):
     at.sidebar.selectbox[0].set_value(other)
     open_page(at, "pages/identify.py")  # the sidebar's choice is every page's model
     assert at.caption[0].value.startswith(f"Model **{Run(runs / other).title}** ")
+    open_page(at, "pages/evaluate.py")  # and Evaluate follows it, not the run it showed before
+    assert at.selectbox(key="evaluate_run").value == other
+    at.selectbox(key="evaluate_run").set_value(best.name)  # one looked at on purpose stays
+    open_page(at, "pages/evaluate.py")
+    assert at.selectbox(key="evaluate_run").value == best.name
 
 
 

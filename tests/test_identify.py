@@ -403,3 +403,23 @@ def test_an_unknown_face_names_its_real_closest_person_and_the_presets_say_what_
         assert words == "Every preset gives the same answers on this face."
     else:
         assert words.startswith("Faces named under each preset here:")
+
+
+def test_a_small_photo_is_shown_at_its_own_size_with_numbers_on_its_faces():
+    """A 112-pixel photo enlarged would only blur: it is shown as it is, each face boxed and
+    numbered (its name is on the card under the photo, not over the face)."""
+    import io
+
+    small = np.full((112, 96, 3), 120, np.uint8)
+    image, scale = display.display_copy(small)
+    assert image.size == (96, 112) and scale == 1.0
+    face = {"box": [20, 30, 50, 60], "known": True, "name": "A Rather Long Name Indeed",
+            "label": "x"}
+    numbered = display.annotate(small, [face])
+    assert numbered.size == (96, 112)
+    painted = np.asarray(numbered)[30:90, 20:70] != 120
+    assert painted.any(axis=2).mean() < 0.5  # the face still shows: no name across it
+    big = np.full((600, 800, 3), 120, np.uint8)
+    labelled = np.asarray(display.annotate(big, [{**face, "box": [200, 200, 200, 240]}]))
+    assert (labelled[200:440, 200:400] != 120).any(axis=2).mean() > 0.02  # the name, drawn
+    assert Image.open(io.BytesIO(display.jpeg(numbered))).size == (96, 112)

@@ -4,17 +4,26 @@ folder, and a LiteRT (XNNPACK) interpreter for the one or two of a photo.
 Calling a Keras model eagerly re-runs Python for every layer on every call; a traced graph
 does not, and its signature leaves the batch size open, so a new batch size never retraces.
 On a batch of one or two faces TensorFlow's own kernels spend most of their time starting up
-(MobileFaceNet: 26 ms a face against LiteRT's 12 on two cores, ``bench/networks.py``), so a
-photo's faces go through LiteRT, converted from the same model once per process.
+(MobileFaceNet, a face and its mirror image: 26 ms against LiteRT's 18 on two cores), so a
+photo's faces go through LiteRT. Its flatbuffer is converted from the same network once per
+machine, in a child process (the converter keeps about 300 MB and prints to standard output),
+and kept in the data cache beside dlib's converted weights.
+
+    python -m celebmodel.faces.network NETWORK TARGET   # what the child runs
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import keras
 import numpy as np
+
+from ..errors import FaceError
 
 PAIR = 2  # LiteRT's batch: a face and its mirror image
 
@@ -35,16 +44,30 @@ def compiled(model: keras.Model) -> Callable[[np.ndarray], list[np.ndarray]]:
     return run
 
 
-def interpreted(model: keras.Model, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    """``model``'s first output through LiteRT, :data:`PAIR` faces at a time (an odd one padded),
-    on ``threads`` cores; safe to call from several threads (one runs at a time)."""
-    import tensorflow as tf
+def converted(network: str, target: Path) -> Path:
+    """``target``, the LiteRT flatbuffer of a face ``network`` (a name of the networks
+    table), converted by a child process if it is not there yet."""
+    if not target.is_file():
+        done = subprocess.run(
+            [sys.executable, "-m", "celebmodel.faces.network", network, str(target)],
+            capture_output=True, text=True,
+        )
+        if done.returncode != 0 or not target.is_file():
+            raise FaceError(f"{target}: the {network} network could not be converted for "
+                            f"LiteRT: {done.stderr.strip().splitlines()[-1:]}")
+    return target
+
+
+def interpreted(flatbuffer: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    """The network in ``flatbuffer`` through LiteRT, :data:`PAIR` faces at a time (an odd one
+    padded), on ``threads`` cores; safe to call from several threads (one runs at a time)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(
-        model_content=tf.lite.TFLiteConverter.from_keras_model(model).convert(),
-        num_threads=threads,
-    )
+    try:
+        interpreter = Interpreter(model_content=flatbuffer.read_bytes(), num_threads=threads)
+    except ValueError as exc:  # a damaged cache entry: converted again next time
+        flatbuffer.unlink(missing_ok=True)
+        raise FaceError(f"{flatbuffer}: not a LiteRT model ({exc}); removed, try again") from exc
     (source,) = interpreter.get_input_details()
     interpreter.resize_tensor_input(source["index"], [PAIR, *source["shape"][1:]])
     interpreter.allocate_tensors()
@@ -64,3 +87,15 @@ def interpreted(model: keras.Model, threads: int) -> Callable[[np.ndarray], np.n
         return np.concatenate(outputs)
 
     return run
+
+
+def convert(model: keras.Model, target: Path) -> None:
+    """Write ``model``'s LiteRT flatbuffer to ``target`` (atomically)."""
+    import tensorflow as tf
+
+    from ..storage import atomic_file
+
+    flatbuffer = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(target) as temp:
+        temp.write_bytes(flatbuffer)

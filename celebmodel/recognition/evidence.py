@@ -34,11 +34,12 @@ class Evidence:
     _by_person: Any = field(default=None, repr=False)
 
     def nearest_people(
-        self, embedding: np.ndarray, count: int = 2
+        self, embedding: np.ndarray, count: int = 2, similarities: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ``count`` people whose gallery faces come closest to ``embedding`` (people
         removed from the run left out), closest first: their label indices and the similarity
-        of each one's closest face. The one order of "most alike" every line shows."""
+        of each one's closest face. The one order of "most alike" every line shows.
+        ``similarities``: the embedding's to every gallery face, when known already."""
         if self._by_person is None:
             order = np.argsort(self.gallery_labels, kind="stable")
             people, starts = np.unique(self.gallery_labels[order], return_index=True)
@@ -47,7 +48,9 @@ class Evidence:
         order, people, starts, allowed = self._by_person
         if not len(order):
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        closeness = np.maximum.reduceat((self.gallery @ embedding)[order], starts)
+        if similarities is None:
+            similarities = self.gallery @ embedding
+        closeness = np.maximum.reduceat(similarities[order], starts)
         closeness[~allowed] = -np.inf
         best = np.argsort(-closeness, kind="stable")[:count]
         best = best[np.isfinite(closeness[best])]

@@ -359,19 +359,22 @@ class Recognizer:
         self, embeddings: np.ndarray, found: list, threshold: float, top_k: int
     ) -> list[dict[str, Any]]:
         masked = np.array([self.labels.index(x) for x in self.removed if x in self.labels])
+        similarities = self.matcher.similarities(embeddings)  # once: scoring and evidence
         candidates = self.matcher.candidates(embeddings, k=2,
-                                             masked_people=masked if len(masked) else None)
+                                             masked_people=masked if len(masked) else None,
+                                             similarities=similarities)
         decisions = self.decision(candidates.features())
         return [
             self._face(box, confidence, int(candidates.people[i][0]), float(decisions[i]),
-                       float(candidates.similarity[i][0]), threshold, top_k, embeddings[i])
+                       float(candidates.similarity[i][0]), threshold, top_k, embeddings[i],
+                       similarities=similarities[i])
             for i, (box, confidence) in enumerate(found)
         ]
 
     def _face(
         self, box: list, confidence: float, best: int, score: float, closeness: float,
         threshold: float, top_k: int, embedding: np.ndarray,
-        probabilities: np.ndarray | None = None,
+        probabilities: np.ndarray | None = None, similarities: np.ndarray | None = None,
     ) -> dict[str, Any]:
         """One face's answer (see the module's docstring for its keys).
 
@@ -380,20 +383,23 @@ class Recognizer:
         photo is); the runner-up, in the evidence too, is always the second of that order.
         """
         known = self.is_known(score, threshold)
-        alike, similarities = self.evidence.nearest_people(embedding, top_k + 1)
+        alike, nearness = self.evidence.nearest_people(embedding, top_k + 1, similarities)
         if probabilities is not None:
             ranked = [int(j) for j in np.argsort(-probabilities)[:top_k]]
             top = [self._entry(j, probability=float(probabilities[j])) for j in ranked]
         else:
-            near = dict(zip(alike.tolist(), similarities.tolist(), strict=True))
+            near = dict(zip(alike.tolist(), nearness.tolist(), strict=True))
+            closeness = near.get(best, closeness)  # one similarity per face, wherever shown
             others = [j for j in alike.tolist() if j != best][: top_k - 1]
-            top = [self._entry(best, similarity=near.get(best, closeness)),
+            top = [self._entry(best, similarity=closeness),
                    *[self._entry(j, similarity=near[j]) for j in others]]
         if known:  # the person named first, then the runner-up of the list shown
             order = [best, *[self.labels.index(t["label"]) for t in top[1:2]]]
         else:  # by the faces alone: the closest person is the one whose face is closest
             order = [int(j) for j in alike[:2]]
             best = order[0] if order else best
+            if probabilities is None and order:
+                closeness = float(nearness[0])  # the similarity of that closest face
         label = self.labels[best]
         shown = self.names.get(label, label)
         match = self.match_confidence(score)

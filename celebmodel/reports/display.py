@@ -27,7 +27,7 @@ KNOWN_COLOUR = (46, 160, 67)
 UNKNOWN_COLOUR = (230, 126, 34)
 SELECTED_COLOUR = (0, 114, 178)
 DISPLAY_MAX_SIDE = 1460  # Streamlit's widest image: anything larger it decodes and re-encodes
-DISPLAY_MIN_SIDE = 640  # smaller photos are enlarged for display, so faces and labels read
+LABELLED_SIDE = 400  # smaller photos, shown at their own size, carry face numbers only
 TAKEN_SIDE = 400  # the several-faces gallery on Train: six photos to a row
 
 
@@ -181,7 +181,7 @@ def preset_words(name: str, option: dict[str, Any]) -> str:
     """What a preset means on this model, in words."""
     parts = []
     if option.get("known_named") is not None:
-        parts.append(f"names {option['known_named']:.0%} of known faces")
+        parts.append(f"names {_share(option['known_named'])} of known faces")
     measured = option.get("strangers_measured") or 0
     if option.get("strangers_named") is not None and option["strangers_named"] * measured <= 0.5:
         parts.append(f"none of the {measured:,} strangers measured")
@@ -193,7 +193,8 @@ def preset_words(name: str, option: dict[str, Any]) -> str:
 
 
 def _share(value: float) -> str:
-    return f"{value:.1%}" if value < 0.1 else f"{value:.0%}"
+    """A share as it reads: one decimal near the ends (4.6%, 99.5%: never "100%" for less)."""
+    return f"{value:.1%}" if value < 0.1 or value > 0.99 else f"{value:.0%}"
 
 
 def preset_help(scoring: str, calibration: dict[str, Any]) -> str:
@@ -243,13 +244,10 @@ def preset_effect(faces: list[dict[str, Any]], recognizer: Any, options: dict) -
 
 
 def display_copy(pixels: np.ndarray) -> tuple[Image.Image, float]:
-    """The photo sized for the page: at most :data:`DISPLAY_MAX_SIDE` long, small ones
-    enlarged to :data:`DISPLAY_MIN_SIDE`; and the scale from the original."""
+    """The photo sized for the page: at most :data:`DISPLAY_MAX_SIDE` long (a small one at its
+    own size: enlarged, it would only blur); and the scale from the original."""
     image = Image.fromarray(pixels)
-    longest = max(image.size)
-    scale = min(1.0, DISPLAY_MAX_SIDE / longest)
-    if longest < DISPLAY_MIN_SIDE:
-        scale = DISPLAY_MIN_SIDE / longest
+    scale = min(1.0, DISPLAY_MAX_SIDE / max(image.size))
     if scale != 1:
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         factor = int(1 / scale) if scale < 1 else 1  # shrink by a whole factor first: cheap
@@ -269,9 +267,11 @@ def draw_faces(
     image: Image.Image, faces: list[dict[str, Any]], scale: float = 1.0, selected: int | None = None
 ) -> Image.Image:
     """Numbered boxes with the name inside each (green known, orange unknown, blue and thicker
-    the selected one), drawn on ``image`` in place; ``scale`` maps boxes to its pixels."""
+    the selected one), drawn on ``image`` in place; ``scale`` maps boxes to its pixels. On a
+    photo under :data:`LABELLED_SIDE` the number alone: a name would hide the face, and the
+    cards under the photo name each number."""
     draw = ImageDraw.Draw(image)
-    width = max(2, round(max(image.size) / 300))
+    width = max(1, round(max(image.size) / 300))
     for number, face in enumerate(faces, start=1):
         x, y, w, h = (round(v * scale) for v in face["box"])
         colour = KNOWN_COLOUR if face["known"] else UNKNOWN_COLOUR
@@ -279,7 +279,8 @@ def draw_faces(
         if selected == number:
             colour, thick = SELECTED_COLOUR, 2 * width
         draw.rectangle([x, y, x + w - 1, y + h - 1], outline=colour, width=thick)
-        text = f"{number}. {face_title(face)}"
+        text = (f"{number}. {face_title(face)}" if max(image.size) >= LABELLED_SIDE
+                else str(number))
         size = max(11, min(round(w / 7), round(max(image.size) / 40)))
         font = ImageFont.load_default(size=size)
         while size > 9 and draw.textlength(text, font=font) > max(w - 2 * thick, 40):

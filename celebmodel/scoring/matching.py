@@ -219,13 +219,15 @@ class Matcher:
         exclude_labels: np.ndarray | None = None,
         exclude_faces: np.ndarray | None = None,
         masked_people: np.ndarray | None = None,
+        similarities: np.ndarray | None = None,
     ) -> Candidates:
         """The ``k`` best people for each probe, by normalised score.
 
         ``exclude_labels`` / ``exclude_faces`` (one per probe, :data:`NONE` for none) take a
         person or a single face out of the gallery and the cohort for that probe: how a
         stranger or a held-out photo is simulated. ``masked_people`` are never named (people
-        removed from a run).
+        removed from a run). ``similarities``: :meth:`similarities` of the probes, when the
+        caller has them already (a photo's faces: the evidence reads them too).
         """
         probes = l2_normalize(probes)
         n = len(probes)
@@ -241,8 +243,13 @@ class Matcher:
             self._block(probes[rows], out, rows, k,
                         None if exclude_labels is None else np.asarray(exclude_labels)[rows],
                         None if exclude_faces is None else np.asarray(exclude_faces)[rows],
-                        masked_people)
+                        masked_people,
+                        None if similarities is None else similarities[rows])
         return out
+
+    def similarities(self, probes: np.ndarray) -> np.ndarray:
+        """Cosine similarity of each probe to each gallery face."""
+        return l2_normalize(probes) @ self.gallery_.T
 
     def _block(
         self,
@@ -253,8 +260,9 @@ class Matcher:
         exclude_labels: np.ndarray | None,
         exclude_faces: np.ndarray | None,
         masked_people: np.ndarray | None,
+        similarities: np.ndarray | None = None,
     ) -> None:
-        similarities = probes @ self.gallery_.T
+        similarities = probes @ self.gallery_.T if similarities is None else similarities
         gallery = _masked(similarities, self.labels_, exclude_labels, exclude_faces)
         if masked_people is not None and len(masked_people):
             gallery[:, np.isin(self.labels_, masked_people)] = -np.inf
