@@ -399,6 +399,7 @@ def open_set_protocol(run: Run, metrics: Any, subset: str) -> None:
     if "figures" not in protocol:
         st.info(protocol.get("note") or f"{run.title} has no open-set protocol figures.")
         return
+    st.markdown(figures.plain_words(protocol, run.read_json("calibration.json") or {}))
     st.markdown(figures.protocol_words(protocol))
     st.dataframe(figures.protocol_table(protocol), hide_index=True, key="protocol-table")
     st.plotly_chart(figures.protocol_figure(protocol), key="protocol-chart")

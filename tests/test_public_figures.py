@@ -382,6 +382,10 @@ def test_evaluate_shows_the_builtin_models_protocol(shipped_builtin, folders):
     shown = texts(at)
     assert "Open-set identification on Labeled Faces in the Wild" in shown
     assert "no held-out metrics per person" in shown
+    plain = next(m.value for m in at.markdown if m.value.startswith("**In plain words:**"))
+    assert "of 100 photos of people it knows, it names about 99 right" in plain
+    assert "about 5 in 100 photos of strangers taken elsewhere get a name" in plain
+    assert "3,238 photos of 40 people not in LFW" in plain  # the shipped model's strangers
     table = at.dataframe[0].value
     dir_row = table[table["measure"].str.startswith("DIR at FAR 1%")].iloc[0]
     protocol = json.loads((shipped_builtin / "protocol.json").read_text())

@@ -653,6 +653,22 @@ PROTOCOL_METRICS = {  # metric -> what it means, for the table and the chart
 }
 
 
+def plain_words(protocol: dict, calibration: dict) -> str:
+    """The protocol's headline and the preset in force, in words anyone reads the same."""
+    named = protocol["figures"]["dir_far_1"]["mean"]
+    words = (f"**In plain words:** of 100 photos of people it knows, it names about "
+             f"{named * 100:.0f} right while naming 1 stranger in 100 (measured on LFW's own "
+             "photos, each person left out in turn as the stranger).")
+    balanced = (calibration.get("presets") or {}).get("Balanced") or {}
+    source = calibration.get("strangers_source")
+    if source and balanced.get("strangers_named") is not None:
+        share = balanced["strangers_named"] * 100
+        words += (f" As it names faces now (Balanced), about {share:.0f} in 100 photos of "
+                  "strangers taken elsewhere get a name (measured on "
+                  f"{source['photos']:,} photos of {source['people']:,} people not in LFW).")
+    return words
+
+
 def protocol_words(protocol: dict) -> str:
     """What the protocol is and what its figures mean, for the Evaluate page."""
     return (
