@@ -324,6 +324,13 @@ def fill_disk_at(monkeypatch: pytest.MonkeyPatch, module, name: str = "model.ker
 # Real faces (scikit-image's photos) --------------------------------------------------------
 
 
+def jpeg(image: Image.Image) -> bytes:
+    """A photo as the JPEG bytes an upload carries."""
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=92)
+    return buffer.getvalue()
+
+
 def astronauts(n: int, seed: int, mirrored: bool = False) -> list[Image.Image]:
     rng = np.random.default_rng(seed)
     base = Image.fromarray(skdata.astronaut())

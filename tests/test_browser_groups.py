@@ -4,7 +4,6 @@ and show its own faces), and naming a group takes about as long as the command l
 
 from __future__ import annotations
 
-import io
 import shutil
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import astronauts, cameramen
+from conftest import astronauts, cameramen, jpeg
 from test_browser import (
     TIMEOUT_MS,
     browser_page,
@@ -34,11 +33,6 @@ from celebmodel.runs.run import Run
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 RUN = "20250101-000000-dlib128"
 
-
-def jpeg(photo) -> bytes:
-    buffer = io.BytesIO()
-    photo.save(buffer, format="JPEG")
-    return buffer.getvalue()
 
 
 def test_naming_group_3_leaves_the_next_groups_box_empty_with_its_own_faces(astro, tmp_path):

@@ -19,6 +19,7 @@ from conftest import (
     app,
     astronauts,
     cameramen,
+    jpeg,
     open_page,
     texts,
     tiny_lfw,
@@ -34,13 +35,6 @@ from celebmodel.reports.run_report import summary
 from celebmodel.runs import builtin as builtin_model
 from celebmodel.runs.run import BUILTIN, Run, active_run, choose_run, copy_run, load_run
 from celebmodel.scoring.protocol import identification, make_trial, run_protocol, verification
-
-
-def jpeg(image) -> bytes:
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="JPEG", quality=92)
-    return buffer.getvalue()
-
 
 # Building ------------------------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ a wrong key, 413 a body over the limit (declared or streamed), 422 a malformed r
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import add_run, astronauts, broken_photos, cameramen
+from conftest import add_run, astronauts, broken_photos, cameramen, jpeg
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -32,11 +31,6 @@ from celebmodel.recognition.recognize import Recognizer
 KEY = "s3cret-key"
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def jpeg(image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=92)
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -127,6 +127,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..scoring.metrics import ORIGINAL
 
     run = load_run(args.run)
+    if run.scoring == "gallery":  # no held-out photos of its own: its figures are measured
+        return _stored_protocol(run)
     results = evaluate_run(run, args.subset, unknown_dir=args.unknown, bar=console_bar)
     for subset, metrics in results.items():
         print(
@@ -142,6 +144,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"  open set: {json.dumps(metrics['open_set'])}")
         print(f"  {metrics['overfitting']}")
         print(f"  wrote {run.file(f'metrics_{subset}.json')}")
+    return 0
+
+
+def _stored_protocol(run: Any) -> int:
+    """A gallery model's figures as its build measured them (``protocol.json``)."""
+    from ..reports.figures import plain_words
+    from ..scoring.protocol import METRICS
+
+    protocol = run.read_json("protocol.json") or {}
+    if "figures" not in protocol:
+        raise CelebmodelError(f"{run.file('protocol.json')}: no open-set figures; measure them "
+                              "with --protocol open-set LFW_FOLDER")
+    print(plain_words(protocol, run.read_json("calibration.json") or {}).replace("**", ""))
+    print(f"open-set protocol as built, on {protocol['photos']:,} faces of "
+          f"{protocol['people']:,} people; mean / sd / mean - sd (measure again: "
+          f"celebmodel evaluate {run.name} --protocol open-set LFW_FOLDER)")
+    for name in METRICS:
+        value = protocol["figures"][name]
+        print(f"  {name:12s} {value['mean']:.4f} / {value['sd']:.4f} / "
+              f"{value['mean_minus_sd']:.4f}")
     return 0
 
 
@@ -570,7 +592,7 @@ def _add_groups(commands: Any) -> None:
 
 def _add_enroll(commands: Any) -> None:
     enroll = commands.add_parser(
-        "enroll", help="add a celebrity to a dlib128 run from a few photos"
+        "enroll", help="add a celebrity to a face-network run (mbf512, dlib128) from a few photos"
     )
     enroll.add_argument("run", help=RUN_HELP)
     enroll.add_argument("name", help="the celebrity's label, e.g. Ada_Lovelace")
@@ -580,7 +602,7 @@ def _add_enroll(commands: Any) -> None:
 
 def _add_roster(commands: Any) -> None:
     roster = commands.add_parser(
-        "people", help="who a dlib128 run knows: list, add, rename, remove"
+        "people", help="who a run knows: list, add (face-network runs), rename, remove"
     )
     roster.add_argument("run", help=RUN_HELP)
     actions = roster.add_subparsers(dest="action", required=True, metavar="ACTION")

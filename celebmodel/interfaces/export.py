@@ -199,8 +199,8 @@ def export(run: str | Path | Run | Recognizer, fmt: str, out_dir: str | Path) ->
     if recognizer.scoring == "gallery":
         raise ExportError(
             f"{recognizer.run.title}: a gallery model has no trained network to export; it "
-            "uses dlib's face network as shipped, and its people are its run folder's "
-            "gallery.npz and calibration.json"
+            f"uses the {recognizer.config.backbone} face network as shipped, and its people are "
+            "its run folder's gallery.npz and calibration.json"
         )
     try:
         with atomic_folder(out) as partial:  # an empty folder there (checked above) is replaced

@@ -234,7 +234,8 @@ class Run:
             raise RunError(f"{self.path}: no finished model (state {self.state})")
         if self.scoring == "gallery":
             raise RunError(f"{self.title}: a gallery model has no trained network of its own; "
-                           "it uses dlib's face network as shipped")
+                           f"it uses the {self.config_dict().get('backbone')} face network as "
+                           "shipped")
         from ..faces import dlib_resnet  # noqa: F401 (registers the layers of dlib128 models)
 
         try:
