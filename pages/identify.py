@@ -17,7 +17,7 @@ from celebmodel.data.sources import extract_photos
 from celebmodel.errors import CelebmodelError
 from celebmodel.recognition import people
 from celebmodel.reports import display
-from celebmodel.runs.run import active_run
+from celebmodel.runs.run import Run, active_run
 from celebmodel.scoring.open_set import presets
 from pages import ui
 
@@ -212,6 +212,15 @@ def show_album(name: str, photos: list[tuple[str, object]]) -> None:
         st.download_button(
             "Download the table (CSV)", album.csv(), file_name="faces.csv", mime="text/csv"
         )
+    added = st.session_state.get("group-added")
+    if added and st.button(f"Undo: take {added[2]} out of the model again", key="added-undo"):
+        with ui.shown_errors(f"Taking {added[2]} out"):
+            people.remove(Run(Path(added[0])), added[1])
+            del st.session_state["group-added"]
+            st.session_state.pop("album-key", None)  # identified again without them
+            ui.new_group_widgets()
+            st.toast(f"{added[2]} is out of the model again.")
+            st.rerun()
     if book is None:
         return
     if book.notice:
@@ -257,7 +266,15 @@ def show_group(
             key=key("name", number),
             placeholder="e.g. Ada Lovelace",
         )
-        if add_column.button("Add to the model", key=key("add", number)):
+        if run.builtin:
+            name_column.caption(
+                "The built-in model is read-only: adding makes your own copy of it (the model "
+                "in use from then on) and adds this person there."
+            )
+        if people.learns_faces(run) and add_column.button(
+            "Make my copy and add" if run.builtin else "Add to the model",
+            key=key("add", number), type="primary",
+        ):
             add_group(number, name, members, album, thumbs)
         state = st.session_state  # the callbacks read the widgets as they are when clicked
         save_column.button(
@@ -309,17 +326,21 @@ def add_group(number: int, name: str, members: pd.DataFrame, album: Album, thumb
         if not name.strip():
             raise CelebmodelError("Name this person: the name is empty")
         with st.status(f"Adding {name} to the model from {len(members)} faces…") as status:
-            label = people.add_faces(
+            into, label, new = people.name_faces(
                 run,
                 name,
                 [np.asarray(thumbs[i]) for i in members.index],
                 list(members["photo"]),
-                vectors=album.embeddings[members.index],
+                album.embeddings[members.index],
             )
             status.update(label=f"Added {name}; identifying the album again…", state="complete")
         ui.new_group_widgets()
         st.session_state.pop("album-key", None)
-        st.toast(f"Added {people.names(run).get(label, name)} from {len(members)} faces.")
+        shown = people.names(into).get(label, name)
+        copied = " to your own copy of the built-in model, now in use" if into != run else ""
+        st.toast(f"Added {shown} from {len(members)} faces{copied}.")
+        if new:  # undone by taking them out again
+            st.session_state["group-added"] = (str(into.path), label, shown)
         st.rerun()
 
 

@@ -253,7 +253,11 @@ def use_model_button(run: Run, key: str) -> None:
         st.rerun()
 
 
-@st.cache_resource(max_entries=3, show_spinner="Loading the model…")
+@st.cache_resource(
+    max_entries=3,
+    show_spinner="Loading the model… (the first time on this machine the face network is also "
+    "prepared for fast photos: about 10 seconds)",
+)
 def _load_recognizer(path: str, versions: tuple[float, ...]) -> Recognizer:
     """One loaded model per run and version of its files (enrolment rewrites the model,
     a new threshold the calibration)."""

@@ -19,6 +19,7 @@ from conftest import (
     app,
     astronauts,
     cameramen,
+    group_key,
     jpeg,
     open_page,
     texts,
@@ -487,3 +488,38 @@ def test_strangers_from_elsewhere_set_the_confidence_and_the_presets(tmp_path, c
     assert main([*args[:-1], str(again), "--strangers", str(elsewhere)]) != 0
     assert "Astro_Naut: in LFW, so not strangers" in capsys.readouterr().err
     assert not again.exists()
+
+
+@pytest.mark.slow
+def test_naming_a_group_with_the_builtin_makes_a_copy_that_knows_them_and_undo_takes_them_out(
+    tiny_builtin, folders
+):
+    """Naming means knowing: on the read-only built-in model, adding a group makes the user's
+    own copy (the model in use from then on) and enrols the faces there; the album then names
+    them; Undo takes the new person out again. The built-in model itself is unchanged."""
+    at = open_page(app(), "pages/identify.py")
+    assert active_run().builtin
+    cams = [(f"cam{i}.jpg", jpeg(p), "image/jpeg") for i, p in
+            enumerate(cameramen(6, seed=21, turn=2, light=0.05))]
+    at.file_uploader(key="photos").set_value([*cams, ("astro.jpg", jpeg(astronauts(1, 5)[0]),
+                                                      "image/jpeg")])
+    open_page(at)
+    assert "read-only: adding makes your own copy" in texts(at)
+    add = at.button(key=group_key(at, "add", 1))
+    assert add.label == "Make my copy and add"
+    at.text_input(key=group_key(at, "name", 1)).set_value("Camera Man")
+    add.click()
+    open_page(at)
+    mine = active_run()
+    assert not mine.builtin and mine.copied_from  # the user's copy, now in use
+    assert "Camera_Man" in mine.labels() and "Camera_Man" not in load_run(BUILTIN).labels()
+    table = next(d.value for d in at.dataframe if "thumbnail" in d.value.columns)
+    cams_named = table[table["photo"].str.startswith("cam")]
+    assert (cams_named["name"] == "Camera Man").sum() >= 4  # the album knows them at once
+    undo = next(b for b in at.button if b.key == "added-undo")
+    assert undo.label == "Undo: take Camera Man out of the model again"
+    undo.click()
+    open_page(at)
+    assert not at.error, [e.value for e in at.error]
+    assert "Camera_Man" not in active_run().labels()
+    assert not [b for b in at.button if b.key == "added-undo"]

@@ -34,7 +34,7 @@ from ..data.dataset import display_name
 from ..data.images import load_image, photo_files
 from ..data.sources import safe_name
 from ..errors import ImageError, RunError, UploadError
-from ..runs.run import Run
+from ..runs.run import Run, choose_run, copy_run
 from ..storage import atomic_files, atomic_write_json, data_root, now_iso
 from ..vectors import l2_normalize
 
@@ -301,6 +301,30 @@ def add_faces(
     if new and " ".join(name.split()) != display_name(label):
         rename(run, label, name)
     return label
+
+
+def learns_faces(run: Run) -> bool:
+    """Whether naming someone can teach this model their face without retraining: a
+    face-network run, or the built-in model (through the user's own copy of it)."""
+    return run.builtin or get_backbone(run.config_dict().get("backbone", "")).kind == "embedding"
+
+
+def name_faces(
+    run: Run, name: str, chips: list[np.ndarray], sources: list[str], vectors: np.ndarray
+) -> tuple[Run, str, bool]:
+    """Naming faces the model did not know makes it know them: they are added to ``name``
+    (a new person, or more faces of a known one). The built-in model is read-only, so the
+    first name makes the user's own copy of it, the model in use from then on, and adds them
+    there. Returns the run they are in, the label, and whether the person is new."""
+    if not learns_faces(run):
+        raise RunError(f"{run.title}: its network needs retraining to learn a face; name the "
+                       "group only, or train a face-network run")
+    if run.builtin:
+        run = copy_run(run)
+        choose_run(run)
+    new = name not in run.labels() and " ".join(name.split()).lower() not in {
+        shown.lower() for shown in names(run).values()}
+    return run, add_faces(run, name, chips, sources, vectors=vectors), new
 
 
 def _drop_class(run: Run, label: str) -> None:
