@@ -172,6 +172,13 @@ class FaceEmbedder:
         return l2_normalize(vectors)
 
 
+def warm_up(name: str) -> None:
+    """Load the network and trace its graph now (seconds of a training's embedding stage,
+    which a training spends while its photos' faces are still being found)."""
+    size = get_network(name).input_size
+    _shared_graph(name)(np.zeros((1, size, size, 3), np.float32))
+
+
 @cache
 def _shared_graph(name: str) -> Callable[[np.ndarray], list[np.ndarray]]:
     from .graph import compiled

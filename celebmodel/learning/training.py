@@ -170,6 +170,15 @@ def _cleanup_partial_model(run: Run) -> None:
         partial.unlink(missing_ok=True)
 
 
+def _load_tensorflow(backbone: str) -> None:
+    """TensorFlow, and a face network loaded and traced, as the embedding stage needs them."""
+    importlib.import_module("keras")
+    if get_backbone(backbone).kind == "embedding":
+        from ..faces.network import warm_up
+
+        warm_up(backbone)
+
+
 def _train(
     config: TrainConfig,
     run: Run,
@@ -179,7 +188,7 @@ def _train(
     workers: int | None = None,
 ) -> None:
     importing = threading.Thread(  # seconds of it, while the dataset's faces are found
-        target=importlib.import_module, args=("keras",), name="import-tensorflow", daemon=True
+        target=_load_tensorflow, args=(config.backbone,), name="import-tensorflow", daemon=True
     )
     importing.start()
     try:
