@@ -47,7 +47,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, SHARED, one_face_photo, table  # noqa: E402
 
 NETWORKS = ("dlib128", "mbf512")
-TABLE_DETECTORS = {"dlib128": "hog", "mbf512": "scrfd"}  # each network's detector
 
 
 def train(data: Path, backbone: str, work: Path, seed: int, per_class: int | None) -> dict:
@@ -85,12 +84,14 @@ def trained(work: Path, seeds: int) -> list[dict]:
 
 def recall() -> None:
     from celebmodel.faces.detection import detect
+    from celebmodel.faces.network import NETWORKS as TABLE
 
     rows = []
     for folder in ("lfw", "lfw_10to19"):
         photos = sorted((SHARED / folder).glob("*/*.jpg"))
         for side in (None, 112):
-            for network, detector in (("dlib128", "hog"), ("mbf512", "scrfd")):
+            for network in NETWORKS:
+                detector = TABLE[network].detector
                 found = 0
                 for path in photos:
                     image = Image.open(path).convert("RGB")
@@ -144,14 +145,15 @@ def grouping(lfw: Path) -> None:
 def profiles(folder: Path, people: int, work: Path) -> None:
     import shutil
 
-    import pandas as pd
+    from other_sources import largest_faces
 
     from celebmodel.faces.detection import detect
+    from celebmodel.faces.network import NETWORKS as TABLE
 
     chosen = sorted(p for p in folder.iterdir() if (p / "profile").is_dir())[:people]
     rows = []
     for network in NETWORKS:
-        detector = TABLE_DETECTORS[network]
+        detector = TABLE[network].detector
         for view in ("frontal", "profile"):
             photos = [photo for person in chosen for photo in sorted((person / view).iterdir())]
             found = sum(bool(detect(np.asarray(Image.open(p).convert("RGB")), detector,
@@ -170,12 +172,9 @@ def profiles(folder: Path, people: int, work: Path) -> None:
         subprocess.run([sys.executable, "-m", "celebmodel", "predict", run, str(asked),
                         "--csv", str(csv)], cwd=ROOT, check=True, capture_output=True,
                        env={**os.environ, "CELEBMODEL_DATA": str(work / "data")})
-        faces = pd.read_csv(csv, keep_default_na=False)
-        faces = faces[faces["box"] != ""]
-        faces["area"] = [np.prod([float(v) for v in b.split()][2:]) for b in faces["box"]]
-        largest = faces.loc[faces.groupby("photo")["area"].idxmax()]
+        largest = largest_faces(csv)
         truth = largest["photo"].map(lambda p: Path(p).parent.name)
-        named = largest["known"].astype(str) == "True"
+        named = largest["named"]
         total = sum(1 for _ in asked.glob("*/*"))
         rows.append({"network": network, "profile photos": total,
                      "named right": float((named & (largest["label"] == truth)).sum() / total),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import streamlit as st
 
-from celebmodel.backbones import BACKBONES
 from celebmodel.recognition import people
 from celebmodel.reports import display
 from celebmodel.runs.run import active_run, choose_run, copy_run
@@ -24,7 +23,7 @@ if run is None:
 for level, message in st.session_state.pop("people-done", []):  # what the last change did
     getattr(st, level)(message)
 
-editable = BACKBONES[run.config_dict().get("backbone", "")].kind == "embedding"
+editable = people.learns_faces(run)  # the built-in model: through a copy, offered below
 roster = people.roster(run)
 removed_count = int(roster["removed"].sum())
 st.caption(

@@ -23,9 +23,10 @@ import numpy as np
 from keras import ops
 
 from ..errors import FaceError
-from ..storage import atomic_file, data_root, file_sha256
+from ..storage import atomic_file, file_sha256
 from .detection import models_dir
 from .dlib_format import FACE_RESNET, DlibNetwork, Spec, read_network
+from .graph import networks_cache
 
 SOURCE_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 CHIP_SIZE = 150
@@ -175,7 +176,7 @@ def source_sha256() -> str:
 
 def weights_path() -> Path:
     """Where the built weights are kept: the data cache, named after the source's sha256."""
-    return data_root() / "cache" / "networks" / f"dlib128-{source_sha256()}.weights.h5"
+    return networks_cache() / f"dlib128-{source_sha256()}.weights.h5"
 
 
 _BUILD_LOCK = threading.Lock()

@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from ..errors import FaceError
+from ..storage import data_root
 
 PAIR = 2  # LiteRT's batch: a face and its mirror image
 
@@ -44,6 +45,11 @@ def compiled(model: keras.Model) -> Callable[[np.ndarray], list[np.ndarray]]:
     return run
 
 
+def networks_cache() -> Path:
+    """Where networks converted on this machine are kept: the data cache's ``networks``."""
+    return data_root() / "cache" / "networks"
+
+
 def converted(network: str, target: Path) -> Path:
     """``target``, the LiteRT flatbuffer of a face ``network`` (a name of the networks
     table), converted by a child process if it is not there yet."""
@@ -53,8 +59,9 @@ def converted(network: str, target: Path) -> Path:
             capture_output=True, text=True,
         )
         if done.returncode != 0 or not target.is_file():
+            said = (done.stderr.strip().splitlines() or ["no message"])[-1]
             raise FaceError(f"{target}: the {network} network could not be converted for "
-                            f"LiteRT: {done.stderr.strip().splitlines()[-1:]}")
+                            f"LiteRT: {said}")
     return target
 
 

@@ -189,12 +189,10 @@ def _shared_graph(name: str) -> Callable[[np.ndarray], list[np.ndarray]]:
 @cache
 def _shared_interpreter(name: str) -> Callable[[np.ndarray], np.ndarray]:
     from ..cores import workers_available
-    from ..storage import data_root
-    from .graph import converted, interpreted
+    from .graph import converted, interpreted, networks_cache
 
     network = NETWORKS[name]
-    target = data_root() / "cache" / "networks" / (
-        f"{network.key_prefix}-{network.digest()[:16]}.tflite")
+    target = networks_cache() / f"{network.key_prefix}-{network.digest()[:16]}.tflite"
     return interpreted(converted(name, target), workers_available())
 
 

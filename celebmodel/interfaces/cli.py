@@ -150,7 +150,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _stored_protocol(run: Any) -> int:
     """A gallery model's figures as its build measured them (``protocol.json``)."""
     from ..reports.figures import plain_words
-    from ..scoring.protocol import METRICS
 
     protocol = run.read_json("protocol.json") or {}
     if "figures" not in protocol:
@@ -160,18 +159,24 @@ def _stored_protocol(run: Any) -> int:
     print(f"open-set protocol as built, on {protocol['photos']:,} faces of "
           f"{protocol['people']:,} people; mean / sd / mean - sd (measure again: "
           f"celebmodel evaluate {run.name} --protocol open-set LFW_FOLDER)")
-    for name in METRICS:
-        value = protocol["figures"][name]
-        print(f"  {name:12s} {value['mean']:.4f} / {value['sd']:.4f} / "
-              f"{value['mean_minus_sd']:.4f}")
+    _print_figures(protocol["figures"], "  ")
     return 0
+
+
+def _print_figures(figures: dict, indent: str) -> None:
+    """The open-set protocol's figures, one measure a line: mean / sd / mean - sd."""
+    from ..scoring.protocol import METRICS
+
+    for name in METRICS:
+        value = figures[name]
+        print(f"{indent}{name:12s} {value['mean']:.4f} / {value['sd']:.4f} / "
+              f"{value['mean_minus_sd']:.4f}")
 
 
 def _open_set_protocol(args: argparse.Namespace) -> int:
     from ..progress import console_bar
     from ..recognition.public_figures import protocol_figures
     from ..runs.run import load_run
-    from ..scoring.protocol import METRICS
     from ..storage import atomic_write_json
 
     if not args.folder:
@@ -185,10 +190,7 @@ def _open_set_protocol(args: argparse.Namespace) -> int:
           f"({args.folder}), {figures['trials']} trials; mean / sd / mean - sd")
     for method in ("figures", "baseline"):
         print(f"  {figures[f'{method}_title']}:")
-        for name in METRICS:
-            value = figures[method][name]
-            print(f"    {name:12s} {value['mean']:.4f} / {value['sd']:.4f} / "
-                  f"{value['mean_minus_sd']:.4f}")
+        _print_figures(figures[method], "    ")
     if args.json:
         atomic_write_json(args.json, figures)
         print(f"wrote {args.json}")

@@ -322,9 +322,9 @@ def name_faces(
     if run.builtin:
         run = copy_run(run)
         choose_run(run)
-    new = name not in run.labels() and " ".join(name.split()).lower() not in {
-        shown.lower() for shown in names(run).values()}
-    return run, add_faces(run, name, chips, sources, vectors=vectors), new
+    before = set(run.labels())
+    label = add_faces(run, name, chips, sources, vectors=vectors)
+    return run, label, label not in before
 
 
 def _drop_class(run: Run, label: str) -> None:

@@ -184,7 +184,8 @@ def build(
     known = decision(seen["genuine"])
     elsewhere = (None if strangers is None
                  else strangers_from_elsewhere(strangers, expected, matcher, decision, network))
-    confidence = Confidence(lookalikes if elsewhere is None else elsewhere["scores"])
+    calibrating = lookalikes if elsewhere is None else elsewhere["scores"]  # the strangers
+    confidence = Confidence(calibrating)
     presets = {}
     for name, far in PRESET_FARS.items():
         threshold = confidence.threshold(far)
@@ -209,8 +210,7 @@ def build(
         "decision": decision.to_dict(),
         "threshold": presets["Balanced"]["threshold"],
         "presets": presets,
-        "strangers": [_round(v) for v in (lookalikes if elsewhere is None
-                                          else elsewhere["scores"])],
+        "strangers": [_round(v) for v in calibrating],
         "lookalikes": [_round(v) for v in lookalikes],
         "known": [_round(v) for v in np.sort(known)],
         "known_correct": float(np.mean(seen["genuine_correct"])),

@@ -46,7 +46,12 @@ from ..learning.model import embedding_model, takes_embeddings
 from ..runs.run import Run, load_run
 from ..scoring.cuts import MIRRORED, Cuts, group_cuts, profile_cuts
 from ..scoring.matching import Confidence, Decision, Matcher
-from ..scoring.open_set import centroids_of, similarity, unknown_scores
+from ..scoring.open_set import (
+    centroids_of,
+    similarity,
+    stranger_confidence,
+    unknown_scores,
+)
 from ..vectors import l2_normalize
 from .evidence import Evidence
 from .people import names, removed
@@ -144,7 +149,6 @@ class Recognizer:
             )
         gallery, gallery_labels = run.gallery()
         _same_network(run, config, gallery)
-        strangers = calibration.get("stranger_scores")
         return cls(
             run=run,
             config=config,
@@ -157,7 +161,7 @@ class Recognizer:
             gallery_paths=run.gallery_paths(),
             names=names(run),
             removed=removed(run),
-            strangers=Confidence(-np.sort(strangers)[::-1]) if strangers else None,
+            strangers=stranger_confidence(calibration),
             top_k=top_k,
             takes_embeddings=takes_embeddings(model),
             mirror_groups=calibration.get(MIRRORED) is not None,

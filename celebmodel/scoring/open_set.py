@@ -191,12 +191,19 @@ class ThresholdScale:
     score: Callable[[float], float]
 
 
+def stranger_confidence(calibration: dict) -> Confidence | None:
+    """A trained run's match confidence, on closeness (its scores negated: they are distances),
+    from the stranger scores its ``calibration.json`` keeps; ``None`` for a run trained before
+    they were kept."""
+    strangers = calibration.get("stranger_scores")
+    return Confidence(np.sort(-np.asarray(strangers, np.float64))) if strangers else None
+
+
 def threshold_scale(calibration: dict) -> ThresholdScale:
     """The scale of a trained run's ``calibration.json``."""
-    strangers = calibration.get("stranger_scores")
-    if not strangers:
+    confidence = stranger_confidence(calibration)
+    if confidence is None:
         return ThresholdScale("similarity", similarity, score_for)
-    confidence = Confidence(np.sort(-np.asarray(strangers, np.float64)))
     return ThresholdScale(
         "match confidence",
         lambda scores: confidence(np.negative(scores)),
