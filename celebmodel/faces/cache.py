@@ -103,7 +103,8 @@ def _record(root: Path, rel: str, stage: FaceStage, cache_dir: Path) -> dict[str
     folder.mkdir(parents=True, exist_ok=True)
     if crop is not None:  # identical photos (and Ray actors) may race here: unique temp names
         with atomic_file(crop_file) as temp:
-            Image.fromarray(crop).save(temp, format="PNG")
+            # level 1: a quarter of level 6's time for a tenth more bytes (the same pixels)
+            Image.fromarray(crop).save(temp, format="PNG", compress_level=1)
     atomic_write_json(meta_file, meta)
     return {**record, **meta, "crop": str(crop_file) if crop is not None else None}
 

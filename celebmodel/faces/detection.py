@@ -3,10 +3,11 @@
 Three offline detectors stand behind one function, :func:`detect`: dlib's HOG frontal
 detector, the ``mtcnn`` package (more small, turned and partly hidden faces) and SCRFD-500M
 (:mod:`celebmodel.faces.scrfd`: small, turned and profile faces); when one finds nothing the
-others are tried. Every face gets dlib's 5 landmarks, which drive the ``chip`` alignment
-(dlib's own template, what its face ResNet was trained on) and ``eyes`` (eyes level at fixed
-positions, for the ImageNet CNNs); SCRFD and MTCNN also give the 5 keypoints of ArcFace's
-``arcface`` alignment (:mod:`celebmodel.faces.alignment`).
+others are tried. dlib's 5 landmarks drive the ``chip`` alignment (dlib's own template,
+what its face ResNet was trained on) and ``eyes`` (eyes level at fixed positions, for the
+ImageNet CNNs); SCRFD and MTCNN give the 5 keypoints of ArcFace's ``arcface`` alignment
+(:mod:`celebmodel.faces.alignment`) themselves, so their faces get dlib's landmarks only
+when an alignment asks (:func:`with_landmarks`: a millisecond a face, under a lock).
 
 In a training or evaluation photo the celebrity is the face chosen by :func:`subject_index`,
 which weighs centrality over size and confidence: news photos hold bystanders, and the most
@@ -25,7 +26,7 @@ import queue
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,7 @@ class Face:
 
     box: tuple[int, int, int, int]  # x, y, width, height
     confidence: float  # 0..1
-    landmarks: tuple[tuple[float, float], ...]  # dlib's 5 points: eye corners x4, nose
+    landmarks: tuple[tuple[float, float], ...] | None  # dlib's 5: eye corners x4, nose
     detector: str
     keypoints: tuple[tuple[float, float], ...] | None = None  # the detector's own 5, if any
 
@@ -88,7 +89,10 @@ class Face:
 
     @property
     def eyes(self) -> tuple[np.ndarray, np.ndarray]:
-        """Centres of the eye on the photo's left and on its right."""
+        """Centres of the eye on the photo's left and on its right (from dlib's landmarks:
+        see :func:`with_landmarks`)."""
+        if self.landmarks is None:
+            raise FaceError("a face without dlib's landmarks: with_landmarks(image, face) first")
         points = np.asarray(self.landmarks, dtype=np.float64)
         left, right = points[2:4].mean(axis=0), points[0:2].mean(axis=0)
         return (left, right) if left[0] <= right[0] else (right, left)
@@ -97,9 +101,10 @@ class Face:
         shown = {
             "box": list(self.box),
             "confidence": round(self.confidence, 4),
-            "landmarks": [[round(x, 1), round(y, 1)] for x, y in self.landmarks],
             "detector": self.detector,
         }
+        if self.landmarks is not None:
+            shown["landmarks"] = [[round(x, 1), round(y, 1)] for x, y in self.landmarks]
         if self.keypoints is not None:
             shown["keypoints"] = [[round(x, 1), round(y, 1)] for x, y in self.keypoints]
         return shown
@@ -309,7 +314,7 @@ def detect(image: np.ndarray, detector: str = "hog", fallback: bool = True) -> l
         if found:
             with _DLIB_LOCK:
                 faces = [
-                    Face(box, conf, _landmarks(image, box), name, keypoints)
+                    Face(box, conf, None if keypoints else _landmarks(image, box), name, keypoints)
                     for box, conf, keypoints in found
                 ]
             return sorted(faces, key=lambda face: -face.confidence)
@@ -336,10 +341,19 @@ def subject_index(faces: Sequence[Face], shape: tuple[int, ...]) -> int | None:
     return max(range(len(faces)), key=lambda i: weight(faces[i]))
 
 
+def with_landmarks(image: np.ndarray, face: Face) -> Face:
+    """``face``, with dlib's landmarks found in ``image`` if it came without them."""
+    if face.landmarks is not None:
+        return face
+    with _DLIB_LOCK:
+        return replace(face, landmarks=_landmarks(image, face.box))
+
+
 def face_chip(image: np.ndarray, face: Face, size: int = CHIP_SIZE) -> np.ndarray:
     """dlib's aligned chip (the template its face ResNet was trained on)."""
     import dlib
 
+    face = with_landmarks(image, face)
     x, y, w, h = face.box
     shape = dlib.full_object_detection(
         dlib.rectangle(x, y, x + w, y + h),
@@ -351,7 +365,7 @@ def face_chip(image: np.ndarray, face: Face, size: int = CHIP_SIZE) -> np.ndarra
 
 def eye_aligned(image: np.ndarray, face: Face, size: int) -> np.ndarray:
     """Rotate and scale so the eyes are level at fixed positions, with a margin around the face."""
-    left, right = face.eyes
+    left, right = with_landmarks(image, face).eyes
     dx, dy = right - left
     angle = math.atan2(dy, dx)
     scale = max(math.hypot(dx, dy), 1.0) / (EYE_DISTANCE * size)  # photo px per crop px

@@ -213,19 +213,15 @@ class CelebrityClassifier:
             metrics=["accuracy"],
         )
         start = len(self.history_)
-        _Stop.defer = True
-        try:
-            result = model.fit(
-                train,
-                validation_data=val,
-                epochs=start + self.config.max_epochs,
-                initial_epoch=start,
-                callbacks=self._callbacks(phase),
-                shuffle=False,  # tf.data shuffles, seeded
-                verbose=0,
-            )
-        finally:
-            _Stop.defer = False
+        result = model.fit(
+            train,
+            validation_data=val,
+            epochs=start + self.config.max_epochs,
+            initial_epoch=start,
+            callbacks=self._callbacks(phase),
+            shuffle=False,  # tf.data shuffles, seeded
+            verbose=0,
+        )
         _Stop.check()
         rows = pd.DataFrame(result.history)
         rows.insert(0, "epoch", range(start, start + len(rows)))

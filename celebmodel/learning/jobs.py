@@ -30,7 +30,6 @@ LOCK_NAME = ".training.lock"
 GUARD_NAME = ".training.guard"
 OUTPUT_NAME = "train.out"  # the process's stdout and stderr, for failures before log.txt exists
 
-RESIGNAL_SECONDS = 3.0  # a SIGTERM not acted on by then is sent again
 
 _children: dict[int, subprocess.Popen] = {}  # pid -> process this server started
 _stopping: set[int] = set()  # pids this server asked to stop
@@ -205,10 +204,9 @@ def reap() -> None:
 def stop(run: Run, wait: float = 15.0) -> str:
     """Ask a queued or running training to stop (SIGTERM); the run ends ``cancelled``.
 
-    The trainer turns SIGTERM into an exception, which library code can swallow (TensorFlow's
-    AutoGraph does while it converts a function): the signal is repeated while the run still
-    reads active, and a process still alive after ``wait`` seconds is killed. Waits for the
-    process to end and returns the run's state then.
+    The trainer records SIGTERM and ends at its next safe point (a stage's step, a batch);
+    a process still alive after ``wait`` seconds is killed. Waits for the process to end and
+    returns the run's state then.
     """
     status = run.status()
     if status.get("state") not in ACTIVE:
@@ -219,11 +217,8 @@ def stop(run: Run, wait: float = 15.0) -> str:
     with _children_lock:
         _stopping.add(pid)
     deadline = time.monotonic() + wait
-    signalled = 0.0
+    _signal(pid, signal.SIGTERM, run)
     while pid_alive(pid) and time.monotonic() < deadline:
-        if run.state in ACTIVE and time.monotonic() - signalled >= RESIGNAL_SECONDS:
-            _signal(pid, signal.SIGTERM, run)
-            signalled = time.monotonic()
         time.sleep(0.1)
     if pid_alive(pid):
         _signal(pid, signal.SIGKILL, run)

@@ -36,23 +36,22 @@ REPORT_EVERY = 1.0  # seconds between two writes of status.json
 ESTIMATE_AFTER = 2.0  # seconds of a stage before its time left is estimated from its rate
 
 class _Stop:
-    """SIGTERM handling that never raises inside TensorFlow.
+    """SIGTERM handling that never raises where it lands.
 
-    Outside ``fit`` the handler raises :class:`Cancelled` at once; during ``fit`` (and while the
-    finished model is written) it only sets ``requested``: the estimator's ``StopOnRequest``
-    ends training at the next batch, after which :meth:`check` raises. (An exception raised
-    from a handler inside TensorFlow can be swallowed by AutoGraph or wrapped by pybind11.)
+    The handler only records the request; the training raises :class:`Cancelled` at its own
+    safe points: each stage's start and each step of a stage's bar (:class:`Stages`), and
+    the next batch of ``fit`` (the estimator's ``StopOnRequest``). An exception raised from a
+    handler lands wherever the main thread is: inside TensorFlow (where AutoGraph swallows it
+    or pybind11 wraps it) or inside the import machinery's lock, whose other waiter, the
+    thread importing TensorFlow, then never wakes.
     It lives here, not beside the estimator, so it is in place before TensorFlow is imported.
     """
 
     requested: str | None = None
-    defer: bool = False
 
     @classmethod
     def handle(cls, signum: int, frame: Any) -> None:
         cls.requested = f"stopped by signal {signal.Signals(signum).name}"
-        if not cls.defer:
-            raise Cancelled(cls.requested)
 
     @classmethod
     def check(cls) -> None:
@@ -88,7 +87,9 @@ class Stages:
         atomic_write_json(self.run.file("warnings.json"), self._warnings)
 
     def enter(self, key: str, done: int = 0, total: int | None = None, **extra: Any) -> None:
-        """Record the start of a stage (or new counts in it) right away."""
+        """Record the start of a stage (or new counts in it) right away; a stop requested
+        since the last one ends the training here."""
+        _Stop.check()
         self._write(key, done, total, None, extra, force=True)
 
     def report(
@@ -127,6 +128,10 @@ class Stages:
         stream = None if self.console else io.StringIO()
 
         class StageBar(tqdm):
+            def update(self, n: float | None = 1) -> bool | None:
+                _Stop.check()  # each step is a point where a stop can end the training
+                return super().update(n)
+
             def display(self, msg: str | None = None, pos: int | None = None) -> bool:
                 if stream is None:
                     super().display(msg, pos)
