@@ -41,27 +41,58 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1)
 
 
-def test_the_keras_network_gives_the_source_s_embeddings():
+def test_the_network_gives_the_source_s_embeddings():
+    """Both forms the package ships: the Keras network (training fine-tunes it) and its LiteRT
+    flatbuffer (what embeds faces)."""
     reference = np.load(REFERENCE)
+    keras_network = _keras_embeddings("mbf512", reference_chips())
     ours = FaceEmbedder("mbf512").embed(reference_chips())
     assert ours.shape == (8, 512)
-    # the same graph, weights as floats: the port itself, layer for layer
-    assert _cosine(ours, reference["tflite_float"]).min() >= 0.9999
-    # the int8 file as its runtime runs it (it rounds activations to int8 on the fly)
-    int8 = _cosine(ours, reference["tflite_int8"])
-    assert int8.min() >= 0.995 and int8.mean() >= 0.998
+    for embeddings in (keras_network, ours):
+        # the same graph, weights as floats: the port itself, layer for layer
+        assert _cosine(embeddings, reference["tflite_float"]).min() >= 0.9999
+        # the int8 file as its runtime runs it (it rounds activations to int8 on the fly)
+        int8 = _cosine(embeddings, reference["tflite_int8"])
+        assert int8.min() >= 0.995 and int8.mean() >= 0.998
     mirrored = FaceEmbedder("mbf512", flip=True).embed(reference_chips()[:1])
     assert _cosine(mirrored, ours[:1] + ours[5:6])[0] == pytest.approx(1.0, abs=1e-4)
 
 
+def _keras_embeddings(network: str, chips: np.ndarray) -> np.ndarray:
+    from celebmodel.faces.graph import compiled
+
+    (vectors,) = compiled(NETWORKS[network].load())(chips.astype(np.float32))
+    return vectors
+
+
 @pytest.mark.parametrize("network", ["mbf512", "dlib128"])
-def test_a_photo_s_faces_through_litert_are_the_folder_s_embeddings(network):
+def test_litert_gives_the_keras_network_s_embeddings(network):
+    """A photo's faces (LiteRT, shipped or converted on this machine) and a folder's (LiteRT
+    for MobileFaceNet, the traced graph for dlib's) are the Keras network's embeddings."""
     size = NETWORKS[network].input_size
     chips = np.stack([np.asarray(Image.fromarray(chip).resize((size, size))) for chip in
                       reference_chips()[:3]])  # an odd count: the last pair is padded
+    mirrors = chips[:, :, ::-1]
+    keras_network = _keras_embeddings(network, np.concatenate([chips, mirrors]))
+    expected = keras_network[:3] + keras_network[3:]
     embedder = FaceEmbedder(network, flip=True)
-    assert _cosine(embedder.embed_photo(chips), embedder.embed(chips)).min() >= 0.99999
+    assert _cosine(embedder.embed_photo(chips), expected).min() >= 0.99999
+    assert _cosine(embedder.embed(chips), expected).min() >= 0.99999
     assert embedder.embed_photo(chips[:0]).shape == (0, NETWORKS[network].embedding_size)
+
+
+def test_the_shipped_flatbuffer_is_made_from_the_shipped_weights():
+    """Its provenance names the weights it was converted from by digest: new weights without a
+    new flatbuffer (``python -m celebmodel.faces.network mbf512 TARGET``) fail here."""
+    import json
+
+    from celebmodel.storage import file_sha256
+
+    flatbuffer = NETWORKS["mbf512"].flatbuffer
+    provenance = json.loads((flatbuffer.parent / "PROVENANCE.json").read_text())
+    entry = provenance[flatbuffer.name]
+    assert entry["sha256"] == file_sha256(flatbuffer)
+    assert entry["made_from"]["sha256"] == NETWORKS["mbf512"].digest()
 
 
 def test_detected_and_aligned_the_network_tells_one_face_from_another():

@@ -5,11 +5,14 @@ Calling a Keras model eagerly re-runs Python for every layer on every call; a tr
 does not, and its signature leaves the batch size open, so a new batch size never retraces.
 On a batch of one or two faces TensorFlow's own kernels spend most of their time starting up
 (MobileFaceNet, a face and its mirror image: 26 ms against LiteRT's 18 on two cores), so a
-photo's faces go through LiteRT. Its flatbuffer is converted from the same network once per
-machine, in a child process (the converter keeps about 300 MB and prints to standard output),
-and kept in the data cache beside dlib's converted weights.
+photo's faces go through LiteRT. MobileFaceNet's flatbuffer ships in the package, converted
+with the float16 weights the network is stored in (its folders' faces go through it too, with
+no TensorFlow to import); other networks' flatbuffers are converted once per machine, in a
+child process (the converter keeps about 300 MB and prints to standard output), and kept in
+the data cache beside dlib's converted weights.
 
-    python -m celebmodel.faces.network NETWORK TARGET   # what the child runs
+    python -m celebmodel.faces.network NETWORK TARGET   # what the child runs; for mbf512,
+                                                        # how the shipped flatbuffer was made
 """
 
 from __future__ import annotations
@@ -19,12 +22,15 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
 from ..errors import FaceError
 from ..storage import data_root
+
+if TYPE_CHECKING:
+    import keras
 
 PAIR = 2  # LiteRT's batch: a face and its mirror image
 
@@ -96,13 +102,18 @@ def interpreted(flatbuffer: Path, threads: int) -> Callable[[np.ndarray], np.nda
     return run
 
 
-def convert(model: keras.Model, target: Path) -> None:
-    """Write ``model``'s LiteRT flatbuffer to ``target`` (atomically)."""
+def convert(model: keras.Model, target: Path, float16: bool = False) -> None:
+    """Write ``model``'s LiteRT flatbuffer to ``target`` (atomically), its weights stored as
+    float16 when ``float16`` (exact for weights that are float16 already)."""
     import tensorflow as tf
 
     from ..storage import atomic_file
 
-    flatbuffer = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if float16:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    flatbuffer = converter.convert()
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(target) as temp:
         temp.write_bytes(flatbuffer)

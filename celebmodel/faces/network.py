@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from ..errors import FaceError
 from ..vectors import l2_normalize
 
 BATCH = 32  # faces per call of a compiled graph
+MOBILEFACENET_FLATBUFFER = Path(__file__).parent / "weights" / "mobilefacenet_w600k.tflite"
 
 
 def _dlib() -> Any:
@@ -58,6 +60,9 @@ class FaceNetwork:
     load: Callable[[], Any]  # a new Keras copy with its pretrained weights
     digest: Callable[[], str]  # sha256 of the weights' source: part of every cache key
     key_prefix: str  # cache keys of its embeddings start with this
+    # Its LiteRT flatbuffer as the package ships it (float16 weights, as the network's own
+    # weights are stored), which embeds without TensorFlow; None: converted once per machine.
+    flatbuffer: Path | None = None
     # Album grouping's cuts (chord distances between mirror-averaged faces: two faces, a
     # group, the loose pass; see celebmodel.scoring.cuts) where its embeddings put everyone on
     # one scale; None: learnt from each model's own gallery.
@@ -90,6 +95,7 @@ NETWORKS: dict[str, FaceNetwork] = {
             load=_mobilefacenet,
             digest=_mobilefacenet_digest,
             key_prefix="mbf512",
+            flatbuffer=MOBILEFACENET_FLATBUFFER,
             # Chosen on 1,944 photos of 67 people from other sources than LFW, checked on all
             # of LFW (BCubed F 0.992, its people with 10-19 photos 0.994; bench/networks.py):
             # its LFW-8 gallery's 60th/88th/99th percentiles (0.88/0.96/1.06) split people.
@@ -142,7 +148,11 @@ class FaceEmbedder:
 
     def embed(self, chips: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         """Embeddings of ``chips`` (uint8 RGB, the network's input size), unit length: a
-        folder's faces, through the traced graph in batches of :data:`BATCH`."""
+        folder's faces, through the shipped flatbuffer when the network has one (no
+        TensorFlow: a training embeds its faces while TensorFlow is still being imported),
+        else through the traced graph in batches of :data:`BATCH`."""
+        if self.network.flatbuffer is not None:
+            return self.embed_photo(chips)
         graph = _shared_graph(self.network.name)
         return self._embedded(
             chips,
@@ -153,8 +163,8 @@ class FaceEmbedder:
 
     def embed_photo(self, chips: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         """:meth:`embed` for the few faces of one photo, through LiteRT: about two thirds of the
-        time on a face (converted from the same network once per machine:
-        :mod:`celebmodel.faces.graph`)."""
+        time on a face (the shipped flatbuffer, or one converted from the same network once per
+        machine: :mod:`celebmodel.faces.graph`)."""
         return self._embedded(chips, _shared_interpreter(self.network.name))
 
     def _embedded(
@@ -173,10 +183,16 @@ class FaceEmbedder:
 
 
 def warm_up(name: str) -> None:
-    """Load the network and trace its graph now (seconds of a training's embedding stage,
-    which a training spends while its photos' faces are still being found)."""
+    """Load the network as :meth:`FaceEmbedder.embed` runs it now (for a traced graph, seconds
+    of a training's embedding stage, which a training spends while its photos' faces are still
+    being found)."""
     size = get_network(name).input_size
-    _shared_graph(name)(np.zeros((1, size, size, 3), np.float32))
+    FaceEmbedder(name).embed(np.zeros((1, size, size, 3), np.uint8))
+
+
+def needs_tensorflow(name: str) -> bool:
+    """Whether embedding with the network needs TensorFlow (no flatbuffer ships with it)."""
+    return get_network(name).flatbuffer is None
 
 
 @cache
@@ -192,14 +208,16 @@ def _shared_interpreter(name: str) -> Callable[[np.ndarray], np.ndarray]:
     from .graph import converted, interpreted, networks_cache
 
     network = NETWORKS[name]
+    if network.flatbuffer is not None:
+        return interpreted(network.flatbuffer, workers_available())
     target = networks_cache() / f"{network.key_prefix}-{network.digest()[:16]}.tflite"
     return interpreted(converted(name, target), workers_available())
 
 
 if __name__ == "__main__":  # the child of graph.converted: NAME TARGET
     import sys
-    from pathlib import Path
 
     from .graph import convert
 
-    convert(get_network(sys.argv[1]).load(), Path(sys.argv[2]))
+    network = get_network(sys.argv[1])
+    convert(network.load(), Path(sys.argv[2]), float16=network.flatbuffer is not None)

@@ -38,6 +38,7 @@ from ..data.dataset import (
     write_split,
 )
 from ..errors import Cancelled, CelebmodelError, DatasetError, RunError
+from ..faces.network import needs_tensorflow
 from ..runs.run import Run, new_run_dir, pid_alive
 from ..scoring.cuts import MIRRORED, distance_profile
 from ..scoring.open_set import calibrate, centroids_of, stranger_scores, unknown_scores
@@ -217,6 +218,8 @@ def _train_stages(
         log.warning("weights none: %s starts from random initialisation", backbone.name)
     split, labels = _split(config, run, stages)
     prepared = _faces(config, run, split, stages, engine, ray_address, workers)
+    if backbone.kind == "embedding" and not needs_tensorflow(backbone.name):
+        prepared = with_embeddings(config, prepared, stages.bar)  # while TensorFlow loads
     if importing.is_alive():
         stages.enter("starting")
         importing.join()
@@ -224,7 +227,8 @@ def _train_stages(
 
     if config.precision == "mixed_bfloat16":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    prepared = with_embeddings(config, prepared, stages.bar)
+    if prepared.features is None:
+        prepared = with_embeddings(config, prepared, stages.bar)
     inputs = {s: prepared.subset(s) for s in SUBSETS}
     classifier, phases = _fit(config, run, inputs, labels, stages)
     _evaluate(config, run, classifier, inputs, labels, stages)
