@@ -30,6 +30,7 @@ from celebmodel.learning.evaluation import (
     open_set_scores,
     subset_metrics,
 )
+from celebmodel.recognition.comparison import reidentified, shared_photos
 from celebmodel.reports import display, figures, run_report
 from celebmodel.runs.archives import run_zip
 from celebmodel.runs.run import Run, active_run, builtin_run_or_none, finished_runs
@@ -537,6 +538,27 @@ if other_name:
             st.caption(comparison.note())
         else:
             st.warning(comparison.note())
+            pair = (run.name, other_name, subset)
+            shared = shared_photos([run, by_name[other_name]], comparison.subset)
+            if st.session_state.get("reidentified", (None,))[0] == pair:
+                comparison = st.session_state["reidentified"][1]
+                st.caption(comparison.note())
+            elif shared.empty:
+                st.info("No held-out photo of a person both know that neither learnt from: "
+                        "nothing to identify again.", icon=":material/info:")
+            elif st.button(
+                f"Identify the {len(shared)} photos both can answer with each model",
+                key="reidentify",
+                help="The held-out photos of the people both know, leaving out every photo "
+                "either learnt from: each model names each photo's subject again.",
+            ):
+                bar = st.progress(0.0, text="Identifying the photos again")
+                comparison = reidentified(
+                    [run, by_name[other_name]], comparison.subset, ui.streamlit_bar(bar)
+                )
+                bar.empty()
+                st.session_state["reidentified"] = (pair, comparison)
+                st.caption(comparison.note())
         if comparison.common:
             table = figures.compare_table(comparison)
             st.plotly_chart(figures.compare_figure(comparison), key="compare-chart")

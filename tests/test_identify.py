@@ -98,10 +98,10 @@ def test_presets_of_a_trained_run_say_how_many_strangers_each_names():
     assert np.mean(strangers <= wanted) == pytest.approx(0.1, abs=1 / len(strangers))
 
 
-def test_presets_beyond_every_measured_stranger_say_so_and_similarity_decides():
-    """A small trained run whose strangers all score far: every preset names none of them,
-    so match confidence (its ceiling for all three) cannot tell the presets apart; the words
-    say none were reached and the face's line compares similarities instead."""
+def test_presets_beyond_every_measured_stranger_say_so_and_confidence_still_decides():
+    """A small trained run whose strangers all score far: every preset names none of them, and
+    the words say so; past the last stranger match confidence follows the fitted tail, so each
+    preset still asks for its own confidence and the face's line reads on that scale."""
     from types import SimpleNamespace
 
     from celebmodel.scoring.matching import Confidence
@@ -114,13 +114,13 @@ def test_presets_beyond_every_measured_stranger_say_so_and_similarity_decides():
     words = [display.preset_words(name, option) for name, option in found.items()]
     assert all("none of the 48 strangers measured" in w for w in words), words
     assert len({w.split(",")[0] for w in words}) == 3  # they differ in the known faces named
+    confidence = Confidence(np.sort(-strangers))
     recognizer = SimpleNamespace(
-        strangers=Confidence(np.sort(-strangers)),
-        match_confidence=lambda score: Confidence(np.sort(-strangers))(-np.asarray(score)),
+        strangers=confidence, match_confidence=lambda score: confidence(-np.asarray(score))
     )
     face = {
         "known": True,
-        "match_confidence": 1 - 0.5 / 48,
+        "match_confidence": float(confidence(-0.2)),
         "similarity": 0.95,
         "nearest_name": None,
     }
@@ -128,11 +128,11 @@ def test_presets_beyond_every_measured_stranger_say_so_and_similarity_decides():
         name: display.face_details(face, recognizer, option["threshold"])
         for name, option in found.items()
     }
-    assert all(line.startswith("similarity 95% (needs ") for line in lines.values()), lines
+    assert all(line.startswith("match confidence ") for line in lines.values()), lines
     assert len(set(lines.values())) == 3  # each preset's own need
-    assert display.needs_words(recognizer, found["Balanced"]["threshold"]).startswith(
-        "similarity at least"
-    )
+    needs = [display.needs_words(recognizer, o["threshold"]) for o in found.values()]
+    assert all(n.startswith("match confidence at least") for n in needs)
+    assert len(set(needs)) == 3, needs
 
 
 def test_a_known_face_scored_without_its_person_is_a_stranger():

@@ -493,6 +493,85 @@ def test_compare_evaluates_both_runs_on_the_photos_they_both_held_out(folders, c
     assert [trace["name"] for trace in chart["data"]] == list(table.columns)  # one order
 
 
+def test_compare_without_photos_in_common_identifies_the_photos_both_can_answer(
+    folders, dlib_run
+):
+    """Two runs of one folder split differently share no held-out photo: the page says so and
+    offers to identify again the held-out photos of the people both know that neither learnt
+    from; both models then answer the same photos, and the page says how many."""
+    from celebmodel.recognition.comparison import reidentified, shared_photos
+
+    runs, _ = folders
+    first = add_run(runs, dlib_run, "20240102-000000-dlib128")
+    second = add_run(runs, dlib_run, "20240103-000000-dlib128")
+    held_out = first.predictions("test")
+    split = second.split()  # as if the second run's folder had held out other photos
+    split[~split["path"].isin(held_out["path"])].to_csv(second.file("split.csv"), index=False)
+    held_out.iloc[:0].to_csv(second.file("predictions_test.csv"), index=False)
+    shared = shared_photos([first, second])
+    assert len(shared) == len(held_out) > 0
+    expected = reidentified([first, second])
+    assert expected.common == len(held_out) and expected.method == "re-identified"
+
+    at = open_page(app(), "pages/evaluate.py")
+    at.selectbox(key="evaluate_run").set_value(first.name)
+    open_page(at)
+    at.selectbox(key="compare-run").set_value(second.name)
+    open_page(at)
+    assert "0 in common" in next(w.value for w in at.warning if "different photos" in w.value)
+    def compared() -> list[pd.DataFrame]:
+        tables = [frame.value for frame in at.dataframe]
+        return [t for t in tables if first.title in getattr(t, "columns", [])]
+
+    assert not compared()  # nothing compared yet
+    at.button(key="reidentify").click()
+    open_page(at)
+    assert f"identified the same {len(held_out)} test photos again" in " ".join(
+        c.value for c in at.caption
+    )
+    (table,) = compared()
+    assert list(table.columns) == [first.title, second.title, "original recipe"]
+    accuracy = expected.metrics[0]["accuracy"]
+    assert table.loc["Accuracy", first.title] == pytest.approx(accuracy)
+    assert table.loc["Accuracy", second.title] == pytest.approx(accuracy)  # the same model
+
+
+def test_a_photo_the_built_in_model_learnt_from_is_never_compared_on():
+    """The built-in gallery holds LFW's photos: a run of an LFW folder that held one out
+    cannot be compared with it on that photo, only on its others."""
+    from types import SimpleNamespace
+
+    from celebmodel.recognition.comparison import shared_photos
+
+    builtin = SimpleNamespace(
+        scoring="gallery",
+        labels=lambda: ["George_W_Bush", "Tony_Blair"],
+        gallery_paths=lambda: ["George_W_Bush/George_W_Bush_0001.jpg"],
+    )
+    held_out = pd.DataFrame(
+        {
+            "path": ["George_W_Bush/George_W_Bush_0001.jpg", "George_W_Bush/mine.jpg",
+                     "Someone_Else/x.jpg"],
+            "true": ["George_W_Bush", "George_W_Bush", "Someone_Else"],
+        }
+    )
+    split = pd.DataFrame(
+        {"path": ["George_W_Bush/trained.jpg", *held_out["path"]],
+         "subset": ["train", "test", "test", "test"]}
+    )
+    trained = SimpleNamespace(
+        scoring="classifier",
+        labels=lambda: ["George_W_Bush", "Someone_Else"],
+        split=lambda: split,
+        predictions=lambda subset: held_out,
+        config_dict=lambda: {"data_dir": "/photos"},
+    )
+    shared = shared_photos([trained, builtin])
+    assert shared.to_dict("records") == [
+        {"path": "/photos/George_W_Bush/mine.jpg", "true": "George_W_Bush"}
+    ]
+
+
 # --------------------------------------------------------------------------------------------
 # strangers on Evaluate
 

@@ -289,12 +289,21 @@ class Comparison:
     common: int  # photos every run has in ``subset``
     sizes: list[int]  # each run's own number of photos in ``subset``
     metrics: list[dict]  # per run, computed on the common photos only
+    # "held-out": each run's own predictions; "re-identified": every run identified the same
+    # photos again (celebmodel.recognition.comparison)
+    method: str = "held-out"
 
     @property
     def same_photos(self) -> bool:
         return all(size == self.common for size in self.sizes)
 
     def note(self) -> str:
+        if self.method == "re-identified":
+            people = len((self.metrics[0] if self.metrics else {}).get("labels") or [])
+            return (
+                f"Every model identified the same {self.common} {self.subset} photos again: "
+                f"those of the {people} people all of them know that none of them learnt from."
+            )
         if self.same_photos:
             return f"Tested on the same {self.common} {self.subset} photos."
         own = " and ".join(

@@ -31,6 +31,7 @@ STAGES = {  # key -> what the page calls it
     "evaluating": "Evaluating",
     "mirroring": "Measuring the gallery's mirror images (to group unknown faces)",
     "saving": "Saving the model",
+    "comparing": "Identifying the photos both models can answer again",
 }
 REPORT_EVERY = 1.0  # seconds between two writes of status.json
 ESTIMATE_AFTER = 2.0  # seconds of a stage before its time left is estimated from its rate

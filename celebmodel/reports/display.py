@@ -92,23 +92,31 @@ def skipped_lines(skipped: list[dict[str, str]]) -> list[tuple[str, str]]:
 
 def percent_pair(value: float, needed: float, reached: bool) -> tuple[str, str]:
     """``value`` and ``needed`` as percentages with just enough decimals that they read the
-    way the decision went (never "92% (needs 92%)" for a face that fell short)."""
-    for decimals in range(0, 5):
+    way the decision went (never "92% (needs 92%)" for a face that fell short, nor "100%"
+    for less)."""
+    for decimals in range(0, 6):
         shown = f"{value:.{decimals}%}", f"{needed:.{decimals}%}"
         a, b = round(value * 100, decimals), round(needed * 100, decimals)
-        if (a >= b) == reached and (a != b or reached):
+        certain = (value < 1 and a >= 100) or (needed < 1 and b >= 100)  # "100%" for less
+        if not certain and (a >= b) == reached and (a != b or reached):
             return shown
-    return f"{value:.4%}", f"{needed:.4%}"
+    return f"{value:.6%}", f"{needed:.6%}"
+
+
+def short_of_certain(value: float) -> str:
+    """A percentage with one decimal, or as many more as it takes not to read "100%" for less
+    (a threshold past every measured stranger asks for 99.997%, not for certainty)."""
+    for decimals in range(1, 6):
+        if value >= 1 or round(value * 100, decimals) < 100:
+            return f"{value:.{decimals}%}"
+    return f"{value:.6%}"
 
 
 def confidence_needed(recognizer: Any, threshold: float) -> float | None:
-    """The match confidence a threshold on the model's own scale asks for; ``None`` where
-    confidence cannot tell it (an uncalibrated run, or a threshold no measured stranger
-    reaches, where every stricter threshold would read the same): then similarity does."""
+    """The match confidence a threshold on the model's own scale asks for; ``None`` for a run
+    trained before stranger scores were kept (similarity decides there)."""
     value = recognizer.match_confidence(threshold)
-    if value is None or float(value) >= recognizer.strangers.ceiling - 1e-12:
-        return None
-    return float(value)
+    return None if value is None else float(value)
 
 
 def face_details(face: dict[str, Any], recognizer: Any, threshold: float) -> str:
@@ -220,7 +228,7 @@ def needs_words(recognizer: Any, threshold: float) -> str:
     """What a threshold asks of a face, in words."""
     needed = confidence_needed(recognizer, threshold)
     if needed is not None:
-        return f"match confidence at least {needed:.1%}"
+        return f"match confidence at least {short_of_certain(needed)}"
     from ..scoring.open_set import similarity
 
     return f"similarity at least {float(similarity(threshold)):.0%}"

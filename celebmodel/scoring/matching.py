@@ -29,6 +29,7 @@ numpy only: identifying a face never imports scikit-learn (fitting the decision 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -414,39 +415,61 @@ def simulate(
     return found
 
 
+TAIL_SHARE = 0.1  # the highest strangers the tail past them is fitted to ...
+TAIL_MIN = 5  # ... and at least this many
+
+
 @dataclass(frozen=True)
 class Confidence:
     """How rarely strangers reach a decision value: ``confidence = 1 - FAR``, from the
-    sorted decisions of simulated strangers (each person left out of the gallery in turn)."""
+    sorted decisions of simulated strangers (each person left out of the gallery in turn).
+
+    Past the highest stranger a finite sample says nothing, yet a face far past it is surer
+    than one just past it: there the share of strangers follows an exponential tail fitted to
+    the highest :data:`TAIL_SHARE` of them (peaks over a threshold: the mean excess is the
+    tail's scale), so the number keeps telling two faces, and two thresholds, apart.
+    """
 
     strangers: np.ndarray  # sorted ascending
 
+    @property
+    def _tail(self) -> tuple[float, float, float]:
+        """The highest stranger, the share of strangers it stands for, and the tail's scale."""
+        n = len(self.strangers)
+        if n == 0:
+            return 0.0, 1.0, 1.0
+        k = min(n - 1, max(TAIL_MIN, math.ceil(TAIL_SHARE * n)))
+        top = float(self.strangers[-1])
+        if k < 1:
+            return top, 1.0 / n, 1.0
+        scale = float(np.mean(self.strangers[-k:] - self.strangers[-k - 1]))
+        return top, 1.0 / n, max(scale, 1e-9)
+
     def false_accept(self, decisions: np.ndarray | float) -> np.ndarray | float:
-        """Share of strangers at or above each decision (at least half a stranger: a finite
-        sample cannot promise zero)."""
+        """Share of strangers at or above each decision; past the highest, the fitted tail's
+        (a finite sample cannot promise zero)."""
         values = np.asarray(decisions, np.float64)
         n = len(self.strangers)
         above = n - np.searchsorted(self.strangers, values, side="left")
-        rate = np.maximum(above, 0.5) / max(n, 1)
+        top, share, scale = self._tail
+        beyond = share * np.exp(-np.maximum(values - top, 0.0) / scale)
+        rate = np.where(above > 0, above / max(n, 1), beyond)
         return float(rate) if rate.ndim == 0 else rate
 
     def __call__(self, decisions: np.ndarray | float) -> np.ndarray | float:
         rate = self.false_accept(decisions)
         return 1.0 - rate
 
-    @property
-    def ceiling(self) -> float:
-        """The highest confidence these strangers can show (none of them reached): past it,
-        confidence no longer tells two thresholds apart."""
-        return 1.0 - 0.5 / max(len(self.strangers), 1)
-
     def at_least(self, confidence: float) -> float:
         """The lowest decision value whose confidence is at least ``confidence`` (just past a
-        stranger's; past every stranger when none is high enough): the way back from a
-        confidence shown."""
+        stranger's; on the fitted tail past the highest): the way back from a confidence
+        shown."""
         values = np.r_[self.strangers[:1], np.nextafter(self.strangers, np.inf)]
         reached = np.asarray(self(values)) >= confidence - 1e-12
-        return float(values[np.argmax(reached)] if reached.any() else values[-1])
+        if reached.any():
+            return float(values[np.argmax(reached)])
+        top, share, scale = self._tail
+        return top + scale * math.log(share / max(1.0 - confidence, 1e-300))
 
     def threshold(self, false_accept: float) -> float:
         """The decision value that names at most ``false_accept`` of strangers."""
