@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import COLOURS, astronauts, cameramen, make_dataset
 from PIL import Image
@@ -528,6 +529,61 @@ def test_the_live_webcam_draws_the_name_on_the_video(astro_server, tmp_path):
                 green = video.evaluate(GREEN_PIXELS)
         shoot(page, "identify_live")
         frame.get_by_role("button", name="STOP").click()
+
+
+def test_one_number_on_identify_and_a_compare_that_compares_in_the_browser(astro_server, tmp_path):
+    """Issue 27 in a real browser: a trained run's face reads as match confidence against what
+    the preset needs (point 1); two runs that held out no photo in common are compared on the
+    photos both can answer, and the page says how many (point 4); the built-in model's
+    Evaluate opens with plain words (point 5)."""
+    url, run_path = astro_server
+    other = run_path.parent / "20240101-000000-dlib128"  # older: the model in use stays
+    shutil.copytree(run_path, other, ignore=shutil.ignore_patterns(".*lock", "albums"))
+    held_out = pd.read_csv(run_path / "predictions_test.csv")
+    split = pd.read_csv(other / "split.csv")  # as if its folder had held out other photos
+    split[~split["path"].isin(held_out["path"])].to_csv(other / "split.csv", index=False)
+    held_out.iloc[:0].to_csv(other / "predictions_test.csv", index=False)
+    (other / "meta.json").write_text(json.dumps({"name": "second split"}))
+    try:
+        with browser_page() as page:
+            page.goto(f"{url}/identify")
+            settle(page, "How sure must a match be?")
+            photo = tmp_path / "astronaut.jpg"
+            astronauts(1, seed=4)[0].save(photo)
+            page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(
+                str(photo)
+            )
+            line = page.get_by_text(re.compile(r"^match confidence [\d.]+% \(needs [\d.]+%\)"))
+            line.first.wait_for(timeout=TIMEOUT_MS)
+            no_traceback(page)
+
+            page.goto(f"{url}/evaluate")
+            settle(page, "Per person")
+            page.get_by_role("combobox", name="Compare with").click()
+            page.get_by_role("option", name=re.compile("^second split")).click()
+            reidentify = page.get_by_role(
+                "button", name=f"Identify the {len(held_out)} photos both can answer"
+            )
+            reidentify.wait_for(timeout=TIMEOUT_MS)
+            reidentify.click()
+            said = page.get_by_text(
+                f"Every model identified the same {len(held_out)} test photos again"
+            )
+            said.wait_for(timeout=TIMEOUT_MS)
+            page.get_by_role("cell", name="second split").or_(
+                page.get_by_text("second split", exact=True)
+            ).first.wait_for(timeout=TIMEOUT_MS)
+            no_traceback(page)
+            shoot(page, "evaluate_compare")
+
+            page.get_by_role("combobox", name="Run").click()
+            page.get_by_role("option", name=re.compile("^LFW public figures")).click()
+            page.get_by_text(re.compile(r"^In plain words: of 100 photos")).wait_for(
+                timeout=TIMEOUT_MS
+            )
+            no_traceback(page)
+    finally:
+        shutil.rmtree(other)
 
 
 def listening_addresses(port: int) -> set[str]:

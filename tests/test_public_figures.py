@@ -490,6 +490,41 @@ def test_strangers_from_elsewhere_set_the_confidence_and_the_presets(tmp_path, c
     assert not again.exists()
 
 
+def test_photos_of_its_people_from_elsewhere_say_what_each_preset_names(tmp_path, capsys):
+    """``--known-elsewhere``: photos of LFW people taken elsewhere are identified at each
+    preset's threshold; the shares named right and wrong are kept with the presets and said in
+    their words. A folder of someone the model does not know is refused, nothing written."""
+    os.environ["CELEBMODEL_DATA"] = str(tmp_path / "appdata")
+    names = write_names(tiny_lfw(tmp_path / "lfw"), tmp_path / "names.txt")
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "Astro_Naut").mkdir(parents=True)
+    for i, photo in enumerate(astronauts(4, seed=9, mirrored=True)):
+        photo.save(elsewhere / "Astro_Naut" / f"{i}.jpg")
+    out = tmp_path / "model"
+    args = ["build-lfw-model", str(tmp_path / "lfw"), "--names", str(names), "--out", str(out)]
+    assert main([*args, "--known-elsewhere", str(elsewhere)]) == 0
+    calibration = json.loads((out / "calibration.json").read_text())
+    assert calibration["known_source"]["people"] == 1
+    assert calibration["known_source"]["photos"] == 4  # the astronaut is found in every one
+    shares = {name: (p["known_elsewhere_named"], p["known_elsewhere_wrong"])
+              for name, p in calibration["presets"].items()}
+    assert all(0 <= right + wrong <= 1 for right, wrong in shares.values())
+    assert shares["Strict"][0] <= shares["Balanced"][0] <= shares["Lenient"][0]
+    assert shares["Lenient"][0] == 1.0  # the same face, mirrored: named right
+    words = display.preset_words("Lenient", calibration["presets"]["Lenient"])
+    assert "100.0% of its people's photos from elsewhere (0.0% under a wrong name)" in words
+    assert json.loads((out / "provenance.json").read_text())["command"].endswith(
+        "--known-elsewhere elsewhere")
+
+    (elsewhere / "Camera_Man").mkdir()
+    cameramen(1, seed=3)[0].save(elsewhere / "Camera_Man" / "0.jpg")
+    again = tmp_path / "again"
+    capsys.readouterr()
+    assert main([*args[:-1], str(again), "--known-elsewhere", str(elsewhere)]) != 0
+    assert "Camera_Man: not in the model" in capsys.readouterr().err
+    assert not again.exists()
+
+
 @pytest.mark.slow
 def test_naming_a_group_with_the_builtin_makes_a_copy_that_knows_them_and_undo_takes_them_out(
     tiny_builtin, folders

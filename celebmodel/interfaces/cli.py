@@ -204,7 +204,7 @@ def cmd_build_lfw_model(args: argparse.Namespace) -> int:
     people = read_people(args.names) if args.names else None
     target = build(
         args.lfw, args.out, tuple(args.missing_ok or ()), console_bar, people,
-        args.network or NETWORK, args.strangers,
+        args.network or NETWORK, args.strangers, args.known_elsewhere,
     )
     print(f"wrote {target}" + (" (the built-in model)" if target == folder() else ""))
     return 0
@@ -717,6 +717,11 @@ def _add_build_model(commands: Any) -> None:
         "--strangers", metavar="DIR",
         help="photos of people who are not in LFW, from other sources (one folder per person): "
         "they set the match confidence and the presets (default: LFW's people left out in turn)",
+    )
+    build_model.add_argument(
+        "--known-elsewhere", metavar="DIR",
+        help="photos of LFW people from other sources (one folder per person, named as in LFW): "
+        "what each preset names of them, right and wrong, is recorded and shown",
     )
     build_model.set_defaults(func=cmd_build_lfw_model)
 

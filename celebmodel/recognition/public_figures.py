@@ -151,6 +151,7 @@ def build(
     people: dict[str, int] | None = None,
     network: str = NETWORK,
     strangers: str | Path | None = None,
+    known_elsewhere: str | Path | None = None,
 ) -> Path:
     """Build the built-in model from an LFW folder into ``out`` (default: the package's own
     folder) on a face ``network``, replacing what is there only once every file is written.
@@ -159,6 +160,9 @@ def build(
     person), which define the match confidence and the presets: users bring photos from
     elsewhere, and LFW's own people left out in turn (its look-alikes, in its own kind of
     photo) reach other scores than they do. Without it, the look-alikes define them.
+    ``known_elsewhere``: photos of LFW people taken elsewhere (one folder per person, named as
+    in LFW): what each preset names of them, right and wrong, is what users bringing their
+    own photos meet (LFW's own photos, held out one at a time, are easier).
     ``people`` replaces LFW's list (tests build from a small generated tree).
     """
     from ..scoring.matching import Confidence, Matcher, fit_decision, simulate
@@ -185,6 +189,8 @@ def build(
     elsewhere = (None if strangers is None
                  else strangers_from_elsewhere(strangers, expected, matcher, decision, network))
     calibrating = lookalikes if elsewhere is None else elsewhere["scores"]  # the strangers
+    known_there = (None if known_elsewhere is None
+                   else known_from_elsewhere(known_elsewhere, names, matcher, decision, network))
     confidence = Confidence(calibrating)
     presets = {}
     for name, far in PRESET_FARS.items():
@@ -196,6 +202,12 @@ def build(
             "known_named": _round(float(np.mean(seen["genuine_correct"]
                                                 & (known >= threshold)))),
         }
+        if known_there is not None:
+            named = known_there["scores"] >= threshold
+            presets[name]["known_elsewhere_named"] = _round(
+                float(np.mean(named & known_there["correct"])))
+            presets[name]["known_elsewhere_wrong"] = _round(
+                float(np.mean(named & ~known_there["correct"])))
     errors = label_errors(stored.astype(np.float32), labels, names, [r["path"] for r in usable])
     left_out = [index[name] for name in errors["people_involved"] if name in index]
     protocol = _protocol(stored.astype(np.float32), labels, left_out)
@@ -217,6 +229,8 @@ def build(
         "simulated": {"known": int(len(known)), "strangers": int(len(lookalikes)), "seed": 0},
         **({} if elsewhere is None else {"strangers_source": {
             k: v for k, v in elsewhere.items() if k != "scores"}}),
+        **({} if known_there is None else {"known_source": {
+            k: v for k, v in known_there.items() if k not in ("scores", "correct")}}),
     }
     no_face = [r["path"] for r in records if not r["crop"]]
     files = _model_files(
@@ -245,7 +259,8 @@ def build(
         "built": when,
         "command": f"celebmodel build-lfw-model {root.name} --network {network}"
         + (f" --missing-ok {' '.join(sorted(missing_ok))}" if missing_ok else "")
-        + (f" --strangers {Path(strangers).name}" if strangers else ""),
+        + (f" --strangers {Path(strangers).name}" if strangers else "")
+        + (f" --known-elsewhere {Path(known_elsewhere).name}" if known_elsewhere else ""),
         "licence": LICENCE,
         "label_errors": errors,
     }
@@ -276,6 +291,36 @@ def strangers_from_elsewhere(
     candidates = matcher.candidates(embeddings, k=2)
     return {
         "scores": np.sort(decision(candidates.features())),
+        "folder": scan.root.name,
+        "photos": len(faces),
+        "people": len(set(faces)),
+        "photos_without_a_face": len(records) - len(faces),
+    }
+
+
+def known_from_elsewhere(
+    folder_path: str | Path, names: list[str], matcher: Any, decision: Any, network: str,
+) -> dict[str, Any]:
+    """The decision values of photos of the model's own people taken elsewhere
+    (``folder_path``, one folder per person, named as in LFW; each photo's subject face) and
+    whether the person named is theirs. A folder of someone the model does not know is
+    refused: they would count as its people."""
+    from ..data.dataset import scan_dataset
+
+    scan = scan_dataset(folder_path)
+    outside = sorted(set(scan.items["label"]) - set(names))
+    if outside:
+        raise DatasetError(f"{scan.root}: {_few(outside)}: not in the model (folders named as "
+                           "LFW names its people only)")
+    records, embeddings = embed_photos(scan.root, list(scan.items["path"]), network=network)
+    if not len(embeddings):
+        raise DatasetError(f"{scan.root}: no face found in any photo; nothing was built")
+    faces = [r["path"].split("/")[0] for r in records if r["crop"]]
+    candidates = matcher.candidates(embeddings, k=2)
+    truth = np.array([names.index(face) for face in faces])
+    return {
+        "scores": decision(candidates.features()),
+        "correct": candidates.people[:, 0] == truth,
         "folder": scan.root.name,
         "photos": len(faces),
         "people": len(set(faces)),

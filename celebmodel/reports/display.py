@@ -197,6 +197,11 @@ def preset_words(name: str, option: dict[str, Any]) -> str:
         parts.append(f"{_share(option['strangers_named'])} of strangers wrongly")
     if option.get("lookalikes_named") is not None:
         parts.append(f"{_share(option['lookalikes_named'])} of look-alikes")
+    if option.get("known_elsewhere_named") is not None:
+        parts.append(
+            f"{_share(option['known_elsewhere_named'])} of its people's photos from elsewhere "
+            f"({_share(option['known_elsewhere_wrong'])} under a wrong name)"
+        )
     return f"{name}: " + (", ".join(parts) if parts else "the calibrated threshold")
 
 

@@ -666,6 +666,12 @@ def plain_words(protocol: dict, calibration: dict) -> str:
         words += (f" As it names faces now (Balanced), about {share:.0f} in 100 photos of "
                   "strangers taken elsewhere get a name (measured on "
                   f"{source['photos']:,} photos of {source['people']:,} people not in LFW).")
+    known = calibration.get("known_source")
+    if known and balanced.get("known_elsewhere_named") is not None:
+        words += (f" Photos of the people it knows taken elsewhere than LFW are harder: it names "
+                  f"about {balanced['known_elsewhere_named'] * 100:.0f} in 100 of them right and "
+                  f"{balanced['known_elsewhere_wrong'] * 100:.0f} under a wrong name (measured on "
+                  f"{known['photos']:,} photos of {known['people']:,} of its people).")
     return words
 
 
