@@ -349,7 +349,11 @@ def test_groups_verbs_change_the_file_and_the_csv_together(tmp_path, capsys):
     assert groups_column() == ["1"] * 5 + ["3"] * 2
     assert main(["groups", str(csv), "split", "p0.jpg#1", "--none"]) == 0
     assert groups_column() == [""] + ["1"] * 4 + ["3"] * 2
-    assert main(["groups", str(csv), "rename", "3", "Grace Hopper"]) == 0
+    capsys.readouterr()
+    assert main(["groups", str(csv), "rename", "3", "Grace Hopper"]) == 1  # no such model
+    assert "(run-1) is not among the runs" in capsys.readouterr().err
+    assert AlbumGroups.load(beside(csv)).names == {}  # and nothing was named
+    assert main(["groups", str(csv), "rename", "3", "Grace Hopper", "--label-only"]) == 0
     assert main(["groups", str(csv), "show", "3"]) == 0
     assert capsys.readouterr().out.splitlines()[-2:] == ["p5.jpg#1", "p6.jpg#1"]
     for _ in range(4):
@@ -395,6 +399,36 @@ def test_predict_group_keeps_ids_when_photos_are_added(astro, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"warning: {beside(csv)}: damaged (" in err and "grouped afresh" in err
     assert set(pd.read_csv(csv, dtype=str, keep_default_na=False)["group"]) == {"1"}
+
+
+@pytest.mark.slow
+def test_naming_a_group_on_the_command_line_makes_the_model_know_them(
+    astro, folders, tmp_path, capsys
+):
+    """``groups CSV rename N NAME`` adds the group's faces to the model the album was grouped
+    with, as naming it on the page does: new photos of them are then named."""
+    from celebmodel.runs.run import Run
+
+    runs, _ = folders
+    run = add_run(runs, astro, "20250101-000000-dlib128")
+    folder, later = tmp_path / "album", tmp_path / "later"
+    folder.mkdir()
+    later.mkdir()
+    for i, photo in enumerate(cameramen(3, seed=1, turn=2, light=0.05)):
+        photo.save(folder / f"cam{i}.png")
+    for i, photo in enumerate(cameramen(2, seed=11, turn=2, light=0.05)):
+        photo.save(later / f"cam{i}.png")
+    csv, again = tmp_path / "faces.csv", tmp_path / "later.csv"
+    assert main(["predict", str(run.path), str(folder), "--csv", str(csv), "--group"]) == 0
+    assert set(pd.read_csv(csv, dtype=str)["label"]) == {"unknown"}
+    capsys.readouterr()
+    assert main(["groups", str(csv), "rename", "1", "Camera Man"]) == 0
+    said = capsys.readouterr().out
+    assert "added to" in said and f"celebmodel people {run.name} remove Camera_Man" in said
+    assert "Camera_Man" in Run(run.path).labels()
+    assert AlbumGroups.load(beside(csv)).names == {1: "Camera Man"}
+    assert main(["predict", str(run.path), str(later), "--csv", str(again)]) == 0
+    assert set(pd.read_csv(again, dtype=str)["label"]) == {"Camera_Man"}
 
 
 # --------------------------------------------------------------------------------------------

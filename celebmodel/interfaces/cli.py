@@ -313,7 +313,20 @@ def cmd_groups(args: argparse.Namespace) -> int:
     elif args.action == "split":
         done = book.split(args.faces, new_group=not args.none)
     elif args.action == "rename":
+        added = None
+        if args.name.strip() and not args.label_only:  # the model first: a failure names nobody
+            from ..albums.naming import enrol_group
+
+            book.members(args.group)  # a group that is there
+            added = enrol_group(book, args.group, args.name)
         done = book.rename(args.group, args.name)
+        if added is not None:
+            into, label, new = added
+            copied = " (your own copy of the built-in model, now in use)" * bool(into.copied_from)
+            done += f"; added to {into.title}{copied}" + (
+                f" (take them out again: celebmodel people {into.name} remove {label})"
+                if new else ""
+            )
     else:
         done = book.undo()
     print(f"{done}; wrote {path} and {args.csv}")
@@ -585,9 +598,16 @@ def _add_groups(commands: Any) -> None:
     split_faces.add_argument(
         "--none", action="store_true", help="into no group (default: one new group)"
     )
-    rename = verbs.add_parser("rename", help="name a group (an empty name removes it)")
+    rename = verbs.add_parser(
+        "rename",
+        help="name a group (an empty name removes it) and add its faces to the model the album "
+        "was grouped with (the built-in model: to your own copy of it)",
+    )
     rename.add_argument("group", type=int)
     rename.add_argument("name")
+    rename.add_argument(
+        "--label-only", action="store_true", help="name the group in the album only"
+    )
     verbs.add_parser("undo", help="take back the last merge, split or rename")
     groups.set_defaults(func=cmd_groups)
 

@@ -281,6 +281,10 @@ class Recognizer:
             probabilities /= np.maximum(probabilities.sum(axis=1, keepdims=True), 1e-12)
         return probabilities
 
+    def face_crops(self, pixels: np.ndarray) -> list[np.ndarray]:
+        """The network inputs of a photo's faces, in the order :meth:`identify` numbers them."""
+        return self._faces(np.asarray(pixels))[0]
+
     def _faces(self, pixels: np.ndarray) -> tuple[list[np.ndarray], list[tuple[list, float]]]:
         stage = self.stage
         if stage.enabled:
