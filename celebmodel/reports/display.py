@@ -188,7 +188,14 @@ PRESET_MEANING = {
 def preset_words(name: str, option: dict[str, Any]) -> str:
     """What a preset means on this model, in words."""
     parts = []
-    if option.get("known_named") is not None:
+    if option.get("known_elsewhere_named") is not None:  # what users bring, first
+        parts.append(
+            f"names {_share(option['known_elsewhere_named'])} of its people's photos from "
+            f"elsewhere ({_share(option['known_elsewhere_wrong'])} under a wrong name"
+            + (f"; {_share(option['known_named'])} of LFW's own)"
+               if option.get("known_named") is not None else ")")
+        )
+    elif option.get("known_named") is not None:
         parts.append(f"names {_share(option['known_named'])} of known faces")
     measured = option.get("strangers_measured") or 0
     if option.get("strangers_named") is not None and option["strangers_named"] * measured <= 0.5:
@@ -197,11 +204,6 @@ def preset_words(name: str, option: dict[str, Any]) -> str:
         parts.append(f"{_share(option['strangers_named'])} of strangers wrongly")
     if option.get("lookalikes_named") is not None:
         parts.append(f"{_share(option['lookalikes_named'])} of look-alikes")
-    if option.get("known_elsewhere_named") is not None:
-        parts.append(
-            f"{_share(option['known_elsewhere_named'])} of its people's photos from elsewhere "
-            f"({_share(option['known_elsewhere_wrong'])} under a wrong name)"
-        )
     return f"{name}: " + (", ".join(parts) if parts else "the calibrated threshold")
 
 

@@ -133,7 +133,9 @@ def presets(calibration: dict) -> dict[str, dict]:
 
     Gallery models define them by strangers (1% / 5% / 10% named wrongly, see
     :mod:`celebmodel.recognition.public_figures`; ``lookalikes_named``: the share of LFW's own
-    people left out in turn named at it, when photos from elsewhere set it). Trained runs by
+    people left out in turn named at it, when photos from elsewhere set it;
+    ``known_elsewhere_named`` and ``_wrong``: the shares of photos of its people taken elsewhere
+    named right and wrongly, when measured). Trained runs by
     the share of their known validation faces accepted (90% / the calibrated threshold / 99%);
     their strangers are each known face scored with its own person left out
     (:func:`stranger_scores`). Runs from before the validation scores were kept get Balanced
@@ -153,6 +155,8 @@ def presets(calibration: dict) -> dict[str, dict]:
                 "strangers_named": named,
                 "lookalikes_named": stored[name].get("lookalikes_named"),
                 "strangers_measured": len(strangers),
+                "known_elsewhere_named": stored[name].get("known_elsewhere_named"),
+                "known_elsewhere_wrong": stored[name].get("known_elsewhere_wrong"),
             }
         return found
     threshold = float(calibration["threshold"])
