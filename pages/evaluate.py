@@ -450,8 +450,11 @@ if st.session_state.get(EVALUATE_KEY) not in by_name:
     st.session_state.pop(EVALUATE_KEY, None)
 active = active_run()
 in_use = (ui.BUILTIN_KEY if active.builtin else active.name) if active else None
-if st.session_state.get("evaluate-in-use", in_use) != in_use:  # another model chosen since
-    st.session_state.pop(EVALUATE_KEY, None)  # open on the model in use, as on a first visit
+if st.session_state.get("evaluate-in-use", in_use) != in_use:  # another model chosen since:
+    if in_use in by_name:  # open on it (set, not dropped: the box would keep its old value)
+        st.session_state[EVALUATE_KEY] = in_use
+    else:
+        st.session_state.pop(EVALUATE_KEY, None)
 st.session_state["evaluate-in-use"] = in_use
 names = list(by_name)
 labels = {name: run_report.run_label(run) for name, run in by_name.items()}

@@ -341,6 +341,7 @@ def add_group(number: int, name: str, members: pd.DataFrame, album: Album, thumb
         st.toast(f"Added {shown} from {len(members)} faces{copied}.")
         if new:  # undone by taking them out again
             st.session_state["group-added"] = (str(into.path), label, shown)
+        st.session_state["people-show"] = shown  # the People page opens on them
         st.rerun()
 
 

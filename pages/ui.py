@@ -118,7 +118,7 @@ def model_selector() -> Run | None:
         return None
     active = active_run()
     gone = chosen_name() if active is None else None
-    labels = {name: run_report.run_label(run) for name, run in runs.items()}
+    labels = {name: run.title for name, run in runs.items()}  # short: the box cuts the rest
     current = (BUILTIN_KEY if active.builtin else active.name) if active else None
     # A new choice elsewhere, or new labels (a person added), make it a new widget.
     key = f"active-model-{current or ''}-{abs(hash(tuple(labels.values())))}"
@@ -133,9 +133,10 @@ def model_selector() -> Run | None:
         args=(key, runs),
         help="Identify uses it; Evaluate opens on it. It changes only when you choose another.",
     )
-    if active is not None:  # the whole name, which the box may cut off
-        folder = f" ({active.name})" if active.name != active.title else ""
-        st.sidebar.caption(active.title + folder)
+    if active is not None:  # the whole name and what it is, which the box would cut off
+        st.sidebar.caption(run_report.run_label(active) + (
+            f" ({active.name})" if active.name != active.title and not active.builtin else ""
+        ))
     if gone:
         st.sidebar.warning(f"The model chosen before ({gone}) is gone: choose another.")
     return active

@@ -189,6 +189,11 @@ def test_pages_render_with_finished_runs(folders, cnn_run, dlib_run):
     at.selectbox(key="evaluate_run").set_value(best.name)  # one looked at on purpose stays
     open_page(at, "pages/evaluate.py")
     assert at.selectbox(key="evaluate_run").value == best.name
+    at.sidebar.selectbox[0].set_value(best.name)  # another model chosen on Evaluate itself
+    open_page(at)
+    at.sidebar.selectbox[0].set_value(other)
+    open_page(at)
+    assert at.selectbox(key="evaluate_run").value == other  # the box follows, not stale
 
 
 

@@ -535,7 +535,9 @@ def test_one_number_on_identify_and_a_compare_that_compares_in_the_browser(astro
     """Issue 27 in a real browser: a trained run's face reads as match confidence against what
     the preset needs (point 1); two runs that held out no photo in common are compared on the
     photos both can answer, and the page says how many (point 4); the built-in model's
-    Evaluate opens with plain words (point 5)."""
+    Evaluate opens with plain words (point 5); naming a group on it makes the user's own copy
+    that knows them (point 3), and People lists them (point 6). Last in the module: it leaves
+    that copy as the model in use."""
     url, run_path = astro_server
     other = run_path.parent / "20240101-000000-dlib128"  # older: the model in use stays
     shutil.copytree(run_path, other, ignore=shutil.ignore_patterns(".*lock", "albums"))
@@ -582,6 +584,31 @@ def test_one_number_on_identify_and_a_compare_that_compares_in_the_browser(astro
                 timeout=TIMEOUT_MS
             )
             no_traceback(page)
+
+            # naming a group on the read-only built-in model makes the user's copy and adds
+            # them there (point 3); People then lists them (point 6)
+            page.locator("[data-testid='stSidebar']").get_by_role("combobox").click()
+            page.get_by_role("option", name=re.compile("^LFW public figures")).click()
+            settle(page, "is the active model")
+            archive = tmp_path / "trip.zip"
+            with zipfile.ZipFile(archive, "w") as zf:
+                for i, picture in enumerate(cameramen(3, 1, turn=2, light=0.05)):
+                    buffer = io.BytesIO()
+                    picture.save(buffer, format="JPEG")
+                    zf.writestr(f"trip/photo{i}.jpg", buffer.getvalue())
+            give_album(page, url, archive)
+            page.get_by_text(re.compile(r"^Group 1: 3 faces")).wait_for(timeout=TIMEOUT_MS)
+            page.get_by_role("textbox", name="Name this person").first.fill("Camera Man")
+            page.get_by_role("button", name="Make my copy and add").first.click()
+            added = re.compile(r"^Added Camera Man from 3 faces to your own copy")
+            page.get_by_text(added).wait_for(timeout=TIMEOUT_MS)
+            nav = page.locator("[data-testid='stSidebarNav']")
+            nav.get_by_role("link", name="People").click()
+            page.get_by_text(re.compile(r"^1 of [\d,]+ people$")).wait_for(timeout=TIMEOUT_MS)
+            # the page opens on them, ready to change
+            page.get_by_role("button", name="Remove Camera Man").wait_for(timeout=TIMEOUT_MS)
+            no_traceback(page)
+            shoot(page, "people_added")
     finally:
         shutil.rmtree(other)
 

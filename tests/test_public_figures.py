@@ -190,7 +190,7 @@ def test_the_builtin_is_read_only_and_my_copy_takes_a_new_person(tiny_builtin, f
     next(b for b in at.button if b.label == "Make my own copy").click().run()
     assert not at.exception
     mine = active_run()
-    assert not mine.builtin and mine.title == "LFW public figures (my copy)"
+    assert not mine.builtin and mine.title == "My LFW public figures"
     assert "is ready and in use" in texts(at)
     enrol = next(u for u in at.file_uploader if u.label == "Photos of this person")
     enrol.set_value([(f"cam{i}.jpg", jpeg(p), "image/jpeg") for i, p in

@@ -751,7 +751,7 @@ def _add_copy(commands: Any) -> None:
         "copy", help="a copy of a run you can change (Make my own copy of lfw-public-figures)"
     )
     copy.add_argument("run", help="run directory (or lfw-public-figures)")
-    copy.add_argument("--name", help="what to call the copy (default: '<name> (my copy)')")
+    copy.add_argument("--name", help="what to call the copy (default: 'My <name>')")
     copy.set_defaults(func=cmd_copy)
 
 

@@ -511,7 +511,7 @@ def copy_run(run: Run, name: str | None = None, root: str | Path | None = None) 
 
     if run.state != "finished" or not run.has_model():
         raise RunError(f"{run.title}: no finished model to copy")
-    title = " ".join((name or f"{run.title} (my copy)").split())
+    title = " ".join((name or f"My {run.title}").split())  # short: it fits the sidebar
     return Run(copy_to_runs(run.path, title, prepare_root(root)))
 
 
