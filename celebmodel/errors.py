@@ -88,3 +88,8 @@ class Cancelled(CelebmodelError):
 class EngineError(CelebmodelError, RuntimeError):
     """An engine that cannot run the job (Ray missing, a cluster out of reach); the message
     names the engine or address and what to do."""
+
+
+class VideoError(CelebmodelError, ValueError):
+    """A video that cannot be read (not a video, no picture, an undecodable codec, no frame);
+    the message names the file and the problem."""

@@ -17,7 +17,7 @@ from celebmodel.data.sources import extract_photos
 from celebmodel.errors import CelebmodelError
 from celebmodel.recognition import people
 from celebmodel.reports import display
-from celebmodel.runs.run import Run, active_run
+from celebmodel.runs.run import Run, active_run, own_copy
 from celebmodel.scoring.open_set import presets
 from pages import ui
 
@@ -266,13 +266,17 @@ def show_group(
             key=key("name", number),
             placeholder="e.g. Ada Lovelace",
         )
+        mine = own_copy(run) if run.builtin else None
         if run.builtin:
             name_column.caption(
+                f"The built-in model is read-only: adding puts this person in your own copy "
+                f"({mine.title}), the model in use from then on." if mine else
                 "The built-in model is read-only: adding makes your own copy of it (the model "
                 "in use from then on) and adds this person there."
             )
         if people.learns_faces(run) and add_column.button(
-            "Make my copy and add" if run.builtin else "Add to the model",
+            ("Add to my copy" if mine else "Make my copy and add") if run.builtin
+            else "Add to the model",
             key=key("add", number), type="primary",
         ):
             add_group(number, name, members, album, thumbs)

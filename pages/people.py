@@ -62,7 +62,8 @@ query, which = st.columns([3, 2])
 text = query.text_input("Search", key="people-search", placeholder="part of a name").strip()
 kinds = {"all": "Everyone", "added": "Added later", "removed": "Removed"}
 kind = which.segmented_control(
-    "Show", list(kinds), format_func=kinds.get, default="all", key="people-kind"
+    "Show", list(kinds), format_func=kinds.get, key="people-kind",
+    default=None if "people-kind" in st.session_state else "all",  # set above: no default
 ) or "all"
 chosen = display.roster_matches(roster, text, kind)
 pages = max(1, -(-len(chosen) // PAGE_SIZE))

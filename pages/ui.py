@@ -118,7 +118,7 @@ def model_selector() -> Run | None:
         return None
     active = active_run()
     gone = chosen_name() if active is None else None
-    labels = {name: run.title for name, run in runs.items()}  # short: the box cuts the rest
+    labels = run_report.distinct_titles(runs)  # short: the box cuts the rest
     current = (BUILTIN_KEY if active.builtin else active.name) if active else None
     # A new choice elsewhere, or new labels (a person added), make it a new widget.
     key = f"active-model-{current or ''}-{abs(hash(tuple(labels.values())))}"

@@ -380,3 +380,33 @@ def astro(tmp_path_factory):
         )
     config = TrainConfig(data_dir=str(dataset), backbone="dlib128", max_epochs=60)
     return train_run(config, base / "run")
+
+
+def write_video(
+    path: Path,
+    scenes: list[tuple[float, tuple[int, int, int], Image.Image | None]],
+    fps: int = 10,
+    size: tuple[int, int] = (640, 360),
+    codec: str = "libx264",
+    options: dict[str, str] | None = None,
+) -> Path:
+    """A video encoded with PyAV: each scene is (seconds, background colour, face photo or
+    None), the face pasted at the left third, 240 pixels tall, in every frame of its scene."""
+    import av
+
+    width, height = size
+    with av.open(str(path), "w", options=options or {}) as out:
+        stream = out.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for seconds, colour, face in scenes:
+            canvas = Image.new("RGB", size, colour)
+            if face is not None:
+                side = min(240, height - 20)
+                canvas.paste(face.convert("RGB").resize((side, side)), (width // 3 - side // 2, 10))
+            frame = av.VideoFrame.from_ndarray(np.asarray(canvas), format="rgb24")
+            for _ in range(round(seconds * fps)):
+                for packet in stream.encode(frame):
+                    out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import DETECTORS, PRECISIONS, RECIPES, TrainConfig
+from ..data.videos import DEFAULT_FPS
 from ..errors import Cancelled, CelebmodelError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -222,7 +223,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..albums.album import identify_album, photo_results
-    from ..data.images import photo_files
+    from ..data.videos import media_files
     from ..progress import console_bar, quiet_bar
     from ..recognition.recognize import Recognizer
     from ..runs.run import load_run
@@ -244,13 +245,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
         except ValueError:
             raise CelebmodelError(f"{args.run}: no stranger scores to set a confidence "
                                   "threshold (an older run: use --min-similarity)") from None
-    photos = [(str(path), path) for path in photo_files(args.images)]
-    bar = console_bar if args.csv else quiet_bar
+    photo_paths, videos = media_files(args.images)
+    photos = [(str(path), path) for path in photo_paths]
+    if videos and args.engine == "ray":
+        raise CelebmodelError("--engine ray: videos are identified on this machine for now; "
+                              "run them without --engine ray")
+    bar = console_bar if args.csv or args.vtt else quiet_bar
     book = None
     if args.group and args.csv:  # groups that last, beside the CSV
         from ..albums.groups import AlbumGroups, beside
 
         book = AlbumGroups.open(beside(args.csv), load_run(args.run).embeddings_id)
+    recognizer = None
     if args.engine == "ray":  # blocks on the cluster, the CSV merged (and grouped) here
         from ..albums.ray_album import identify_folder
 
@@ -271,26 +277,85 @@ def cmd_predict(args: argparse.Namespace) -> int:
         album = identify_album(recognizer, photos, threshold, bar=bar)
         if args.group:
             album.group(recognizer.cuts, book)
-        if args.csv:
+        if args.csv and photos:
             album.write_csv(args.csv)
     if book is not None and book.notice:
         print(f"warning: {book.notice}", file=sys.stderr)  # a damaged file, set aside
-    if args.csv:
+    if args.csv and photos:
         print(
             f"wrote {args.csv}: {len(album.rows)} face(s) in {len(photos)} photo(s)",
             file=sys.stderr,
         )
+    timelines, failed = (_predict_videos(args, recognizer, videos, threshold, bool(photos))
+                         if videos else ([], 0))
     if args.json:
-        print(json.dumps(photo_results(album), indent=2))
-    elif not args.csv:
+        print(json.dumps(photo_results(album) + [t.to_dict() for t in timelines], indent=2))
+    elif not args.csv and not args.vtt:
         for result in photo_results(album):
             if result["error"]:
                 print(f"{result['image']}: {result['error']}")
             for face in result["faces"]:
                 print(f"{result['image']}: {_face_line(face)}")
+        for timeline in timelines:
+            for person in timeline.people:
+                print(f"{timeline.info.name}: {_person_line(person)}")
     for error in album.errors:
         print(f"error: {error['error']}", file=sys.stderr)  # it names the photo
-    return 0 if len(album.errors) < len(photos) else 1
+    done = len(photos) - len(album.errors) + len(videos) - failed
+    return 0 if done > 0 else 1
+
+
+def _predict_videos(
+    args: argparse.Namespace, recognizer: Any, videos: list[Path], threshold: float | None,
+    photos_too: bool,
+) -> tuple[list[Any], int]:
+    """``predict``'s videos: each identified on this machine, its occurrences written where
+    asked (``--csv``: beside the photos' CSV when there are photos too; ``--vtt``: the file,
+    or a folder with one file per video)."""
+    from ..errors import VideoError
+    from ..progress import console_bar, quiet_bar
+    from ..video.outputs import write_csv, write_vtt
+    from ..video.timeline import identify_video
+
+    bar = console_bar if args.csv or args.vtt else quiet_bar
+    timelines, failed = [], 0
+    for video in videos:
+        try:
+            timelines.append(identify_video(recognizer, video, name=str(video), fps=args.fps,
+                                            threshold=threshold, bar=bar, samples=args.samples))
+        except VideoError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        if timelines[-1].stopped:
+            print(f"warning: {timelines[-1].stopped}", file=sys.stderr)
+    if args.csv and timelines:
+        path = Path(args.csv)
+        if photos_too:
+            path = path.with_name(f"{path.stem}-videos{path.suffix or '.csv'}")
+        write_csv(path, timelines)
+        print(f"wrote {path}: the occurrences of {len(timelines)} video(s)", file=sys.stderr)
+    if args.vtt and timelines:
+        if len(videos) == 1:
+            write_vtt(args.vtt, timelines[0])
+            print(f"wrote {args.vtt}", file=sys.stderr)
+        else:
+            folder = Path(args.vtt)
+            folder.mkdir(parents=True, exist_ok=True)
+            for timeline in timelines:
+                write_vtt(folder / f"{Path(timeline.info.name).stem}.vtt", timeline)
+            print(f"wrote {len(timelines)} WebVTT files in {folder}", file=sys.stderr)
+    return timelines, failed
+
+
+def _person_line(person: Any) -> str:
+    """One person of a video in ``predict``'s text output: who, when, how sure."""
+    from ..reports.display import short_of_certain
+
+    spans = ", ".join(f"{o['start']:.1f}-{o['end']:.1f} s" for o in person.occurrences)
+    sure = (f" (match confidence {short_of_certain(person.match_confidence)})"
+            if person.match_confidence is not None else "")
+    return f"{person.name}{sure}: {person.screen_time:.1f} s on screen, at {spans}"
 
 
 def cmd_groups(args: argparse.Namespace) -> int:
@@ -446,6 +511,15 @@ def _sampling_options(sub: argparse.ArgumentParser) -> None:
     )
 
 
+def _fps(text: str) -> float | None:
+    if text.strip().lower() in ("all", "every"):
+        return None
+    value = float(text)
+    if not 0 < value <= 120:
+        raise argparse.ArgumentTypeError(f"{text}: frames per second between 0 and 120, or all")
+    return value
+
+
 def _engine_options(sub: argparse.ArgumentParser) -> None:
     """Where the photos are processed, shared by train and predict."""
     sub.add_argument(
@@ -547,10 +621,13 @@ def _add_evaluate(commands: Any) -> None:
 
 
 def _add_predict(commands: Any) -> None:
-    predict = commands.add_parser("predict", help="identify the faces in photos")
+    predict = commands.add_parser(
+        "predict", help="identify the faces in photos, and who is on screen when in videos"
+    )
     predict.add_argument("run", help=RUN_HELP)
     predict.add_argument(
-        "images", nargs="+", metavar="PATH", help="photos, or folders of them (searched deeply)"
+        "images", nargs="+", metavar="PATH",
+        help="photos and videos, or folders of them (searched deeply)"
     )
     predict.add_argument("--top-k", type=_positive, default=5)
     unknown = predict.add_mutually_exclusive_group()
@@ -574,6 +651,19 @@ def _add_predict(commands: Any) -> None:
     )
     predict.add_argument(
         "--group", action="store_true", help="number the groups of unknown faces by person"
+    )
+    predict.add_argument(
+        "--fps", type=_fps, default=DEFAULT_FPS, metavar="N",
+        help=f"videos: frames looked at per second (default {DEFAULT_FPS:g}; 'all': every frame)",
+    )
+    predict.add_argument(
+        "--vtt", metavar="FILE",
+        help="videos: write who is on screen as WebVTT subtitles (several videos: a folder, "
+        "one file each)",
+    )
+    predict.add_argument(
+        "--samples", action="store_true",
+        help="videos: --json also lists every face of every frame looked at",
     )
     _engine_options(predict)
     predict.set_defaults(func=cmd_predict)

@@ -1,4 +1,5 @@
-"""One run as an HTTP API: identify the faces of a photo, list who the model knows.
+"""One run as an HTTP API: identify the faces of a photo, who is in a video and when, list who
+the model knows.
 
 ``create_app(run)`` builds the FastAPI app (its OpenAPI page at ``/docs``); ``serve(run)``
 runs it with uvicorn, on 127.0.0.1 unless told otherwise. The Recognizer is loaded once (before
@@ -51,6 +52,7 @@ from pydantic import BaseModel, Field
 from ..albums.album import identify_album, photo_results
 from ..data.dataset import name_matches
 from ..data.images import load_image
+from ..data.videos import DEFAULT_FPS, VideoReader
 from ..errors import CelebmodelError, ImageError, ServeError
 from ..recognition.recognize import Recognizer
 from ..runs.run import Run
@@ -58,6 +60,7 @@ from ..runs.run import Run
 API_KEY_ENV = "CELEBMODEL_API_KEY"
 API_KEY_HEADER = "X-API-Key"
 DEFAULT_MAX_MB = 20.0
+MAX_VIDEO_SECONDS = 600  # a request waits for its video: ten minutes take about 3 on 2 cores
 MB = 1024 * 1024
 
 Scope = MutableMapping[str, Any]
@@ -351,6 +354,64 @@ def _identify_routes(guard: list[Any], protected: dict[int, Any], max_bytes: int
     return router
 
 
+def _video_routes(guard: list[Any], protected: dict[int, Any], max_bytes: int) -> APIRouter:
+    """``POST /identify-video``: who is on screen when, in one video."""
+    router = APIRouter()
+
+    @router.post(
+        "/identify-video",
+        dependencies=guard,
+        responses={
+            400: {"model": Problem, "description": "Not a video that can be read (not a "
+                  "video, no picture, a codec this build cannot decode, no frame)."},
+            **protected,
+            413: {"model": Problem, "description": "Request body over the size limit, or a "
+                  f"video longer than {MAX_VIDEO_SECONDS // 60} minutes."},
+            422: MALFORMED,
+        },
+        summary="Who is in a video, and when: people, their occurrences and tracks",
+    )
+    def identify_video(
+        request: Request,
+        file: Annotated[UploadFile, File(description="the video: mp4, mov, mkv, webm, avi")],
+        fps: Annotated[
+            float, Form(gt=0, le=30, description="frames looked at per second")
+        ] = DEFAULT_FPS,
+        min_confidence: Annotated[
+            float | None,
+            Form(gt=0, lt=1, description="unknown below this match confidence (default: "
+                 "the model's Strict preset)"),
+        ] = None,
+    ) -> dict[str, Any]:
+        """The same JSON as `celebmodel predict VIDEO --json` gives for this video. Videos
+        are processed while the request waits, so their length is limited; longer ones go
+        through `celebmodel predict`."""
+        from ..errors import VideoError
+        from ..video.timeline import identify_video as identify
+
+        recognizer = _current(request)
+        threshold = None
+        if min_confidence is not None:
+            if recognizer.strangers is None:
+                raise HTTPException(422, "min_confidence: this older run has no stranger "
+                                    "scores")
+            threshold = recognizer.threshold_for(min_confidence)
+        name = Path(file.filename or "").name or "upload"
+        data = file.file.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise HTTPException(413, f"{name}: too large (over {max_bytes:,} bytes)")
+        try:
+            length = VideoReader(data, name=name).info.duration or 0
+            if length > MAX_VIDEO_SECONDS:
+                raise HTTPException(413, f"{name}: {length / 60:.1f} minutes, over the API's "
+                                    f"{MAX_VIDEO_SECONDS // 60}; use celebmodel predict")
+            return identify(recognizer, data, name=name, fps=fps, threshold=threshold).to_dict()
+        except VideoError as exc:
+            raise HTTPException(400, str(exc)) from None
+
+    return router
+
+
 def _people_routes(guard: list[Any], protected: dict[int, Any]) -> APIRouter:
     """``GET /people``: who the model knows, a page at a time, with the one name search."""
     router = APIRouter()
@@ -459,6 +520,7 @@ def create_app(
         return JSONResponse({"detail": str(exc)}, status_code=500)
 
     app.include_router(_identify_routes(guard, protected, max_bytes))
+    app.include_router(_video_routes(guard, protected, max_bytes))
     app.include_router(_people_routes(guard, protected))
     app.include_router(_status_routes(guard, protected))
     return app

@@ -34,7 +34,7 @@ from ..data.dataset import display_name
 from ..data.images import load_image, photo_files
 from ..data.sources import safe_name
 from ..errors import ImageError, RunError, UploadError
-from ..runs.run import Run, choose_run, copy_run
+from ..runs.run import Run, choose_run, copy_run, own_copy
 from ..storage import atomic_files, atomic_write_json, data_root, now_iso
 from ..vectors import l2_normalize
 
@@ -314,13 +314,14 @@ def name_faces(
 ) -> tuple[Run, str, bool]:
     """Naming faces the model did not know makes it know them: they are added to ``name``
     (a new person, or more faces of a known one). The built-in model is read-only, so the
-    first name makes the user's own copy of it, the model in use from then on, and adds them
-    there. Returns the run they are in, the label, and whether the person is new."""
+    first name makes the user's own copy of it (later names use that copy), the model in use
+    from then on, and adds them there. Returns the run they are in, the label, and whether
+    the person is new."""
     if not learns_faces(run):
         raise RunError(f"{run.title}: its network needs retraining to learn a face; name the "
                        "group only, or train a face-network run")
     if run.builtin:
-        run = copy_run(run)
+        run = own_copy(run) or copy_run(run)
         choose_run(run)
     before = set(run.labels())
     label = add_faces(run, name, chips, sources, vectors=vectors)

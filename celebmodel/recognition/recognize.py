@@ -434,6 +434,38 @@ class Recognizer:
                 **{key: round(value, 4) if key == "similarity" else value
                    for key, value in number.items()}}
 
+    @property
+    def pools_faces(self) -> bool:
+        """Whether several faces of one person can be scored as one (their mean embedding):
+        a gallery model, or a trained face-network run (its head reads unit embeddings)."""
+        return self.scoring == "gallery" or (
+            self.backbone.kind == "embedding" and not self.takes_embeddings
+        )
+
+    def identify_pooled(
+        self, embeddings: np.ndarray, threshold: float | None = None, top_k: int | None = None
+    ) -> dict[str, Any]:
+        """One answer for several faces of one person (a video's track): their mean embedding
+        scored as one face, so one calibrated match confidence says how rarely a stranger's
+        faces come as close. ``box`` and ``confidence`` are left to the caller."""
+        if not self.pools_faces:
+            raise RunError(f"{self.run.title}: its {self.config.backbone} network cannot pool "
+                           "faces; identify them one by one")
+        threshold = self.threshold if threshold is None else threshold
+        top_k = max(1, min(top_k or self.top_k, len(self.people)))
+        mean = l2_normalize(np.asarray(embeddings, np.float32).mean(axis=0, keepdims=True))
+        found = [([0, 0, 0, 0], 1.0)]
+        if self.scoring == "gallery":
+            return self._gallery_faces(mean, found, threshold, top_k)[0]
+        weights, bias = self.model.get_layer("classifier").get_weights()
+        logits = mean.astype(np.float64) @ weights + bias
+        raw = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probabilities = self._probabilities(raw / raw.sum(axis=1, keepdims=True))
+        score = float(unknown_scores(mean, probabilities, self.centroids)[0])
+        return self._face(found[0][0], 1.0, int(np.argmax(probabilities[0])), score,
+                          float(similarity(score)), threshold, top_k, mean[0],
+                          probabilities=probabilities[0])
+
     def identify(
         self, image: Any, threshold: float | None = None, top_k: int | None = None
     ) -> list[dict[str, Any]]:

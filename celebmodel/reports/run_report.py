@@ -48,9 +48,23 @@ def run_label(run: Run) -> str:
         return run.title
     people = run.people()
     count = f" · {people:,} people" if people is not None else ""
-    if run.builtin:  # its title says what it is
-        return f"{run.title}{count}"
     return f"{run.title} · {run.config_dict().get('backbone', '?')}{count}"
+
+
+def distinct_titles(runs: dict[str, Run]) -> dict[str, str]:
+    """Each run's title, short enough for a selector; runs that share one (two copies of the
+    built-in model) get the time they were made after it, so every choice can be told apart
+    (a selector matches choices by what it shows)."""
+    titles = {key: run.title for key, run in runs.items()}
+    shared = {title for title in titles.values() if list(titles.values()).count(title) > 1}
+    for key, run in runs.items():
+        if titles[key] in shared:
+            try:
+                made = dt.datetime.strptime(run.name[:15], "%Y%m%d-%H%M%S")
+                titles[key] += f" · {made:%d %b %H:%M:%S}"
+            except ValueError:
+                titles[key] += f" · {run.name}"
+    return titles
 
 
 def accuracies(run: Run) -> dict[str, float | None]:

@@ -515,6 +515,14 @@ def copy_run(run: Run, name: str | None = None, root: str | Path | None = None) 
     return Run(copy_to_runs(run.path, title, prepare_root(root)))
 
 
+def own_copy(run: Run, root: str | Path | None = None) -> Run | None:
+    """The user's newest finished copy of ``run`` (the built-in model), if there is one:
+    naming someone on the built-in model adds them there rather than making another copy."""
+    copies = [other for other in list_runs(root) if other.copied_from == str(run.path)
+              and other.state == "finished" and other.has_model()]
+    return max(copies, key=lambda other: other.name, default=None)
+
+
 def _user() -> str:
     try:
         return getpass.getuser()

@@ -1,0 +1,70 @@
+"""A video's occurrences as files: a CSV row per occurrence, a WebVTT cue per occurrence (so a
+video player shows who is on screen), and the JSON of :meth:`VideoTimeline.to_dict`. Each is
+written whole or not at all (:func:`celebmodel.storage.atomic_write_text`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from ..reports.display import short_of_certain
+from ..storage import atomic_write_text
+from .timeline import VideoTimeline
+
+COLUMNS = ("video", "person", "name", "known", "start", "end", "seconds", "match_confidence",
+           "tracks")
+
+
+def occurrence_table(timeline: VideoTimeline) -> pd.DataFrame:
+    """One row per occurrence, people in the order of :attr:`VideoTimeline.people`."""
+    rows = [
+        {"video": Path(timeline.info.name).name, "person": person.key, "name": person.name,
+         "known": person.known, "start": o["start"], "end": o["end"],
+         "seconds": round(o["end"] - o["start"], 3), "match_confidence": o["match_confidence"],
+         "tracks": " ".join(map(str, o["tracks"]))}
+        for person in timeline.people for o in person.occurrences
+    ]
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def csv_text(timelines: list[VideoTimeline]) -> str:
+    frame = pd.concat([occurrence_table(t) for t in timelines]) if timelines else \
+        pd.DataFrame(columns=list(COLUMNS))
+    frame["match_confidence"] = frame["match_confidence"].map(
+        lambda value: "" if value is None or value != value else f"{value:.4f}"
+    )
+    return frame.to_csv(index=False, lineterminator="\n")
+
+
+def _clock(seconds: float) -> str:
+    millis = round(seconds * 1000)
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    return f"{hours:02d}:{minutes:02d}:{millis // 1000:02d}.{millis % 1000:03d}"
+
+
+def vtt_text(timeline: VideoTimeline) -> str:
+    """WebVTT: a cue per occurrence, in time order, reading who it is (and how sure)."""
+    cues = sorted(
+        (o["start"], o["end"], person.name, o["match_confidence"])
+        for person in timeline.people for o in person.occurrences
+    )
+    lines = ["WEBVTT", ""]
+    for number, (start, end, name, confidence) in enumerate(cues, start=1):
+        sure = "" if confidence is None else f" (match confidence {short_of_certain(confidence)})"
+        lines += [str(number), f"{_clock(start)} --> {_clock(end)}", f"{name}{sure}", ""]
+    return "\n".join(lines)
+
+
+def json_text(timelines: list[VideoTimeline]) -> str:
+    return json.dumps([t.to_dict() for t in timelines], indent=2)
+
+
+def write_csv(path: str | Path, timelines: list[VideoTimeline]) -> None:
+    atomic_write_text(path, csv_text(timelines))
+
+
+def write_vtt(path: str | Path, timeline: VideoTimeline) -> None:
+    atomic_write_text(path, vtt_text(timeline))

@@ -1,0 +1,278 @@
+"""Who is in a video, and when: sampled frames → faces → tracks → people → occurrences.
+
+``identify_video(recognizer, path)`` reads the video as a stream (:mod:`celebmodel.data.videos`),
+identifies each sampled frame's faces as a photo's, links them into tracks
+(:mod:`celebmodel.video.tracks`) and names each track once, from all its faces together: their
+mean embedding is scored as one face (one calibrated match confidence for the track), and
+the name holds only when at least :data:`AGREE` of the track's faces have that person
+nearest, so one blurred or turned frame neither flips nor invents a name. Tracks of faces
+nobody knows are grouped into unknown people as an album's faces are
+(:func:`celebmodel.albums.grouping.group_faces`), and can be named (:func:`name_person`).
+Each person's tracks become occurrences: time ranges with gaps up to :data:`BRIDGE` seconds
+bridged, their screen time, and the best face.
+"""
+
+from __future__ import annotations
+
+import time as clock
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from ..albums.grouping import UNGROUPED, group_faces
+from ..data.videos import DEFAULT_FPS, VideoInfo, VideoReader
+from ..progress import BarFactory, quiet_bar
+from ..recognition.people import name_faces
+from ..recognition.recognize import UNKNOWN, Recognizer
+from ..runs.run import Run
+from ..scoring.open_set import presets
+from ..vectors import l2_normalize
+from .tracks import Track, Tracker
+
+AGREE = 0.5  # share of a track's faces that must have its person nearest for it to be named
+MIN_FACES = 2  # a face seen once is not a track (a detector's false alarm, a passer-by)
+BRIDGE = 1.0  # seconds between two of a person's tracks bridged into one occurrence
+ENROL_FACES = 20  # faces of a track person a naming adds (evenly spread over their tracks)
+# A video shows many strangers' faces (an audience, passers-by), each track a new chance to
+# name one wrongly: at Balanced (5% of strangers named) a 9-second clip of a stage and its
+# audience put a film star's name on a man in the audience at 97.7%. Videos are named at
+# Strict (1%) unless a threshold is given.
+PRESET = "Strict"
+
+
+@dataclass
+class Person:
+    """Someone on screen: a known person, or unknown faces grouped as one person."""
+
+    key: str  # the label, or "unknown-N"
+    name: str  # as shown: the person's name, or "Unknown N"
+    known: bool
+    tracks: list[Track]
+    occurrences: list[dict[str, Any]]
+    match_confidence: float | None  # the surest of their tracks
+    best: Track  # whose best face is theirs
+
+    @property
+    def screen_time(self) -> float:
+        return float(sum(o["end"] - o["start"] for o in self.occurrences))
+
+    def summary(self) -> dict[str, Any]:
+        best = self.best
+        return {
+            "person": self.key,
+            "name": self.name,
+            "known": self.known,
+            "screen_time": round(self.screen_time, 2),
+            "appearances": len(self.occurrences),
+            "match_confidence": _rounded(self.match_confidence),
+            "best_face": {"time": round(best.times[best.best], 3), "box": best.boxes[best.best],
+                          "track": best.id},
+            "occurrences": self.occurrences,
+        }
+
+
+@dataclass
+class VideoTimeline:
+    """A video identified: its people with their occurrences, its tracks, and how it went."""
+
+    info: VideoInfo
+    fps: float | None
+    model: str
+    people: list[Person]
+    tracks: list[Track]  # every track kept (:data:`MIN_FACES` faces or more)
+    shots: list[float]  # when each shot starts
+    frames: int  # sampled frames looked at
+    faces: int  # faces found in them
+    seconds: float  # how long it took
+    end: float  # the end of the last frame read
+    stopped: str | None = None  # where a damaged file stopped
+    brief: int = 0  # faces left out, seen in fewer than MIN_FACES samples
+    samples: list[dict[str, Any]] = field(default_factory=list)  # per face, when asked
+
+    def person(self, key: str) -> Person:
+        return next(p for p in self.people if p.key == key)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON of ``predict --json`` and the API for a video."""
+        return {
+            "video": self.info.name,
+            "duration": _rounded(self.info.duration or self.end, 3),
+            "model": self.model,
+            "sampled_fps": self.fps,
+            "frames": self.frames,
+            "faces": self.faces,
+            "stopped": self.stopped,
+            "people": [person.summary() for person in self.people],
+            "tracks": [
+                {"track": t.id, "person": t.person, "start": round(t.start, 3),
+                 "end": round(t.end, 3), "faces": len(t), "shot": t.shot,
+                 **{k: v for k, v in t.answer.items()
+                    if k in ("known", "match_confidence", "similarity", "agreement")}}
+                for t in self.tracks
+            ],
+            **({"samples": self.samples} if self.samples else {}),
+        }
+
+
+def _rounded(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def identify_video(
+    recognizer: Recognizer,
+    source: str | Path | bytes | BinaryIO,
+    name: str | None = None,
+    fps: float | None = DEFAULT_FPS,
+    threshold: float | None = None,
+    bar: BarFactory = quiet_bar,
+    samples: bool = False,
+) -> VideoTimeline:
+    """Identify the people of a video (a path, bytes or a binary file; ``name`` names it).
+
+    ``fps`` frames a second are looked at (``None``: every frame); ``threshold`` as for
+    :meth:`Recognizer.identify` (default: :func:`video_threshold`); ``samples`` keeps a row
+    per face found. Raises :class:`~celebmodel.errors.VideoError` for a file that is not a
+    readable video."""
+    started = clock.monotonic()
+    reader = VideoReader(source, name=name, fps=fps)
+    threshold = video_threshold(recognizer) if threshold is None else threshold
+    rate = fps or reader.info.rate or 25.0
+    total = int((reader.info.duration or 0) * rate) or None
+    tracker = Tracker(recognizer.cuts)
+    rows: list[dict[str, Any]] = []
+    frames = found = 0
+    with bar(desc="frames", total=total, unit="frame") as progress:
+        for frame in reader.frames():
+            faces, embeddings = recognizer.analyse(frame.pixels, threshold)
+            ids = tracker.add(frame.time, frame.shot, frame.pixels, faces, embeddings)
+            frames += 1
+            found += len(faces)
+            if samples:
+                rows += [{"time": round(frame.time, 3), "track": i, "box": f["box"],
+                          **{k: f.get(k) for k in ("known", "label", "name", "match_confidence",
+                                                   "similarity")}}
+                         for i, f in zip(ids, faces, strict=True)]
+            progress.update(1)
+            progress.set_postfix(faces=found, refresh=False)
+    step = 1.0 / rate
+    end = reader.end + step
+    every = tracker.finish()
+    tracks = [t for t in every if len(t) >= MIN_FACES]
+    for track in tracks:
+        _name_track(recognizer, track, threshold)
+    people = _people(recognizer, tracks, step, end)
+    kept = {t.id for t in tracks}
+    return VideoTimeline(
+        info=reader.info, fps=fps, model=recognizer.run.title, people=people, tracks=tracks,
+        shots=tracker.shot_starts, frames=frames, faces=found,
+        seconds=clock.monotonic() - started, end=end, stopped=reader.stopped,
+        brief=sum(len(t) for t in every if t.id not in kept),
+        samples=[row for row in rows if row["track"] in kept],
+    )
+
+
+def video_threshold(recognizer: Recognizer) -> float:
+    """The threshold videos are named at: the model's :data:`PRESET` preset, where it has
+    one (runs from before presets: its calibrated threshold)."""
+    found = presets(recognizer.run.read_json("calibration.json") or {})
+    return float(found[PRESET]["threshold"]) if PRESET in found else recognizer.threshold
+
+
+def _name_track(recognizer: Recognizer, track: Track, threshold: float | None) -> None:
+    """The track's one answer (``track.answer``): its faces pooled, named only when they
+    agree."""
+    if recognizer.pools_faces:
+        answer = recognizer.identify_pooled(np.stack(track.embeddings), threshold)
+    else:  # its most typical face speaks for it
+        faces = np.stack(track.embeddings)
+        typical = int(np.argmax(faces @ l2_normalize(faces.mean(axis=0))))
+        answer = dict(track.answers[typical])
+    nearest = [a["nearest"] for a in track.answers]
+    agreement = nearest.count(answer["nearest"]) / len(nearest)
+    known = bool(answer["known"]) and agreement >= AGREE
+    track.answer = {
+        "known": known,
+        "label": answer["nearest"] if known else UNKNOWN,
+        "name": answer.get("nearest_name") if known else None,
+        "nearest": answer["nearest"],
+        "nearest_name": answer.get("nearest_name"),
+        "match_confidence": _rounded(answer.get("match_confidence"), 6),
+        "similarity": _rounded(answer.get("similarity")),
+        "agreement": round(agreement, 3),
+    }
+
+
+def _people(recognizer: Recognizer, tracks: list[Track], step: float,
+            end: float) -> list[Person]:
+    """Tracks gathered by person (unknown ones grouped), each with their occurrences."""
+    by_key: dict[str, list[Track]] = {}
+    names: dict[str, str] = {}
+    unknown = [t for t in tracks if not t.answer["known"]]
+    if unknown:
+        means = l2_normalize(np.stack([np.mean(t.embeddings, axis=0) for t in unknown]))
+        groups = group_faces(means, recognizer.cuts)
+        lone = groups.max(initial=0)
+        for track, group in zip(unknown, groups, strict=True):
+            if group == UNGROUPED:
+                lone += 1
+                group = lone
+            track.person = f"unknown-{group}"
+            names[track.person] = f"Unknown {group}"
+    for track in tracks:
+        answer = track.answer
+        if answer["known"]:
+            track.person = answer["label"]
+            names[track.person] = answer["name"] or answer["label"]
+        by_key.setdefault(track.person, []).append(track)
+    people = []
+    for key, own in by_key.items():
+        confidences = [t.answer["match_confidence"] for t in own
+                       if t.answer["match_confidence"] is not None]
+        known = not key.startswith("unknown-")
+        best = max(own, key=lambda t: (t.answer["match_confidence"] or 0, len(t)))
+        people.append(Person(
+            key=key, name=names[key], known=known, tracks=own,
+            occurrences=occurrences(own, step, end),
+            match_confidence=max(confidences) if known and confidences else None,
+            best=best if known else max(own, key=len),
+        ))
+    people.sort(key=lambda p: (not p.known, -p.screen_time, p.name))
+    return people
+
+
+def occurrences(tracks: list[Track], step: float, end: float,
+                bridge: float = BRIDGE) -> list[dict[str, Any]]:
+    """A person's time ranges on screen: each track from its first sample to one sampling
+    step past its last (capped at the video's end), ranges less than ``bridge`` seconds
+    apart joined."""
+    spans = sorted(((t.start, min(t.end + step, end), t) for t in tracks),
+                   key=lambda span: span[:2])
+    merged: list[dict[str, Any]] = []
+    for start, stop, track in spans:
+        confidence = track.answer["match_confidence"] if track.answer["known"] else None
+        if merged and start - merged[-1]["end"] <= bridge:
+            last = merged[-1]
+            last["end"] = max(last["end"], round(stop, 3))
+            last["tracks"].append(track.id)
+            if confidence is not None:
+                last["match_confidence"] = max(last["match_confidence"] or 0, confidence)
+            continue
+        merged.append({"start": round(start, 3), "end": round(stop, 3), "tracks": [track.id],
+                       "match_confidence": confidence})
+    return merged
+
+
+def name_person(run: Run, timeline: VideoTimeline, key: str, name: str) -> tuple[Run, str, bool]:
+    """Naming an unknown person of a video makes the model know them, as naming an album's
+    group does (:func:`celebmodel.recognition.people.name_faces`: on the built-in model, the
+    user's own copy): up to :data:`ENROL_FACES` of their faces, spread over their tracks."""
+    person = timeline.person(key)
+    faces = [(t, i) for t in person.tracks for i in range(len(t))]
+    chosen = [faces[i] for i in np.linspace(0, len(faces) - 1,
+                                            min(ENROL_FACES, len(faces))).astype(int)]
+    vectors = np.stack([t.embeddings[i] for t, i in chosen])
+    chips = [np.asarray(t.thumbnail) for t, _ in chosen]
+    sources = [f"{Path(timeline.info.name).name}@{t.times[i]:.1f}s" for t, i in chosen]
+    return name_faces(run, name, chips, sources, vectors)
