@@ -14,11 +14,15 @@ from celebmodel.albums.groups import AlbumGroups, face_key, kept_with
 from celebmodel.albums.ray_album import identify_photos
 from celebmodel.data.images import photo_files
 from celebmodel.data.sources import extract_photos
+from celebmodel.data.videos import DEFAULT_FPS, VIDEO_EXTENSIONS, VideoReader
 from celebmodel.errors import CelebmodelError
 from celebmodel.recognition import people
 from celebmodel.reports import display
 from celebmodel.runs.run import Run, active_run, own_copy
 from celebmodel.scoring.open_set import presets
+from celebmodel.video import views
+from celebmodel.video.outputs import csv_text, json_text, vtt_text
+from celebmodel.video.timeline import PRESET, VideoTimeline, identify_video, name_person
 from pages import ui
 
 ui.through_app()
@@ -30,7 +34,9 @@ SOURCES = {
     "folder": "A folder on this server",
     "camera": "Webcam snapshot",
     "live": "Live webcam",
+    "video": "A video",
 }
+FPS_CHOICES = {1.0: "1", 2.0: "2", 4.0: "4", 8.0: "8", None: "every frame"}
 
 
 st.title("Identify")
@@ -78,7 +84,8 @@ if display.looser(recognizer.scoring, threshold, balanced["threshold"]):
     )
 
 # Photos --------------------------------------------------------------------------------------
-source = st.radio("Photos", list(SOURCES), format_func=SOURCES.get, horizontal=True, key="source")
+source = st.radio("Photos", list(SOURCES), format_func=SOURCES.get, horizontal=True, key="source",
+                  help="A video: who is on screen, and when, on a timeline.")
 
 
 def show_face(number: int, face: dict, pixels: np.ndarray) -> None:
@@ -349,6 +356,123 @@ def add_group(number: int, name: str, members: pd.DataFrame, album: Album, thumb
         st.rerun()
 
 
+def video_page() -> None:
+    """A video uploaded or on the server: identified with progress (Stop cancels), then its
+    player, timeline, people and downloads."""
+    upload = st.file_uploader("Video", type=sorted(e.lstrip(".") for e in VIDEO_EXTENSIONS),
+                              key="video-upload")
+    path = st.text_input("Or a video on this server (its path)", key="video-path").strip()
+    rate = st.select_slider("Frames looked at per second", list(FPS_CHOICES), value=DEFAULT_FPS,
+                            format_func=FPS_CHOICES.get, key="video-fps",
+                            help="More find brief faces and times more exactly, and take longer.")
+    chosen = threshold if st.session_state.get("custom-threshold") or preset != "Balanced" \
+        else None
+    st.caption(views.preset_words(preset if chosen is not None else PRESET))
+    if upload is not None:
+        name, data = upload.name, upload.getvalue()
+    elif path:
+        if not Path(path).is_file():
+            st.error(f"{path}: no such file")
+            return
+        name, data = path, Path(path).read_bytes()
+    else:
+        st.info("Upload a video (mp4, mov, mkv, webm, avi) to see who is on screen, and when.")
+        return
+    key = (name, len(data), rate, chosen, str(run.path), run.versions())
+    done = st.session_state.get("video")
+    if done is None or done[0] != key:
+        if st.session_state.get("video-stopped") == key:
+            st.info(f"Stopped identifying {Path(name).name}.")
+            if st.button("Identify it again", key="video-again"):
+                st.session_state.pop("video-stopped")
+                st.rerun()
+            return
+        st.session_state["video-stopped"] = key  # a Stop click reruns the page with it set
+        st.button("Stop", key="video-stop", icon=":material/stop:")
+        progress = st.progress(0.0, text=f"Reading {Path(name).name}…")
+        with ui.shown_errors(Path(name).name):
+            timeline = identify_video(recognizer, data, name=Path(name).name, fps=rate,
+                                      threshold=chosen, bar=ui.streamlit_bar(progress))
+            st.session_state["video"] = (key, timeline)
+            st.session_state.pop("video-at", None)
+        st.session_state.pop("video-stopped", None)
+        progress.empty()
+        if st.session_state.get("video", (None,))[0] != key:
+            return
+        st.rerun()  # the Stop button goes
+    show_video(data, st.session_state["video"][1])
+
+
+def show_video(data: bytes, timeline: VideoTimeline) -> None:
+    """The video's player (names as subtitles), timeline, the frame at the moment chosen,
+    people, unknown people to name, and downloads."""
+    st.success(views.summary(timeline), icon=":material/movie:")
+    if timeline.stopped:
+        st.warning(timeline.stopped)
+    if not timeline.people:
+        st.info("Nobody's face was seen for long enough to follow them.")
+    at = float(st.session_state.get("video-at", 0.0))
+    st.video(data, start_time=at, subtitles={"Who is on screen": vtt_text(timeline)})
+    if not timeline.people:
+        return
+    st.subheader("Timeline")
+    st.caption("Click a bar to watch that moment.")
+    picked = st.plotly_chart(views.timeline_figure(timeline), on_select="rerun",
+                             selection_mode="points", key="video-timeline",
+                             use_container_width=True)
+    points = (picked or {}).get("selection", {}).get("points", []) if picked else []
+    jump = st.selectbox(
+        "Or go to", [None, *[(p.name, o["start"]) for p in timeline.people
+                             for o in p.occurrences]],
+        format_func=lambda item: "choose a moment" if item is None
+        else f"{item[0]} at {views.clock(item[1])}", key="video-jump",
+    )
+    moment = points[0]["customdata"][0] if points else jump[1] if jump else None
+    if moment is not None and abs(float(moment) - at) > 1e-3:
+        st.session_state["video-at"] = float(moment)
+        st.rerun()
+    if "video-at" in st.session_state:
+        frame = VideoReader(data, name=timeline.info.name).frame_at(at)
+        st.image(views.frame_with_faces(frame.pixels, timeline, frame.time),
+                 caption=f"At {views.clock(frame.time)}")
+    st.subheader("People")
+    st.dataframe(views.people_table(timeline), hide_index=True,
+                 column_config={"face": st.column_config.ImageColumn("face")})
+    for person in [p for p in timeline.people if not p.known]:
+        name_video_person(timeline, person)
+    stem = Path(timeline.info.name).stem
+    left, middle, right = st.columns(3)
+    left.download_button("Occurrences (CSV)", csv_text([timeline]), f"{stem}.csv", "text/csv")
+    middle.download_button("Who is on screen (WebVTT)", vtt_text(timeline), f"{stem}.vtt",
+                           "text/vtt")
+    right.download_button("Everything (JSON)", json_text([timeline]), f"{stem}.json",
+                          "application/json")
+
+
+def name_video_person(timeline: VideoTimeline, person) -> None:
+    """An unknown person of the video: their face, a name, and the add that enrols them."""
+    with st.container(border=True, key=f"video-person-{person.key}"):
+        face, form = st.columns([1, 4])
+        if person.best.thumbnail is not None:
+            face.image(person.best.thumbnail, width=96)
+        form.markdown(f"**{person.name}**: {views.clock(person.screen_time)} on screen")
+        name = form.text_input("Name this person", key=f"video-name-{person.key}",
+                               placeholder="e.g. Ada Lovelace")
+        mine = own_copy(run) if run.builtin else None
+        label = ("Add to my copy" if mine else "Make my copy and add") if run.builtin \
+            else "Add to the model"
+        if people.learns_faces(run) and form.button(label, key=f"video-add-{person.key}"):
+            with ui.shown_errors(f"Adding {name or 'this person'}"):
+                if not name.strip():
+                    raise CelebmodelError("Name this person: the name is empty")
+                into, _, _ = name_person(run, timeline, person.key, name)
+                copied = " to your own copy of the built-in model, now in use" \
+                    if into != run else ""
+                st.toast(f"Added {name} from their faces in the video{copied}; identifying "
+                         "it again…")
+                st.rerun()
+
+
 if source == "photos":
     uploads = st.file_uploader(
         "Photos",
@@ -374,5 +498,7 @@ elif source == "camera":
     shot = st.camera_input("Take a photo", key="camera")
     if shot is not None:
         show_photo("webcam photo", shot.getvalue())
+elif source == "video":
+    video_page()
 else:
     ui.live_webcam(recognizer, threshold)

@@ -241,3 +241,36 @@ def test_the_api_identifies_a_video(tmp_path, tiny_builtin, astro_face):
         assert [p["name"] for p in answer.json()["people"]] == ["Astro Naut"]
         bad = client.post("/identify-video", files={"file": ("x.mp4", b"nothing")})
         assert bad.status_code == 400 and bad.json()["detail"].startswith("x.mp4: not a video")
+
+
+# The Identify page ------------------------------------------------------------------------------
+
+
+def test_identify_page_video_timeline_moment_and_naming(tmp_path, tiny_builtin, astro_face,
+                                                        stranger_face):
+    from conftest import app, open_page
+
+    video = write_video(tmp_path / "talk.mp4", [
+        (1, GREY, None), (2, GREY, astro_face), (1, GREY, None), (2, GREY, stranger_face),
+    ])
+    at = open_page(app(), "pages/identify.py")
+    at.radio(key="source").set_value("video")
+    open_page(at)
+    at.file_uploader(key="video-upload").set_value([("talk.mp4", video.read_bytes(),
+                                                     "video/mp4")])
+    open_page(at)
+    assert any(s.value.startswith("1 known and 1 unknown people in 0:06.0 of video")
+               for s in at.success), [s.value for s in at.success]
+    assert at.get("video")[0].proto.start_time == 0
+    jump = at.selectbox(key="video-jump")
+    jump.select_index(jump.options.index("Astro Naut at 0:01.0"))
+    open_page(at)
+    assert at.get("video")[0].proto.start_time == 1  # the player starts at that moment
+    (moment,) = [i for i in at.get("image") if i.proto.imgs[0].caption == "At 0:01.0"]
+    table = at.dataframe[0].value
+    assert list(table["person"]) == ["Astro Naut", "Unknown 1"]
+    at.text_input(key="video-name-unknown-1").set_value("Camera Man")
+    at.button(key="video-add-unknown-1").click()
+    open_page(at)
+    assert any(s.value.startswith("2 known and 0 unknown people") for s in at.success), \
+        [s.value for s in at.success]

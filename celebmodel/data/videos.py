@@ -188,6 +188,25 @@ class VideoReader:
             self.stopped = (f"{self.name}: ends at {self.end:.1f} s of its {duration:.1f} s "
                             "(truncated?); what came before is kept")
 
+    def frame_at(self, time: float) -> Frame:
+        """The frame shown at ``time`` seconds (the last one starting at or before it)."""
+        with self._open() as container:
+            stream = container.streams.video[0]
+            if stream.time_base is not None:
+                container.seek(max(0, int(time / stream.time_base)), stream=stream,
+                               backward=True, any_frame=False)
+            found = None
+            try:
+                for frame in container.decode(stream):
+                    if found is not None and (frame.time or 0) > time + 1e-6:
+                        break
+                    found = frame
+            except av.error.FFmpegError:
+                pass  # a damaged file: the last frame before the damage
+            if found is None:
+                raise VideoError(f"{self.name}: no frame at {time:.1f} s")
+            return Frame(float(found.time or 0), self._pixels(found))
+
     def _pixels(self, frame: Any) -> np.ndarray:
         width, height = self._size(frame.width, frame.height)
         pixels = frame.to_ndarray(width=width, height=height, format="rgb24")
