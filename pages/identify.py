@@ -412,7 +412,8 @@ def show_video(data: bytes, timeline: VideoTimeline) -> None:
     if not timeline.people:
         st.info("Nobody's face was seen for long enough to follow them.")
     at = float(st.session_state.get("video-at", 0.0))
-    st.video(data, start_time=at, subtitles={"Who is on screen": vtt_text(timeline)})
+    st.video(data, start_time=int(at),  # the player seeks to whole seconds
+             subtitles={"Who is on screen": vtt_text(timeline)})
     if not timeline.people:
         return
     st.subheader("Timeline")

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import COLOURS, astronauts, cameramen, make_dataset
+from conftest import COLOURS, astronauts, cameramen, make_dataset, write_video
 from PIL import Image
 from skimage import data as skdata
 
@@ -529,6 +529,39 @@ def test_the_live_webcam_draws_the_name_on_the_video(astro_server, tmp_path):
                 green = video.evaluate(GREEN_PIXELS)
         shoot(page, "identify_live")
         frame.get_by_role("button", name="STOP").click()
+
+
+def test_a_video_on_a_timeline_whose_bar_starts_the_player_there(astro_server, tmp_path):
+    """Issue 26 in a real browser: a video uploaded on Identify is identified; a click on the
+    astronaut's bar of the timeline moves the player to the second he appears and shows
+    that frame."""
+    url, _ = astro_server
+    video = write_video(tmp_path / "talk.mp4", [
+        (1, (40, 40, 40), None), (2, (40, 40, 40), astronauts(1, seed=5)[0]),
+        (1, (40, 40, 40), None), (2, (40, 40, 40), cameramen(1, seed=2, turn=2, light=0.05)[0]),
+    ])
+    with browser_page() as page:
+        page.goto(f"{url}/identify")
+        settle(page, "How sure must a match be?")
+        page.get_by_text("A video", exact=True).click()
+        upload = page.locator("[data-testid='stFileUploaderDropzoneInput']").first
+        upload.wait_for(state="attached", timeout=TIMEOUT_MS)
+        page.get_by_text("Upload a video").wait_for(timeout=TIMEOUT_MS)
+        upload.set_input_files(str(video))
+        bars = page.locator(".js-plotly-plot g.trace.bars path")
+        bars.first.wait_for(timeout=TIMEOUT_MS)
+        player = "document.querySelector('[data-testid=\"stVideo\"], video')"
+        assert page.evaluate(f"() => {player}.currentTime") == 0
+        shoot(page, "video_timeline")
+        bars.first.scroll_into_view_if_needed()
+        box = bars.first.bounding_box()  # the known person's bar: the astronaut, from 1 s
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # as a
+        # user does: plotly takes the click on its drag layer, above the bar
+        page.get_by_text("At 0:01.0").wait_for(timeout=TIMEOUT_MS)  # the frame, boxed
+        page.wait_for_function(f"() => Math.abs({player}.currentTime - 1.0) < 0.3",
+                               timeout=TIMEOUT_MS)
+        no_traceback(page)
+        shoot(page, "video_moment")
 
 
 def test_one_number_on_identify_and_a_compare_that_compares_in_the_browser(astro_server, tmp_path):
