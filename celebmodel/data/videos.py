@@ -88,7 +88,8 @@ class VideoReader:
     ``source`` is a path, bytes or a binary file; ``name`` names it in messages. Opening
     checks the container; :meth:`frames` decodes. After :meth:`frames` is exhausted,
     :attr:`stopped` says where a damaged file stopped (``None`` when it was read to the end),
-    and :attr:`end` is the time of the last frame decoded.
+    :attr:`end` is the time of the last frame decoded and :attr:`cuts` when each shot after
+    the first starts.
     """
 
     def __init__(
@@ -105,6 +106,7 @@ class VideoReader:
         self.max_side = max_side
         self.stopped: str | None = None
         self.end = 0.0
+        self.cuts: list[float] = []  # when each shot after the first starts (s)
         self._source = io.BytesIO(source) if isinstance(source, bytes) else source
         self.info = self._probe()
 
@@ -172,6 +174,7 @@ class VideoReader:
                 tiny = _tiny_hsv(frame)
                 if before is not None and float(np.abs(tiny - before).mean()) > CUT:
                     shot += 1
+                    self.cuts.append(float(time))
                 before = tiny
                 if time + 1e-6 < next_time:
                     continue

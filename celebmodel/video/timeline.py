@@ -162,11 +162,12 @@ def identify_video(
     tracks = [t for t in every if len(t) >= MIN_FACES]
     for track in tracks:
         _name_track(recognizer, track, threshold)
-    people = _people(recognizer, tracks, step, end)
+    shots = [0.0, *reader.cuts]
+    people = _people(recognizer, tracks, step, end, shots)
     kept = {t.id for t in tracks}
     return VideoTimeline(
         info=reader.info, fps=fps, model=recognizer.run.title, people=people, tracks=tracks,
-        shots=tracker.shot_starts, frames=frames, faces=found,
+        shots=shots, frames=frames, faces=found,
         seconds=clock.monotonic() - started, end=end, stopped=reader.stopped,
         brief=sum(len(t) for t in every if t.id not in kept),
         samples=[row for row in rows if row["track"] in kept],
@@ -204,8 +205,8 @@ def _name_track(recognizer: Recognizer, track: Track, threshold: float | None) -
     }
 
 
-def _people(recognizer: Recognizer, tracks: list[Track], step: float,
-            end: float) -> list[Person]:
+def _people(recognizer: Recognizer, tracks: list[Track], step: float, end: float,
+            shots: list[float]) -> list[Person]:
     """Tracks gathered by person (unknown ones grouped), each with their occurrences."""
     by_key: dict[str, list[Track]] = {}
     names: dict[str, str] = {}
@@ -234,7 +235,7 @@ def _people(recognizer: Recognizer, tracks: list[Track], step: float,
         best = max(own, key=lambda t: (t.answer["match_confidence"] or 0, len(t)))
         people.append(Person(
             key=key, name=names[key], known=known, tracks=own,
-            occurrences=occurrences(own, step, end),
+            occurrences=occurrences(own, step, end, shots),
             match_confidence=max(confidences) if known and confidences else None,
             best=best if known else max(own, key=len),
         ))
@@ -242,13 +243,19 @@ def _people(recognizer: Recognizer, tracks: list[Track], step: float,
     return people
 
 
-def occurrences(tracks: list[Track], step: float, end: float,
+def occurrences(tracks: list[Track], step: float, end: float, shots: list[float],
                 bridge: float = BRIDGE) -> list[dict[str, Any]]:
     """A person's time ranges on screen: each track from its first sample to one sampling
-    step past its last (capped at the video's end), ranges less than ``bridge`` seconds
-    apart joined."""
-    spans = sorted(((t.start, min(t.end + step, end), t) for t in tracks),
-                   key=lambda span: span[:2])
+    step past its last, but from its shot's cut when it is there from the shot's first
+    sample, and never past the next cut or the video's end; ranges less than ``bridge``
+    seconds apart joined. ``shots``: when each shot starts."""
+    def span(track: Track) -> tuple[float, float]:
+        cut = shots[track.shot] if track.shot < len(shots) else track.start
+        following = shots[track.shot + 1] if track.shot + 1 < len(shots) else end
+        start = cut if track.start - cut < step - 1e-6 else track.start
+        return start, min(track.end + step, following, end)
+
+    spans = sorted(((*span(t), t) for t in tracks), key=lambda item: item[:2])
     merged: list[dict[str, Any]] = []
     for start, stop, track in spans:
         confidence = track.answer["match_confidence"] if track.answer["known"] else None

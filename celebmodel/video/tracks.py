@@ -110,7 +110,6 @@ class Tracker:
         self.cuts = cuts
         self.max_gap = max_gap
         self.shot = 0
-        self.shot_starts: list[float] = [0.0]
         self._open: list[Track] = []
         self._closed: list[Track] = []
         self._next_id = 1
@@ -121,7 +120,6 @@ class Tracker:
         track id."""
         if shot != self.shot:
             self.shot = shot
-            self.shot_starts.append(time)
             self._close(lambda track: True)
         self._close(lambda track: time - track.end > self.max_gap)
         if not faces:
