@@ -457,7 +457,7 @@ if st.session_state.get("evaluate-in-use", in_use) != in_use:  # another model c
         st.session_state.pop(EVALUATE_KEY, None)
 st.session_state["evaluate-in-use"] = in_use
 names = list(by_name)
-labels = {name: run_report.run_label(run) for name, run in by_name.items()}
+labels = run_report.distinct_titles(by_name)  # short (the box cuts the rest), each its own
 pick, other_pick, subset_pick = st.columns([2, 2, 3])
 name = pick.selectbox(
     "Run",
@@ -475,6 +475,7 @@ other_name = other_pick.selectbox(
     key="compare-run",
 )
 run = by_name[name]
+pick.caption(run_report.run_label(run) + (f" ({run.name})" if not run.builtin else ""))
 subset = (  # a gallery model has no photos of its own held out: its figures are the protocol's
     subset_pick.radio(
         "Photos", list(SUBSETS), format_func=SUBSETS.get, key="subset", horizontal=True

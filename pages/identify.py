@@ -3,6 +3,7 @@ the live webcam."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from celebmodel.reports import display
 from celebmodel.runs.run import Run, active_run, own_copy
 from celebmodel.scoring.open_set import presets
 from celebmodel.video import views
-from celebmodel.video.outputs import csv_text, json_text, vtt_text
+from celebmodel.video.outputs import csv_text, json_text, vtt_text, write_annotated
 from celebmodel.video.timeline import PRESET, VideoTimeline, identify_video, name_person
 from pages import ui
 
@@ -448,6 +449,20 @@ def show_video(data: bytes, timeline: VideoTimeline) -> None:
                            "text/vtt")
     right.download_button("Everything (JSON)", json_text([timeline]), f"{stem}.json",
                           "application/json")
+    drawn = st.session_state.get("video-drawn")
+    if drawn is None or drawn[0] != id(timeline):
+        if st.button("Make the video with the names drawn", key="video-draw",
+                     help="The video again, every face boxed and named (no sound)."):
+            with ui.shown_errors(f"Drawing the names on {timeline.info.name}"), \
+                    st.spinner("Drawing the names on every frame…"), \
+                    tempfile.TemporaryDirectory() as folder:
+                target = Path(folder) / f"{stem}-named.mp4"
+                write_annotated(data, timeline, target)
+                st.session_state["video-drawn"] = (id(timeline), target.read_bytes())
+                st.rerun()
+    else:
+        st.download_button("The video with the names drawn (mp4)", drawn[1],
+                           f"{stem}-named.mp4", "video/mp4")
 
 
 def name_video_person(timeline: VideoTimeline, person) -> None:

@@ -229,6 +229,24 @@ def test_predict_names_a_bad_video_and_goes_on(tmp_path, tiny_builtin, astro_fac
     assert main(["predict", "lfw-public-figures", str(bad)]) == 1
 
 
+def test_the_video_with_names_drawn_has_every_frame_and_the_boxes(tmp_path, recognizer,
+                                                                  astro_face):
+    from celebmodel.video.outputs import write_annotated
+
+    video = write_video(tmp_path / "talk.mp4", [(1, GREY, None), (1, GREY, astro_face)])
+    timeline = identify(recognizer, video)
+    named = tmp_path / "named.mp4"
+    write_annotated(video, timeline, named)
+    reader = VideoReader(named, fps=None)
+    frames = list(reader.frames())
+    assert len(frames) == 20 and reader.info.codec == "h264"
+    x, y, w, h = timeline.tracks[0].boxes[0]
+    before, after = frames[5].pixels, frames[15].pixels  # no face yet; the face, boxed
+    edge = after[y + h // 2, max(0, x - 1) : x + 2].astype(int)
+    assert (edge[:, 1] - edge[:, 0] > 60).any()  # the known face's green box
+    assert not (before[y + h // 2, max(0, x - 1) : x + 2, 1] > 120).any()
+
+
 def test_the_api_identifies_a_video(tmp_path, tiny_builtin, astro_face):
     from fastapi.testclient import TestClient
 
@@ -269,6 +287,9 @@ def test_identify_page_video_timeline_moment_and_naming(tmp_path, tiny_builtin, 
     (moment,) = [i for i in at.get("image") if i.proto.imgs[0].caption == "At 0:01.0"]
     table = at.dataframe[0].value
     assert list(table["person"]) == ["Astro Naut", "Unknown 1"]
+    at.button(key="video-draw").click()
+    open_page(at)
+    (drawn,) = [b for b in at.get("download_button") if b.proto.label.startswith("The video")]
     at.text_input(key="video-name-unknown-1").set_value("Camera Man")
     at.button(key="video-add-unknown-1").click()
     open_page(at)

@@ -1,16 +1,19 @@
 """A video's occurrences as files: a CSV row per occurrence, a WebVTT cue per occurrence (so a
-video player shows who is on screen), and the JSON of :meth:`VideoTimeline.to_dict`. Each is
-written whole or not at all (:func:`celebmodel.storage.atomic_write_text`)."""
+video player shows who is on screen), the JSON of :meth:`VideoTimeline.to_dict`, and the video
+itself with the faces boxed and named. Each is written whole or not at all
+(:mod:`celebmodel.storage`)."""
 
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 from pathlib import Path
 
 import pandas as pd
 
-from ..reports.display import short_of_certain
-from ..storage import atomic_write_text
+from ..data.videos import VideoReader
+from ..reports.display import draw_faces, short_of_certain
+from ..storage import atomic_file, atomic_write_text
 from .timeline import VideoTimeline
 
 COLUMNS = ("video", "person", "name", "known", "start", "end", "seconds", "match_confidence",
@@ -60,6 +63,30 @@ def vtt_text(timeline: VideoTimeline) -> str:
 
 def json_text(timelines: list[VideoTimeline]) -> str:
     return json.dumps([t.to_dict() for t in timelines], indent=2)
+
+
+def write_annotated(source: str | Path | bytes, timeline: VideoTimeline,
+                    path: str | Path) -> None:
+    """The video again (H.264 in mp4, its frame rate, no sound) with every face boxed and
+    named as its track is, written whole or not at all."""
+    import av
+    import numpy as np
+    from PIL import Image
+
+    reader = VideoReader(source, name=timeline.info.name, fps=None)
+    rate = Fraction(timeline.info.rate or 25).limit_denominator(1001)
+    with atomic_file(path) as partial, av.open(str(partial), "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=rate, options={"preset": "veryfast"})
+        stream.pix_fmt = "yuv420p"
+        for frame in reader.frames():
+            image = draw_faces(Image.fromarray(frame.pixels), timeline.faces_at(frame.time))
+            if not stream.width:
+                stream.width, stream.height = image.width // 2 * 2, image.height // 2 * 2
+            pixels = np.asarray(image)[: stream.height, : stream.width]
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
 
 
 def write_csv(path: str | Path, timelines: list[VideoTimeline]) -> None:

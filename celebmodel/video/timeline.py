@@ -91,6 +91,24 @@ class VideoTimeline:
     brief: int = 0  # faces left out, seen in fewer than MIN_FACES samples
     samples: list[dict[str, Any]] = field(default_factory=list)  # per face, when asked
 
+    def faces_at(self, time: float) -> list[dict[str, Any]]:
+        """The faces on screen at ``time``: each track's sample nearest to it, within one
+        sampling step, described as a photo's faces are (for drawing them)."""
+        step = 1.0 / (self.fps or self.info.rate or 25.0)
+        people = {p.key: p for p in self.people}
+        faces = []
+        for track in self.tracks:
+            if not track.start - step <= time <= track.end + step:
+                continue
+            i = min(range(len(track)), key=lambda k: abs(track.times[k] - time))
+            if abs(track.times[i] - time) > step:
+                continue
+            person = people[track.person]
+            faces.append({"box": track.boxes[i], "known": person.known, "name": person.name,
+                          "label": person.key, "nearest_name": person.name,
+                          "match_confidence": track.answer["match_confidence"]})
+        return faces
+
     def person(self, key: str) -> Person:
         return next(p for p in self.people if p.key == key)
 

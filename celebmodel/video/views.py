@@ -90,24 +90,6 @@ def people_table(timeline: VideoTimeline) -> pd.DataFrame:
     ])
 
 
-def faces_at(timeline: VideoTimeline, time: float) -> list[dict[str, Any]]:
-    """The faces on screen at ``time``: each track's sample nearest to it, within one
-    sampling step, as a photo's faces are described (for :func:`draw_faces`)."""
-    step = 1.0 / (timeline.fps or timeline.info.rate or 25.0)
-    faces = []
-    for track in timeline.tracks:
-        if not track.start - step <= time <= track.end + step:
-            continue
-        i = min(range(len(track)), key=lambda k: abs(track.times[k] - time))
-        if abs(track.times[i] - time) > step:
-            continue
-        person = next(p for p in timeline.people if p.key == track.person)
-        faces.append({"box": track.boxes[i], "known": person.known, "name": person.name,
-                      "label": person.key, "nearest_name": person.name,
-                      "match_confidence": track.answer["match_confidence"]})
-    return faces
-
-
 def frame_with_faces(pixels: Any, timeline: VideoTimeline, time: float) -> Image.Image:
     """The frame at ``time`` with its faces boxed and named."""
-    return draw_faces(Image.fromarray(pixels), faces_at(timeline, time))
+    return draw_faces(Image.fromarray(pixels), timeline.faces_at(time))
