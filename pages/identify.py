@@ -14,8 +14,8 @@ from celebmodel.albums.album import Album
 from celebmodel.albums.groups import AlbumGroups, face_key, kept_with
 from celebmodel.albums.ray_album import identify_photos
 from celebmodel.data.images import photo_files
-from celebmodel.data.sources import extract_photos
-from celebmodel.data.videos import DEFAULT_FPS, VIDEO_EXTENSIONS, VideoReader
+from celebmodel.data.sources import extract_photos, extract_videos
+from celebmodel.data.videos import DEFAULT_FPS, VIDEO_EXTENSIONS, VideoReader, media_files
 from celebmodel.errors import CelebmodelError
 from celebmodel.recognition import people
 from celebmodel.reports import display
@@ -360,8 +360,11 @@ def add_group(number: int, name: str, members: pd.DataFrame, album: Album, thumb
 def video_page() -> None:
     """A video uploaded or on the server: identified with progress (Stop cancels), then its
     player, timeline, people and downloads."""
-    upload = st.file_uploader("Video", type=sorted(e.lstrip(".") for e in VIDEO_EXTENSIONS),
-                              key="video-upload")
+    upload = st.file_uploader("Video", type=[*sorted(e.lstrip(".") for e in VIDEO_EXTENSIONS),
+                                             "zip"], key="video-upload",
+                              help="A video, or a .zip of videos (one is chosen after).")
+    if upload is not None and upload.name.lower().endswith(".zip"):
+        upload = zipped_video(upload)
     path = st.text_input("Or a video on this server (its path)", key="video-path").strip()
     rate = st.select_slider("Frames looked at per second", list(FPS_CHOICES), value=DEFAULT_FPS,
                             format_func=FPS_CHOICES.get, key="video-fps",
@@ -369,7 +372,9 @@ def video_page() -> None:
     chosen = threshold if st.session_state.get("custom-threshold") or preset != "Balanced" \
         else None
     st.caption(views.preset_words(preset if chosen is not None else PRESET))
-    if upload is not None:
+    if isinstance(upload, Path):
+        name, data = upload.name, upload.read_bytes()
+    elif upload is not None:
         name, data = upload.name, upload.getvalue()
     elif path:
         if not Path(path).is_file():
@@ -402,6 +407,21 @@ def video_page() -> None:
             return
         st.rerun()  # the Stop button goes
     show_video(data, st.session_state["video"][1])
+
+
+def zipped_video(archive) -> Path | None:
+    """The video chosen from a zip of videos, unpacked once (the guards of a zip of photos)."""
+    if st.session_state.get("video-zip", (None,))[0] != archive.file_id:
+        st.session_state.pop("video-zip", None)
+        with ui.shown_errors(f"Extracting {archive.name}"):
+            folder = extract_videos(archive.getvalue(), archive.name)
+            st.session_state["video-zip"] = (archive.file_id, str(folder))
+    if "video-zip" not in st.session_state:
+        return None
+    folder = Path(st.session_state["video-zip"][1])
+    videos = media_files([folder])[1]
+    return st.selectbox("Video in the zip", videos, key="video-in-zip",
+                        format_func=lambda video: str(video.relative_to(folder)))
 
 
 def show_video(data: bytes, timeline: VideoTimeline) -> None:

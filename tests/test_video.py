@@ -295,3 +295,30 @@ def test_identify_page_video_timeline_moment_and_naming(tmp_path, tiny_builtin, 
     open_page(at)
     assert any(s.value.startswith("2 known and 0 unknown people") for s in at.success), \
         [s.value for s in at.success]
+
+
+def test_a_zip_of_videos_is_unpacked_with_the_guards_of_a_zip_of_photos(tmp_path):
+    import zipfile
+
+    from celebmodel.data.sources import extract_videos
+    from celebmodel.errors import UploadError
+
+    video = write_video(tmp_path / "a.mp4", [(0.5, GREY, None)]).read_bytes()
+    archive = tmp_path / "clips.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("news/a.mp4", video)
+        zf.writestr("news/b.webm", video)
+        zf.writestr("__MACOSX/news/._a.mp4", b"junk")
+        zf.writestr("notes.txt", b"not a video")
+    folder = extract_videos(archive.read_bytes(), "clips.zip", tmp_path / "out")
+    assert sorted(p.relative_to(folder).as_posix() for p in media_files([folder])[1]) == [
+        "news/a.mp4", "news/b.webm"]
+    with zipfile.ZipFile(tmp_path / "none.zip", "w") as zf:
+        zf.writestr("notes.txt", b"no video")
+    with pytest.raises(UploadError, match=r"^none\.zip: no videos inside"):
+        extract_videos((tmp_path / "none.zip").read_bytes(), "none.zip", tmp_path / "out")
+    with zipfile.ZipFile(tmp_path / "evil.zip", "w") as zf:
+        zf.writestr("../evil.mp4", video)
+    with pytest.raises(UploadError, match=r"^evil\.zip: "):
+        extract_videos((tmp_path / "evil.zip").read_bytes(), "evil.zip", tmp_path / "out")
+    assert not (tmp_path / "evil.mp4").exists()

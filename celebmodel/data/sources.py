@@ -23,6 +23,7 @@ from ..errors import DatasetError, UploadError
 from ..storage import atomic_folder, data_root
 from .dataset import DatasetScan, scan_dataset
 from .images import IMAGE_EXTENSIONS
+from .videos import VIDEO_EXTENSIONS, is_video
 
 MAX_ENTRIES = 20_000
 
@@ -211,6 +212,23 @@ def extract_photos(
         return found
 
     return unpack(source, filename, root, photos)
+
+
+def extract_videos(
+    source: bytes | str | Path | IO[bytes], filename: str, dest_root: str | Path | None = None
+) -> Path:
+    """Safely unpack a zip of videos (the guards of a zip of photos; a video may be as large
+    as the whole archive) into ``<data>/videos/<name>``; the folder is returned."""
+    root = Path(dest_root) if dest_root else data_root() / "videos"
+
+    def videos(archive: zipfile.ZipFile, label: str, limits: Limits) -> list:
+        found = plan_zip(archive, label, limits, keep=lambda parts: is_video(parts[-1]),
+                         noun="video")
+        if not found:
+            raise UploadError(f"{label}: no videos inside ({', '.join(sorted(VIDEO_EXTENSIONS))})")
+        return found
+
+    return unpack(source, filename, root, videos, Limits(file_bytes=MAX_TOTAL_BYTES))
 
 
 def _free_target(root: Path, name: str) -> Path:

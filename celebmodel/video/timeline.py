@@ -14,15 +14,18 @@ bridged, their screen time, and the best face.
 
 from __future__ import annotations
 
+import threading
 import time as clock
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Full, Queue
 from typing import Any, BinaryIO
 
 import numpy as np
 
 from ..albums.grouping import UNGROUPED, group_faces
-from ..data.videos import DEFAULT_FPS, VideoInfo, VideoReader
+from ..data.videos import DEFAULT_FPS, Frame, VideoInfo, VideoReader
 from ..progress import BarFactory, quiet_bar
 from ..recognition.people import name_faces
 from ..recognition.recognize import UNKNOWN, Recognizer
@@ -162,7 +165,7 @@ def identify_video(
     rows: list[dict[str, Any]] = []
     frames = found = 0
     with bar(desc="frames", total=total, unit="frame") as progress:
-        for frame in reader.frames():
+        for frame in decoded_ahead(reader.frames()):
             faces, embeddings = recognizer.analyse(frame.pixels, threshold)
             ids = tracker.add(frame.time, frame.shot, frame.pixels, faces, embeddings)
             frames += 1
@@ -190,6 +193,44 @@ def identify_video(
         brief=sum(len(t) for t in every if t.id not in kept),
         samples=[row for row in rows if row["track"] in kept],
     )
+
+
+def decoded_ahead(frames: Iterator[Frame], depth: int = 4) -> Iterator[Frame]:
+    """``frames`` decoded in a thread of their own, up to ``depth`` ahead, while the last ones
+    are identified (FFmpeg decodes without the GIL); a stop on either side ends both."""
+    queue: Queue[Any] = Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                queue.put(item, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def decode() -> None:
+        try:
+            for frame in frames:
+                if not put(frame):
+                    return
+        except BaseException as exc:  # handed to the reading side, raised there
+            put(exc)
+            return
+        put(end)
+
+    worker = threading.Thread(target=decode, name="video-decoder", daemon=True)
+    worker.start()
+    try:
+        while (item := queue.get()) is not end:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
 
 
 def video_threshold(recognizer: Recognizer) -> float:
