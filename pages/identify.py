@@ -492,8 +492,8 @@ def name_video_person(timeline: VideoTimeline, person) -> None:
         if person.best.thumbnail is not None:
             face.image(person.best.thumbnail, width=96)
         form.markdown(f"**{person.name}**: {views.clock(person.screen_time)} on screen")
-        name = form.text_input("Name this person", key=f"video-name-{person.key}",
-                               placeholder="e.g. Ada Lovelace")
+        name = form.text_input("Name this person", key=f"video-name-{id(timeline)}-{person.key}",
+                               placeholder="e.g. Ada Lovelace")  # a new timeline: empty boxes
         mine = own_copy(run) if run.builtin else None
         label = ("Add to my copy" if mine else "Make my copy and add") if run.builtin \
             else "Add to the model"
@@ -501,7 +501,8 @@ def name_video_person(timeline: VideoTimeline, person) -> None:
             with ui.shown_errors(f"Adding {name or 'this person'}"):
                 if not name.strip():
                     raise CelebmodelError("Name this person: the name is empty")
-                into, _, _ = name_person(run, timeline, person.key, name)
+                with st.spinner(f"Adding {name} to the model…"):
+                    into, _, _ = name_person(run, timeline, person.key, name)
                 copied = " to your own copy of the built-in model, now in use" \
                     if into != run else ""
                 st.toast(f"Added {name} from their faces in the video{copied}; identifying "

@@ -363,7 +363,9 @@ def test_a_training_shows_its_stages_live_and_then_becomes_the_model_in_use(serv
         page.get_by_role("button", name="Use this model").click()
         page.get_by_text("Browser colours is the active model").wait_for(timeout=TIMEOUT_MS)
         sidebar = page.locator("[data-testid='stSidebar']")  # every page's model now
-        sidebar.get_by_text(re.compile(r"^Browser colours \(\d{8}-")).wait_for(timeout=TIMEOUT_MS)
+        sidebar.get_by_text(  # under the box: its network, people and folder
+            re.compile(r"^Browser colours · \w+ · [\d,]+ people \(\d{8}-")
+        ).wait_for(timeout=TIMEOUT_MS)
         assert page.get_by_role("link", name="Evaluate Browser colours").count() == 1
         shoot(page, "train_use_model")
 

@@ -254,7 +254,9 @@ def test_the_identify_page_uses_the_cluster_of_ray_address(astro, folder, monkey
     there = ray_album.identify_photos(recognizer, photos, bar=bar)
     assert bar.totals == [8] and sum(bar.steps) == 8
     assert there.csv() == here.csv() and there.errors == here.errors
-    np.testing.assert_array_equal(there.embeddings, here.embeddings)
+    # the same faces through the same network; LiteRT may split the work across another
+    # number of threads on a worker (float32 sums in another order: 1e-7 apart)
+    np.testing.assert_allclose(there.embeddings, here.embeddings, atol=1e-6)
 
 
 def test_an_address_nobody_answers_on_is_a_message_not_a_wait(astro, folder, tmp_path, capsys):

@@ -171,8 +171,9 @@ def test_a_frame_of_another_face_inside_a_track_does_not_rename_it(tmp_path, rec
     assert timeline.brief == 1  # the other face, seen once, is no track
 
 
-def test_an_unknown_person_named_from_their_track_is_known_after(tmp_path, tiny_builtin,
-                                                                 recognizer, stranger_face):
+def test_an_unknown_person_named_from_their_track_is_known_after(tmp_path, folders,
+                                                                 tiny_builtin, recognizer,
+                                                                 stranger_face):
     from celebmodel.recognition.recognize import Recognizer
     from celebmodel.runs.run import active_run
     from celebmodel.video.timeline import name_person
@@ -240,6 +241,8 @@ def test_the_video_with_names_drawn_has_every_frame_and_the_boxes(tmp_path, reco
     reader = VideoReader(named, fps=None)
     frames = list(reader.frames())
     assert len(frames) == 20 and reader.info.codec == "h264"
+    assert (reader.info.width, reader.info.height) == (640, 360)  # its own shape, not stretched
+    assert [f.time for f in frames[:3]] == pytest.approx([0, 0.1, 0.2])  # its own times
     x, y, w, h = timeline.tracks[0].boxes[0]
     before, after = frames[5].pixels, frames[15].pixels  # no face yet; the face, boxed
     edge = after[y + h // 2, max(0, x - 1) : x + 2].astype(int)
@@ -264,8 +267,8 @@ def test_the_api_identifies_a_video(tmp_path, tiny_builtin, astro_face):
 # The Identify page ------------------------------------------------------------------------------
 
 
-def test_identify_page_video_timeline_moment_and_naming(tmp_path, tiny_builtin, astro_face,
-                                                        stranger_face):
+def test_identify_page_video_timeline_moment_and_naming(tmp_path, folders, tiny_builtin,
+                                                        astro_face, stranger_face):
     from conftest import app, open_page
 
     video = write_video(tmp_path / "talk.mp4", [
@@ -290,7 +293,8 @@ def test_identify_page_video_timeline_moment_and_naming(tmp_path, tiny_builtin, 
     at.button(key="video-draw").click()
     open_page(at)
     (drawn,) = [b for b in at.get("download_button") if b.proto.label.startswith("The video")]
-    at.text_input(key="video-name-unknown-1").set_value("Camera Man")
+    (box,) = [t for t in at.text_input if t.key.endswith("-unknown-1")]
+    box.set_value("Camera Man")
     at.button(key="video-add-unknown-1").click()
     open_page(at)
     assert any(s.value.startswith("2 known and 0 unknown people") for s in at.success), \

@@ -192,7 +192,8 @@ class VideoReader:
                             "(truncated?); what came before is kept")
 
     def frame_at(self, time: float) -> Frame:
-        """The frame shown at ``time`` seconds (the last one starting at or before it)."""
+        """The frame shown at ``time`` seconds (the last one starting at or before it, within
+        a millisecond: times are kept rounded to one)."""
         with self._open() as container:
             stream = container.streams.video[0]
             if stream.time_base is not None:
@@ -201,7 +202,7 @@ class VideoReader:
             found = None
             try:
                 for frame in container.decode(stream):
-                    if found is not None and (frame.time or 0) > time + 1e-6:
+                    if found is not None and (frame.time or 0) > time + 0.0015:
                         break
                     found = frame
             except av.error.FFmpegError:

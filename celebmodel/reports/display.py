@@ -32,8 +32,9 @@ TAKEN_SIDE = 400  # the several-faces gallery on Train: six photos to a row
 
 
 def face_title(face: dict[str, Any]) -> str:
-    """The headline of a face: the person's name, or ``Unknown``."""
-    return face["name"] if face["known"] else "Unknown"
+    """The headline of a face: the person's name, or ``Unknown`` (a video's unknown faces
+    carry the name of the unknown person they are, ``title``)."""
+    return face.get("title") or (face["name"] if face["known"] else "Unknown")
 
 
 def search_names(names: list[str], query: str) -> list[str]:
@@ -279,10 +280,15 @@ def jpeg(image: Image.Image, quality: int = 85) -> bytes:
 
 
 def draw_faces(
-    image: Image.Image, faces: list[dict[str, Any]], scale: float = 1.0, selected: int | None = None
+    image: Image.Image,
+    faces: list[dict[str, Any]],
+    scale: float = 1.0,
+    selected: int | None = None,
+    numbered: bool = True,
 ) -> Image.Image:
     """Numbered boxes with the name inside each (green known, orange unknown, blue and thicker
-    the selected one), drawn on ``image`` in place; ``scale`` maps boxes to its pixels. On a
+    the selected one), drawn on ``image`` in place; ``scale`` maps boxes to its pixels
+    (``numbered=False``: the name alone). On a
     photo under :data:`LABELLED_SIDE` the number alone: a name would hide the face, and the
     cards under the photo name each number."""
     draw = ImageDraw.Draw(image)
@@ -296,6 +302,8 @@ def draw_faces(
         draw.rectangle([x, y, x + w - 1, y + h - 1], outline=colour, width=thick)
         text = (f"{number}. {face_title(face)}" if max(image.size) >= LABELLED_SIDE
                 else str(number))
+        if not numbered:  # a video's frame: the names are the people's on its timeline
+            text = face_title(face)
         size = max(11, min(round(w / 7), round(max(image.size) / 40)))
         font = ImageFont.load_default(size=size)
         while size > 9 and draw.textlength(text, font=font) > max(w - 2 * thick, 40):

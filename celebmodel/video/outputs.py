@@ -67,8 +67,8 @@ def json_text(timelines: list[VideoTimeline]) -> str:
 
 def write_annotated(source: str | Path | bytes, timeline: VideoTimeline,
                     path: str | Path) -> None:
-    """The video again (H.264 in mp4, its frame rate, no sound) with every face boxed and
-    named as its track is, written whole or not at all."""
+    """The video again (H.264 in mp4, its frames' times, no sound) with every face boxed and
+    named as its person is on the timeline, written whole or not at all."""
     import av
     import numpy as np
     from PIL import Image
@@ -76,14 +76,19 @@ def write_annotated(source: str | Path | bytes, timeline: VideoTimeline,
     reader = VideoReader(source, name=timeline.info.name, fps=None)
     rate = Fraction(timeline.info.rate or 25).limit_denominator(1001)
     with atomic_file(path) as partial, av.open(str(partial), "w", format="mp4") as out:
-        stream = out.add_stream("libx264", rate=rate, options={"preset": "veryfast"})
-        stream.pix_fmt = "yuv420p"
+        stream = None
         for frame in reader.frames():
-            image = draw_faces(Image.fromarray(frame.pixels), timeline.faces_at(frame.time))
-            if not stream.width:
+            image = draw_faces(Image.fromarray(frame.pixels), timeline.faces_at(frame.time),
+                               numbered=False)
+            if stream is None:  # the frames' own size (upright, shrunk as identified)
+                stream = out.add_stream("libx264", rate=rate, options={"preset": "veryfast"})
                 stream.width, stream.height = image.width // 2 * 2, image.height // 2 * 2
+                stream.pix_fmt = "yuv420p"
             pixels = np.asarray(image)[: stream.height, : stream.width]
-            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+            picture = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            picture.pts = round(frame.time * rate)  # the source's times: subtitles agree
+            picture.time_base = 1 / rate
+            for packet in stream.encode(picture):
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)

@@ -14,6 +14,7 @@ bridged, their screen time, and the best face.
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time as clock
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ from ..scoring.open_set import presets
 from ..vectors import l2_normalize
 from .tracks import Track, Tracker
 
+CLOCK = 0.0015  # times are kept to the millisecond: a frame within this of one is at it
 AGREE = 0.5  # share of a track's faces that must have its person nearest for it to be named
 MIN_FACES = 2  # a face seen once is not a track (a detector's false alarm, a passer-by)
 BRIDGE = 1.0  # seconds between two of a person's tracks bridged into one occurrence
@@ -98,17 +100,18 @@ class VideoTimeline:
         """The faces on screen at ``time``: each track's sample nearest to it, within one
         sampling step, described as a photo's faces are (for drawing them)."""
         step = 1.0 / (self.fps or self.info.rate or 25.0)
+        shot = bisect.bisect_right(self.shots, time + CLOCK) - 1  # never a face of another shot
         people = {p.key: p for p in self.people}
         faces = []
         for track in self.tracks:
-            if not track.start - step <= time <= track.end + step:
+            if track.shot != shot or not track.start - step <= time <= track.end + step:
                 continue
             i = min(range(len(track)), key=lambda k: abs(track.times[k] - time))
             if abs(track.times[i] - time) > step:
                 continue
             person = people[track.person]
             faces.append({"box": track.boxes[i], "known": person.known, "name": person.name,
-                          "label": person.key, "nearest_name": person.name,
+                          "title": person.name, "label": person.key, "nearest_name": person.name,
                           "match_confidence": track.answer["match_confidence"]})
         return faces
 

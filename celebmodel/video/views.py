@@ -28,9 +28,10 @@ def clock(seconds: float) -> str:
 def preset_words(preset: str) -> str:
     """What the page says of the preset a video is named at."""
     if preset == PRESET:
-        return (f"Videos are named at {PRESET}: a video shows many strangers' faces (an "
-                "audience, passers-by), and each is a chance to name one wrongly. Another "
-                "preset chosen above applies instead.")
+        return (f"Balanced, above, is for photos: videos are named at {PRESET}, since a video "
+                "shows many strangers' faces (an audience, passers-by), each a chance to name "
+                "one wrongly. Lenient chosen above, or a threshold set by hand, applies to "
+                "videos too.")
     return f"This video is named at {preset}, as chosen above."
 
 
@@ -50,7 +51,7 @@ def occurrence_frame(timeline: VideoTimeline) -> pd.DataFrame:
     rows = [
         {"person": p.name, "known": "known" if p.known else "unknown", "start": o["start"],
          "seconds": o["end"] - o["start"], "from": clock(o["start"]), "to": clock(o["end"]),
-         "sure": "" if o["match_confidence"] is None
+         "sure": "not known" if o["match_confidence"] is None
          else f"match confidence {short_of_certain(o['match_confidence'])}"}
         for p in timeline.people for o in p.occurrences
     ]
@@ -92,4 +93,4 @@ def people_table(timeline: VideoTimeline) -> pd.DataFrame:
 
 def frame_with_faces(pixels: Any, timeline: VideoTimeline, time: float) -> Image.Image:
     """The frame at ``time`` with its faces boxed and named."""
-    return draw_faces(Image.fromarray(pixels), timeline.faces_at(time))
+    return draw_faces(Image.fromarray(pixels), timeline.faces_at(time), numbered=False)
