@@ -410,15 +410,3 @@ def write_video(
         for packet in stream.encode():
             out.mux(packet)
     return path
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The long tests first (real browsers, then the slow ones), each module's in its order:
-    the two workers then finish together instead of one waiting on a browser test at the
-    end."""
-    def rank(item: pytest.Item) -> int:
-        if item.get_closest_marker("browser"):
-            return 0
-        return 1 if item.get_closest_marker("slow") else 2
-
-    items.sort(key=rank)
