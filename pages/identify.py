@@ -221,6 +221,8 @@ def show_album(name: str, photos: list[tuple[str, object]]) -> None:
             "Download the table (CSV)", album.csv(), file_name="faces.csv", mime="text/csv"
         )
     added = st.session_state.get("group-added")
+    if added and Path(added[0]) != run.path:  # another model chosen since: not its undo
+        added = None
     if added and st.button(f"Undo: take {added[2]} out of the model again", key="added-undo"):
         with ui.shown_errors(f"Taking {added[2]} out"):
             people.remove(Run(Path(added[0])), added[1])
