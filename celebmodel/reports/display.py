@@ -101,6 +101,9 @@ def percent_pair(value: float, needed: float, reached: bool) -> tuple[str, str]:
         certain = (value < 1 and a >= 100) or (needed < 1 and b >= 100)  # "100%" for less
         if not certain and (a >= b) == reached and (a != b or reached):
             return shown
+    # the same step of the stranger scores (or a value rounded past it): the decision, made
+    # on the model's own scale, still reads from the numbers shown
+    value = max(value, needed) if reached else min(value, needed - 5e-9)
     return f"{value:.6%}", f"{needed:.6%}"
 
 
