@@ -286,7 +286,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             f"wrote {args.csv}: {len(album.rows)} face(s) in {len(photos)} photo(s)",
             file=sys.stderr,
         )
-    timelines, failed = (_predict_videos(args, recognizer, videos, threshold, bool(photos))
+    timelines, failed = (_predict_videos(args, recognizer, videos, threshold, bool(photos), bar)
                          if videos else ([], 0))
     if args.json:
         print(json.dumps(photo_results(album) + [t.to_dict() for t in timelines], indent=2))
@@ -307,17 +307,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _predict_videos(
     args: argparse.Namespace, recognizer: Any, videos: list[Path], threshold: float | None,
-    photos_too: bool,
+    photos_too: bool, bar: Any,
 ) -> tuple[list[Any], int]:
     """``predict``'s videos: each identified on this machine, its occurrences written where
     asked (``--csv``: beside the photos' CSV when there are photos too; ``--vtt``: the file,
     or a folder with one file per video)."""
     from ..errors import VideoError
-    from ..progress import console_bar, quiet_bar
     from ..video.outputs import write_csv, write_vtt
     from ..video.timeline import identify_video
 
-    bar = console_bar if args.csv or args.vtt else quiet_bar
     timelines, failed = [], 0
     for video in videos:
         try:

@@ -280,6 +280,15 @@ def _current(request: Request) -> Recognizer:
     return state.recognizer
 
 
+def _uploaded(file: UploadFile, max_bytes: int) -> tuple[str, bytes]:
+    """An upload's file name and bytes; a 413 past ``max_bytes`` (read no further)."""
+    name = Path(file.filename or "").name or "upload"
+    data = file.file.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise HTTPException(413, f"{name}: too large (over {max_bytes:,} bytes)")
+    return name, data
+
+
 def _identify_routes(guard: list[Any], protected: dict[int, Any], max_bytes: int) -> APIRouter:
     """``POST /identify``: every face of one photo."""
     router = APIRouter()
@@ -338,10 +347,7 @@ def _identify_routes(guard: list[Any], protected: dict[int, Any], max_bytes: int
                 raise HTTPException(422, "min_confidence: this older run has no stranger "
                                     "scores; use min_similarity")
             threshold = recognizer.threshold_for(min_confidence)
-        name = Path(file.filename or "").name or "upload"
-        data = file.file.read(max_bytes + 1)
-        if len(data) > max_bytes:
-            raise HTTPException(413, f"{name}: too large (over {max_bytes:,} bytes)")
+        name, data = _uploaded(file, max_bytes)
         try:
             pixels = load_image(data, name=name)
         except ImageError as exc:
@@ -396,10 +402,7 @@ def _video_routes(guard: list[Any], protected: dict[int, Any], max_bytes: int) -
                 raise HTTPException(422, "min_confidence: this older run has no stranger "
                                     "scores")
             threshold = recognizer.threshold_for(min_confidence)
-        name = Path(file.filename or "").name or "upload"
-        data = file.file.read(max_bytes + 1)
-        if len(data) > max_bytes:
-            raise HTTPException(413, f"{name}: too large (over {max_bytes:,} bytes)")
+        name, data = _uploaded(file, max_bytes)
         try:
             length = VideoReader(data, name=name).info.duration or 0
             if length > MAX_VIDEO_SECONDS:
