@@ -22,7 +22,14 @@ from celebmodel.reports import display
 from celebmodel.runs.run import Run, active_run, own_copy
 from celebmodel.scoring.open_set import presets
 from celebmodel.video import views
-from celebmodel.video.outputs import csv_text, json_text, vtt_text, write_annotated
+from celebmodel.video.outputs import (
+    csv_text,
+    json_text,
+    plays_in_browsers,
+    vtt_text,
+    write_annotated,
+    write_playable,
+)
 from celebmodel.video.timeline import PRESET, VideoTimeline, identify_video, name_person
 from pages import ui
 
@@ -435,7 +442,7 @@ def show_video(data: bytes, timeline: VideoTimeline) -> None:
     if not timeline.people:
         st.info("Nobody's face was seen for long enough to follow them.")
     at = float(st.session_state.get("video-at", 0.0))
-    st.video(data, start_time=int(at),  # the player seeks to whole seconds
+    st.video(playable(data, timeline), start_time=int(at),  # the player seeks to whole seconds
              subtitles={"Who is on screen": vtt_text(timeline)})
     if not timeline.people:
         return
@@ -485,6 +492,28 @@ def show_video(data: bytes, timeline: VideoTimeline) -> None:
     else:
         st.download_button("The video with the names drawn (mp4)", drawn[1],
                            f"{stem}-named.mp4", "video/mp4")
+
+
+def playable(data: bytes, timeline: VideoTimeline) -> bytes:
+    """The video as the player gets it: itself, or (an AVI, an MKV, MPEG-4 Part 2) a copy
+    browsers play, made once per video."""
+    info = timeline.info
+    if plays_in_browsers(info):
+        return data
+    made = st.session_state.get("video-playable")
+    if made is None or made[0] != id(timeline):
+        with ui.shown_errors(f"Making a copy of {info.name} for the player"), \
+                st.spinner(f"Making a copy of {info.name} your browser can play…"), \
+                tempfile.TemporaryDirectory() as folder:
+            target = Path(folder) / "playable.mp4"
+            write_playable(data, info.name, target)
+            st.session_state["video-playable"] = (id(timeline), target.read_bytes())
+        if st.session_state.get("video-playable", (None,))[0] != id(timeline):
+            return data  # the error is shown; the player tries the file itself
+        made = st.session_state["video-playable"]
+    st.caption(f"{info.name} ({info.codec}) is not a video browsers play: the player shows an "
+               "H.264 copy of it, without sound.")
+    return made[1]
 
 
 def name_video_person(timeline: VideoTimeline, person) -> None:

@@ -389,15 +389,19 @@ def write_video(
     size: tuple[int, int] = (640, 360),
     codec: str = "libx264",
     options: dict[str, str] | None = None,
+    gop: int | None = None,
 ) -> Path:
     """A video encoded with PyAV: each scene is (seconds, background colour, face photo or
-    None), the face pasted at the left third, 240 pixels tall, in every frame of its scene."""
+    None), the face pasted at the left third, 240 pixels tall, in every frame of its scene;
+    ``gop``: frames between key frames (where a reading can seek to)."""
     import av
 
     width, height = size
     with av.open(str(path), "w", options=options or {}) as out:
         stream = out.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if gop:
+            stream.codec_context.gop_size = gop
         for seconds, colour, face in scenes:
             canvas = Image.new("RGB", size, colour)
             if face is not None:

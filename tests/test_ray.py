@@ -272,3 +272,51 @@ def test_an_address_nobody_answers_on_is_a_message_not_a_wait(astro, folder, tmp
     assert cli.main([*argv, "--ray-address", f"127.0.0.1:{port}"]) == 1
     assert f"127.0.0.1:{port}: no Ray cluster answers there" in capsys.readouterr().err
     assert not out.exists() and not ray_album.parts_dir(out).exists()
+
+
+def rounded(value, digits=3):
+    """JSON with its floats rounded: a worker's TensorFlow may add in another order."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {key: rounded(item, digits) for key, item in value.items()}
+    if isinstance(value, list):
+        return [rounded(item, digits) for item in value]
+    return value
+
+
+def test_videos_cut_in_segments_on_ray_give_the_local_timelines(astro, tmp_path, monkeypatch,
+                                                                 capsys):
+    """``predict --engine ray`` on a folder of videos: each video read in 1-second segments
+    by two workers, tracks stitched across the segments' boundaries (one track of the
+    astronaut over three segments, a cut right at a boundary), the same JSON as the local
+    engine's; a bad video is named and the others go on."""
+    from conftest import write_video
+
+    from celebmodel.video import ray_video
+
+    grey, red = (40, 40, 40), (200, 40, 40)
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    astronaut = astronauts(1, seed=5)[0]
+    write_video(folder / "talk.mp4", [(0.5, grey, None), (2.5, grey, astronaut),
+                                      (2, red, cameramen(1, seed=2, turn=2, light=0.05)[0])],
+                gop=5)
+    (folder / "bad.mov").write_bytes(b"not a video at all" * 10)
+    argv = ["predict", str(astro.path), str(folder), "--json", "--fps", "5"]
+    assert cli.main(argv) == 0
+    local, said_here = capsys.readouterr()
+    monkeypatch.setattr(ray_video, "SEGMENT_SECONDS", 1.0)
+    assert cli.main([*argv, "--engine", "ray", "--workers", "2"]) == 0
+    there, said_there = capsys.readouterr()
+    (video,) = json.loads(local)
+    assert rounded(json.loads(there)) == rounded(json.loads(local))
+    assert f"{folder / 'bad.mov'}: not a video FFmpeg can read" in said_there
+    assert said_here.count("not a video") == said_there.count("not a video") == 1
+    astro_tracks = [t for t in video["tracks"] if t["person"] == "Astronaut"]
+    assert len(astro_tracks) == 1  # one track across the boundaries at 1 s and 2 s
+    assert astro_tracks[0]["start"] == pytest.approx(0.6, abs=0.11)
+    assert astro_tracks[0]["end"] == pytest.approx(2.8, abs=0.11)
+    assert {t["shot"] for t in video["tracks"]} == {0, 1}  # the cut at 3 s, a boundary
+    assert min(t["start"] for t in video["tracks"] if t["shot"] == 1) == pytest.approx(3.0)
+    assert [p["known"] for p in video["people"]].count(True) == 1

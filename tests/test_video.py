@@ -56,6 +56,26 @@ def test_frames_are_sampled_on_the_stream_time_and_shot_cuts_counted(tmp_path):
     assert len(list(VideoReader(video, fps=None).frames())) == 30  # every frame
 
 
+def test_segments_read_apart_give_the_whole_readings_frames_and_cuts(tmp_path):
+    """A cluster's workers each read a segment: together they give the frames, the sampling
+    and the cuts of one reading, a cut right at a segment's start included."""
+    from celebmodel.video.ray_video import segments
+
+    video = write_video(tmp_path / "s.mp4", [(1.5, GREY, None), (1.5, RED, None),
+                                             (1.3, GREY, None)], gop=5)
+    whole = VideoReader(video, fps=4)
+    frames = [f.time for f in whole.frames()]
+    assert whole.cuts == pytest.approx([1.5, 3.0])
+    ranges = segments(whole.info.duration, 1.5)
+    assert ranges == [(0.0, 1.5), (1.5, 3.0), (3.0, None)]
+    times, cuts = [], []
+    for start, stop in ranges:
+        reader = VideoReader(video, fps=4)
+        times += [f.time for f in reader.frames(start, stop)]
+        cuts += reader.cuts
+    assert times == frames and cuts == whole.cuts
+
+
 def test_a_huge_frame_is_shrunk_not_refused(tmp_path):
     video = write_video(tmp_path / "big.mp4", [(0.3, GREY, None)], size=(2560, 1440))
     frame = next(iter(VideoReader(video).frames()))
@@ -299,6 +319,34 @@ def test_identify_page_video_timeline_moment_and_naming(tmp_path, folders, tiny_
     open_page(at)
     assert any(s.value.startswith("2 known and 0 unknown people") for s in at.success), \
         [s.value for s in at.success]
+
+
+def test_a_video_browsers_cannot_play_gets_an_h264_copy_for_the_player(tmp_path, folders,
+                                                                       tiny_builtin):
+    """An AVI of MPEG-4 Part 2 (a YouTube Faces clip's format) shows only a broken player in
+    a browser: the page plays an H.264 copy with the same frames and times, and says so."""
+    from conftest import app, open_page
+
+    from celebmodel.video.outputs import plays_in_browsers, write_playable
+
+    avi = write_video(tmp_path / "old.avi", [(1, GREY, None), (1, RED, None)], codec="mpeg4")
+    mp4 = write_video(tmp_path / "new.mp4", [(0.5, GREY, None)])
+    assert not plays_in_browsers(VideoReader(avi).info)
+    assert plays_in_browsers(VideoReader(mp4).info)
+    copy = tmp_path / "copy.mp4"
+    write_playable(avi, "old.avi", copy)
+    reader = VideoReader(copy, fps=None)
+    assert reader.info.codec == "h264" and plays_in_browsers(reader.info)
+    assert [f.time for f in reader.frames()] == pytest.approx(
+        [f.time for f in VideoReader(avi, fps=None).frames()])
+    at = open_page(app(), "pages/identify.py")
+    at.radio(key="source").set_value("video")
+    open_page(at)
+    at.file_uploader(key="video-upload").set_value([("old.avi", avi.read_bytes(),
+                                                     "video/x-msvideo")])
+    open_page(at)
+    assert any("old.avi (mpeg4) is not a video browsers play" in c.value for c in at.caption)
+    assert at.get("video")
 
 
 def test_a_zip_of_videos_is_unpacked_with_the_guards_of_a_zip_of_photos(tmp_path):

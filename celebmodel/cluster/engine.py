@@ -26,6 +26,7 @@ import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any
 
 from ..errors import EngineError
@@ -120,20 +121,21 @@ def _quiet(ray: Any) -> None:
 
 @dataclass(frozen=True)
 class Block:
-    """A fixed slice of the job's photos: ``id`` comes from its index and a hash of its
-    photos and the job's settings, so a rerun of the same job finds the same blocks."""
+    """A fixed slice of the job's work: ``id`` comes from its index and a hash of its items
+    and the job's settings, so a rerun of the same job finds the same blocks."""
 
     id: str
-    items: tuple[tuple[str, str], ...]  # (name shown, absolute path)
+    items: tuple[tuple[Any, ...], ...]  # JSON values: (name shown, absolute path) for photos
 
 
-def plan(items: Sequence[tuple[str, str]], key: Any, size: int | None = None) -> list[Block]:
-    """``items`` cut into blocks of ``size`` (default :data:`BLOCK_PHOTOS`) in the order
-    given."""
+def plan(items: Sequence[Sequence[Any]], key: Any, size: int | None = None) -> list[Block]:
+    """``items`` (tuples of JSON values; paths are made text) cut into blocks of ``size``
+    (default :data:`BLOCK_PHOTOS`) in the order given."""
     size = size or BLOCK_PHOTOS
     blocks = []
     for index, start in enumerate(range(0, len(items), size)):
-        chunk = tuple((str(name), str(path)) for name, path in items[start : start + size])
+        chunk = tuple(tuple(str(v) if isinstance(v, PurePath) else v for v in item)
+                      for item in items[start : start + size])
         text = json.dumps([PART_FORMAT, key, chunk], default=str)
         digest = hashlib.sha256(text.encode()).hexdigest()[:12]
         blocks.append(Block(f"{index:06d}-{digest}", chunk))

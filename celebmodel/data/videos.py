@@ -151,8 +151,14 @@ class VideoReader:
         scale = min(1.0, self.max_side / max(width, height, 1))
         return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
 
-    def frames(self) -> Iterator[Frame]:
-        """The sampled frames in order; raises :class:`VideoError` when none can be decoded."""
+    def frames(self, start: float = 0.0, stop: float | None = None) -> Iterator[Frame]:
+        """The sampled frames in order; raises :class:`VideoError` when none can be decoded.
+
+        ``start`` and ``stop`` (seconds) read one segment: the frames the whole video's reading
+        would give from ``start`` up to (not including) ``stop``, with the same sampling and
+        the cuts found in it (a cluster's workers each read one; ``shot`` then counts from
+        the segment's start). Reading starts a second early, so a cut or a sample right at
+        ``start`` is seen as the whole reading sees it."""
         step = 0.0 if self.fps is None else 1.0 / self.fps
         next_time = 0.0  # on a grid from the start, so a variable frame rate keeps its times
         count = shot = 0
@@ -160,6 +166,9 @@ class VideoReader:
         with self._open() as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
+            if start > 0 and stream.time_base is not None:
+                container.seek(max(0, int((start - 1.0) / stream.time_base)), stream=stream,
+                               backward=True, any_frame=False)
             decoded = container.decode(stream)
             while True:
                 try:
@@ -167,29 +176,41 @@ class VideoReader:
                 except StopIteration:
                     break
                 except av.error.FFmpegError as exc:
-                    self.stopped = (f"{self.name}: damaged at {self.end:.1f} s ({_reason(exc)}); "
+                    where = max(self.end, start)
+                    self.stopped = (f"{self.name}: damaged at {where:.1f} s ({_reason(exc)}); "
                                     "what came before is kept")
                     break
                 time = frame.time if frame.time is not None else count / (self.info.rate or 25)
+                if stop is not None and time + 1e-6 >= stop:
+                    break
                 tiny = _tiny_hsv(frame)
                 if before is not None and float(np.abs(tiny - before).mean()) > CUT:
-                    shot += 1
-                    self.cuts.append(float(time))
+                    if time + 1e-6 >= start:
+                        shot += 1
+                        self.cuts.append(float(time))
                 before = tiny
                 if time + 1e-6 < next_time:
                     continue
                 if step:
                     next_time += step * (1 + int((time + 1e-6 - next_time) // step))
+                if time + 1e-6 < start:
+                    continue  # before the segment: seen for its cuts and the sampling only
                 self.end = time
                 count += 1
                 yield Frame(float(time), self._pixels(frame), shot)
-        if not count:
+        if not count and start == 0:
             raise VideoError(f"{self.name}: no frame could be decoded")
+        if self.stopped is None and start == 0 and stop is None:
+            self.stopped = self.ended_early(self.end)
+
+    def ended_early(self, end: float) -> str | None:
+        """What to say of a reading whose last sampled frame is at ``end``, when that is well
+        short of the duration the container gave (a truncated file)."""
         duration = self.info.duration
-        short = duration is not None and self.end < duration - max(1.0, 2 / (self.fps or 1))
-        if self.stopped is None and short:
-            self.stopped = (f"{self.name}: ends at {self.end:.1f} s of its {duration:.1f} s "
-                            "(truncated?); what came before is kept")
+        if duration is None or end >= duration - max(1.0, 2 / (self.fps or 1)):
+            return None
+        return (f"{self.name}: ends at {end:.1f} s of its {duration:.1f} s (truncated?); "
+                "what came before is kept")
 
     def frame_at(self, time: float) -> Frame:
         """The frame shown at ``time`` seconds (the last one starting at or before it, within

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +222,15 @@ def cmd_copy(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    if args.engine != "ray":
+        return _predict(args)
+    from ..cluster.engine import cluster
+
+    with cluster(args.ray_address):  # one cluster for the photos and the videos
+        return _predict(args)
+
+
+def _predict(args: argparse.Namespace) -> int:
     from ..albums.album import identify_album, photo_results
     from ..data.videos import media_files
     from ..progress import console_bar, quiet_bar
@@ -247,9 +256,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                   "threshold (an older run: use --min-similarity)") from None
     photo_paths, videos = media_files(args.images)
     photos = [(str(path), path) for path in photo_paths]
-    if videos and args.engine == "ray":
-        raise CelebmodelError("--engine ray: videos are identified on this machine for now; "
-                              "run them without --engine ray")
     bar = console_bar if args.csv or args.vtt else quiet_bar
     book = None
     if args.group and args.csv:  # groups that last, beside the CSV
@@ -309,24 +315,30 @@ def _predict_videos(
     args: argparse.Namespace, recognizer: Any, videos: list[Path], threshold: float | None,
     photos_too: bool, bar: Any,
 ) -> tuple[list[Any], int]:
-    """``predict``'s videos: each identified on this machine, its occurrences written where
-    asked (``--csv``: beside the photos' CSV when there are photos too; ``--vtt``: the file,
-    or a folder with one file per video)."""
+    """``predict``'s videos: each identified (on this machine, or in segments on the cluster
+    with ``--engine ray``), its occurrences written where asked (``--csv``: beside the
+    photos' CSV when there are photos too; ``--vtt``: the file, or a folder with one file per
+    video)."""
     from ..errors import VideoError
     from ..video.outputs import write_csv, write_vtt
-    from ..video.timeline import identify_video
 
+    if args.engine == "ray":
+        from ..video.ray_video import identify_videos
+
+        results = identify_videos(args.run, videos, args.fps, threshold,
+                                  address=args.ray_address, workers=args.workers, bar=bar,
+                                  samples=args.samples)
+    else:
+        results = _each_video(args, recognizer, videos, threshold, bar)
     timelines, failed = [], 0
-    for video in videos:
-        try:
-            timelines.append(identify_video(recognizer, video, name=str(video), fps=args.fps,
-                                            threshold=threshold, bar=bar, samples=args.samples))
-        except VideoError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+    for result in results:
+        if isinstance(result, VideoError):
+            print(f"error: {result}", file=sys.stderr)
             failed += 1
             continue
-        if timelines[-1].stopped:
-            print(f"warning: {timelines[-1].stopped}", file=sys.stderr)
+        timelines.append(result)
+        if result.stopped:
+            print(f"warning: {result.stopped}", file=sys.stderr)
     if args.csv and timelines:
         path = Path(args.csv)
         if photos_too:
@@ -344,6 +356,21 @@ def _predict_videos(
                 write_vtt(folder / f"{Path(timeline.info.name).stem}.vtt", timeline)
             print(f"wrote {len(timelines)} WebVTT files in {folder}", file=sys.stderr)
     return timelines, failed
+
+
+def _each_video(args: argparse.Namespace, recognizer: Any, videos: list[Path],
+                threshold: float | None, bar: Any) -> Iterator[Any]:
+    """The videos identified on this machine, one at a time: a timeline, or the error that
+    stopped one (the next goes on)."""
+    from ..errors import VideoError
+    from ..video.timeline import identify_video
+
+    for video in videos:
+        try:
+            yield identify_video(recognizer, video, name=str(video), fps=args.fps,
+                                 threshold=threshold, bar=bar, samples=args.samples)
+        except VideoError as exc:
+            yield exc
 
 
 def _person_line(person: Any) -> str:

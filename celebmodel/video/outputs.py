@@ -6,12 +6,14 @@ itself with the faces boxed and named. Each is written whole or not at all
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from ..data.videos import VideoReader
+from ..data.videos import VideoInfo, VideoReader
 from ..reports.display import draw_faces, short_of_certain
 from ..storage import atomic_file, atomic_write_text
 from .timeline import VideoTimeline
@@ -69,25 +71,53 @@ def write_annotated(source: str | Path | bytes, timeline: VideoTimeline,
                     path: str | Path) -> None:
     """The video again (H.264 in mp4, its frames' times, no sound) with every face boxed and
     named as its person is on the timeline, written whole or not at all."""
-    import av
-    import numpy as np
     from PIL import Image
 
     reader = VideoReader(source, name=timeline.info.name, fps=None)
-    rate = Fraction(timeline.info.rate or 25).limit_denominator(1001)
+    _write_h264(((frame.time, draw_faces(Image.fromarray(frame.pixels),
+                                         timeline.faces_at(frame.time), numbered=False))
+                 for frame in reader.frames()), timeline.info.rate, path)
+
+
+def write_playable(source: str | Path | bytes, name: str, path: str | Path) -> None:
+    """A copy of a video that every browser plays (H.264 in mp4, its frames' times, no
+    sound), for the page's player when the file's own codec or container is not one
+    (:func:`plays_in_browsers`)."""
+    from PIL import Image
+
+    reader = VideoReader(source, name=name, fps=None)
+    _write_h264(((frame.time, Image.fromarray(frame.pixels)) for frame in reader.frames()),
+                reader.info.rate, path)
+
+
+BROWSER_CODECS = frozenset({"h264", "vp8", "vp9", "av1"})  # what Chrome and Firefox play
+BROWSER_CONTAINERS = frozenset({".mp4", ".m4v", ".mov", ".webm"})
+
+
+def plays_in_browsers(info: VideoInfo) -> bool:
+    """Whether a browser's player can show the video as it is (an AVI, an MKV or MPEG-4
+    Part 2 video shows nothing but a broken player)."""
+    return info.codec in BROWSER_CODECS and Path(info.name).suffix.lower() in BROWSER_CONTAINERS
+
+
+def _write_h264(frames: Iterator[tuple[float, Any]], rate: float | None, path: str | Path) -> None:
+    """(time, PIL image) pairs as H.264 in mp4 at their own times, written whole or not at
+    all."""
+    import av
+    import numpy as np
+
+    fraction = Fraction(rate or 25).limit_denominator(1001)
     with atomic_file(path) as partial, av.open(str(partial), "w", format="mp4") as out:
         stream = None
-        for frame in reader.frames():
-            image = draw_faces(Image.fromarray(frame.pixels), timeline.faces_at(frame.time),
-                               numbered=False)
+        for time, image in frames:
             if stream is None:  # the frames' own size (upright, shrunk as identified)
-                stream = out.add_stream("libx264", rate=rate, options={"preset": "veryfast"})
+                stream = out.add_stream("libx264", rate=fraction, options={"preset": "veryfast"})
                 stream.width, stream.height = image.width // 2 * 2, image.height // 2 * 2
                 stream.pix_fmt = "yuv420p"
             pixels = np.asarray(image)[: stream.height, : stream.width]
             picture = av.VideoFrame.from_ndarray(pixels, format="rgb24")
-            picture.pts = round(frame.time * rate)  # the source's times: subtitles agree
-            picture.time_base = 1 / rate
+            picture.pts = round(time * fraction)  # the source's times: subtitles agree
+            picture.time_base = 1 / fraction
             for packet in stream.encode(picture):
                 out.mux(packet)
         for packet in stream.encode():

@@ -17,13 +17,14 @@ from __future__ import annotations
 import bisect
 import threading
 import time as clock
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Full, Queue
 from typing import Any, BinaryIO
 
 import numpy as np
+from PIL import Image
 
 from ..albums.grouping import UNGROUPED, group_faces
 from ..data.videos import DEFAULT_FPS, Frame, VideoInfo, VideoReader
@@ -33,7 +34,7 @@ from ..recognition.recognize import UNKNOWN, Recognizer
 from ..runs.run import Run
 from ..scoring.open_set import presets
 from ..vectors import l2_normalize
-from .tracks import Track, Tracker
+from .tracks import Track, Tracker, padded_face
 
 CLOCK = 0.0015  # times are kept to the millisecond: a frame within this of one is at it
 AGREE = 0.5  # share of a track's faces that must have its person nearest for it to be named
@@ -159,43 +160,68 @@ def identify_video(
     :meth:`Recognizer.identify` (default: :func:`video_threshold`); ``samples`` keeps a row
     per face found. Raises :class:`~celebmodel.errors.VideoError` for a file that is not a
     readable video."""
-    started = clock.monotonic()
     reader = VideoReader(source, name=name, fps=fps)
     threshold = video_threshold(recognizer) if threshold is None else threshold
     rate = fps or reader.info.rate or 25.0
     total = int((reader.info.duration or 0) * rate) or None
-    tracker = Tracker(recognizer.cuts)
-    rows: list[dict[str, Any]] = []
-    frames = found = 0
+    collected = Collected(recognizer, threshold, samples)
     with bar(desc="frames", total=total, unit="frame") as progress:
         for frame in decoded_ahead(reader.frames()):
             faces, embeddings = recognizer.analyse(frame.pixels, threshold)
-            ids = tracker.add(frame.time, frame.shot, frame.pixels, faces, embeddings)
-            frames += 1
-            found += len(faces)
-            if samples:
-                rows += [{"time": round(frame.time, 3), "track": i, "box": f["box"],
-                          **{k: f.get(k) for k in ("known", "label", "name", "match_confidence",
-                                                   "similarity")}}
-                         for i, f in zip(ids, faces, strict=True)]
+            collected.add(frame.time, frame.shot, faces, embeddings,
+                          lambda j, f=frame, faces=faces: padded_face(f.pixels, faces[j]["box"]))
             progress.update(1)
-            progress.set_postfix(faces=found, refresh=False)
-    step = 1.0 / rate
-    end = reader.end + step
-    every = tracker.finish()
-    tracks = [t for t in every if len(t) >= MIN_FACES]
-    for track in tracks:
-        _name_track(recognizer, track, threshold)
-    shots = [0.0, *reader.cuts]
-    people = _people(recognizer, tracks, step, end, shots)
-    kept = {t.id for t in tracks}
-    return VideoTimeline(
-        info=reader.info, fps=fps, model=recognizer.run.title, people=people, tracks=tracks,
-        shots=shots, frames=frames, faces=found,
-        seconds=clock.monotonic() - started, end=end, stopped=reader.stopped,
-        brief=sum(len(t) for t in every if t.id not in kept),
-        samples=[row for row in rows if row["track"] in kept],
-    )
+            progress.set_postfix(faces=collected.faces, refresh=False)
+    return collected.timeline(reader.info, fps, reader.end, reader.cuts, reader.stopped)
+
+
+class Collected:
+    """A video's sampled frames' faces, added in time order, become its timeline: the one
+    path from faces to people for a video read here and for one read in segments by a
+    cluster's workers (:mod:`celebmodel.video.ray_video`)."""
+
+    def __init__(self, recognizer: Recognizer, threshold: float, samples: bool = False) -> None:
+        self.recognizer = recognizer
+        self.threshold = threshold
+        self.samples = samples
+        self.tracker = Tracker(recognizer.cuts)
+        self.rows: list[dict[str, Any]] = []
+        self.frames = 0
+        self.faces = 0
+        self.started = clock.monotonic()
+
+    def add(self, time: float, shot: int, faces: list[dict[str, Any]], embeddings: np.ndarray,
+            crop: Callable[[int], Image.Image]) -> None:
+        """One sampled frame's faces (``crop(j)``: face ``j``'s thumbnail)."""
+        ids = self.tracker.add(time, shot, faces, embeddings, crop)
+        self.frames += 1
+        self.faces += len(faces)
+        if self.samples:
+            self.rows += [{"time": round(time, 3), "track": i, "box": f["box"],
+                           **{k: f.get(k) for k in ("known", "label", "name", "match_confidence",
+                                                    "similarity")}}
+                          for i, f in zip(ids, faces, strict=True)]
+
+    def timeline(self, info: VideoInfo, fps: float | None, last: float, cuts: list[float],
+                 stopped: str | None) -> VideoTimeline:
+        """The tracks named and gathered into people; ``last``: the last sampled frame's
+        time; ``cuts``: when each shot after the first starts."""
+        step = 1.0 / (fps or info.rate or 25.0)
+        end = last + step
+        every = self.tracker.finish()
+        tracks = [t for t in every if len(t) >= MIN_FACES]
+        for track in tracks:
+            _name_track(self.recognizer, track, self.threshold)
+        shots = [0.0, *cuts]
+        people = _people(self.recognizer, tracks, step, end, shots)
+        kept = {t.id for t in tracks}
+        return VideoTimeline(
+            info=info, fps=fps, model=self.recognizer.run.title, people=people, tracks=tracks,
+            shots=shots, frames=self.frames, faces=self.faces,
+            seconds=clock.monotonic() - self.started, end=end, stopped=stopped,
+            brief=sum(len(t) for t in every if t.id not in kept),
+            samples=[row for row in self.rows if row["track"] in kept],
+        )
 
 
 def decoded_ahead(frames: Iterator[Frame], depth: int = 4) -> Iterator[Frame]:

@@ -11,6 +11,7 @@ its own. A shot cut (:class:`~celebmodel.data.videos.Frame`'s ``shot``) ends eve
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,7 +58,7 @@ class Track:
         return len(self.times)
 
     def add(self, time: float, face: dict[str, Any], embedding: np.ndarray,
-            pixels: np.ndarray) -> None:
+            crop: Callable[[], Image.Image]) -> None:
         self.times.append(time)
         self.boxes.append([int(v) for v in face["box"]])
         self.answers.append({key: face.get(key) for key in ANSWER_KEYS})
@@ -67,13 +68,13 @@ class Track:
         if quality > self._best_quality:
             self._best_quality = quality
             self.best = len(self.times) - 1
-            self.thumbnail = _crop(pixels, face["box"])
+            self.thumbnail = crop()
 
     def recent(self) -> np.ndarray:
         return np.stack(self.embeddings[-RECENT:])
 
 
-def _crop(pixels: np.ndarray, box: list[int]) -> Image.Image:
+def padded_face(pixels: np.ndarray, box: list[int]) -> Image.Image:
     """The face with a margin, at most :data:`THUMB_SIDE` pixels a side."""
     x, y, w, h = (int(v) for v in box)
     pad = int(0.25 * max(w, h))
@@ -114,10 +115,12 @@ class Tracker:
         self._closed: list[Track] = []
         self._next_id = 1
 
-    def add(self, time: float, shot: int, pixels: np.ndarray, faces: list[dict[str, Any]],
-            embeddings: np.ndarray) -> list[int]:
+    def add(self, time: float, shot: int, faces: list[dict[str, Any]], embeddings: np.ndarray,
+            crop: Callable[[int], Image.Image]) -> list[int]:
         """Link one frame's faces (of shot number ``shot``) to the tracks; returns each face's
-        track id."""
+        track id. ``crop(j)`` gives face ``j``'s thumbnail, asked only when it becomes a
+        track's best face (a worker of a cluster hands them ready, see
+        :mod:`celebmodel.video.ray_video`)."""
         if shot != self.shot:
             self.shot = shot
             self._close(lambda track: True)
@@ -143,7 +146,7 @@ class Tracker:
                 track = Track(self._next_id, self.shot)
                 self._next_id += 1
                 self._open.append(track)
-            track.add(time, face, embeddings[j], pixels)
+            track.add(time, face, embeddings[j], lambda j=j: crop(j))
             ids.append(track.id)
         return ids
 
