@@ -191,6 +191,36 @@ def test_a_frame_of_another_face_inside_a_track_does_not_rename_it(tmp_path, rec
     assert timeline.brief == 1  # the other face, seen once, is no track
 
 
+def test_an_unnamed_track_close_to_a_named_persons_tracks_takes_their_name():
+    """A person named in one shot and unnamed in a smaller one (a split screen): the unnamed
+    track joins them when its faces are within the grouping cut of theirs; a stranger's
+    track, farther, stays unknown."""
+    from types import SimpleNamespace
+
+    from celebmodel.scoring.cuts import Cuts
+    from celebmodel.video.timeline import _join_named
+    from celebmodel.video.tracks import Track
+
+    rng = np.random.default_rng(0)
+    person, stranger = rng.normal(size=(2, 128))
+
+    def track(id_, centre, spread, answer):
+        faces = centre + spread * rng.normal(size=(6, 128))
+        unit = faces / np.linalg.norm(faces, axis=1, keepdims=True)
+        return Track(id_, 0, times=list(range(6)), embeddings=list(unit.astype(np.float32)),
+                     answer=answer)
+
+    unnamed = {"known": False, "label": "unknown", "name": None, "match_confidence": 0.3}
+    named = track(1, person, 0.1, {"known": True, "label": "Ada", "name": "Ada",
+                                   "match_confidence": 0.999})
+    same = track(2, person, 0.15, dict(unnamed))
+    other = track(3, stranger, 0.1, dict(unnamed))
+    _join_named(SimpleNamespace(cuts=Cuts(0.3, 0.4, 0.5)), [named, same, other])
+    assert same.answer["known"] and same.answer["name"] == "Ada"
+    assert same.answer["joined"] == [1] and same.answer["match_confidence"] is None
+    assert not other.answer["known"] and "joined" not in other.answer
+
+
 def test_an_unknown_person_named_from_their_track_is_known_after(tmp_path, folders,
                                                                  tiny_builtin, recognizer,
                                                                  stranger_face):

@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image
 
-from ..albums.grouping import UNGROUPED, group_faces
+from ..albums.grouping import UNGROUPED, group_faces, join_groups
 from ..data.videos import DEFAULT_FPS, Frame, VideoInfo, VideoReader
 from ..progress import BarFactory, quiet_bar
 from ..recognition.people import name_faces
@@ -134,7 +134,8 @@ class VideoTimeline:
                 {"track": t.id, "person": t.person, "start": round(t.start, 3),
                  "end": round(t.end, 3), "faces": len(t), "shot": t.shot,
                  **{k: v for k, v in t.answer.items()
-                    if k in ("known", "match_confidence", "similarity", "agreement")}}
+                    if k in ("known", "match_confidence", "similarity", "agreement",
+                             "joined")}}
                 for t in self.tracks
             ],
             **({"samples": self.samples} if self.samples else {}),
@@ -298,6 +299,7 @@ def _people(recognizer: Recognizer, tracks: list[Track], step: float, end: float
     """Tracks gathered by person (unknown ones grouped), each with their occurrences."""
     by_key: dict[str, list[Track]] = {}
     names: dict[str, str] = {}
+    _join_named(recognizer, tracks)
     unknown = [t for t in tracks if not t.answer["known"]]
     if unknown:
         means = l2_normalize(np.stack([np.mean(t.embeddings, axis=0) for t in unknown]))
@@ -329,6 +331,33 @@ def _people(recognizer: Recognizer, tracks: list[Track], step: float, end: float
         ))
     people.sort(key=lambda p: (not p.known, -p.screen_time, p.name))
     return people
+
+
+def _join_named(recognizer: Recognizer, tracks: list[Track]) -> None:
+    """An unnamed track takes the name of a person named in the same video when its faces are
+    as close to theirs as an album's face must be to join a group
+    (:func:`~celebmodel.albums.grouping.join_groups`, the model's grouping cuts): the same
+    person in a smaller or turned shot (a split screen, a profile) looks more like themselves
+    a minute earlier than like the gallery's photos of them. Its answer keeps its own match
+    confidence (none for that person) and says which tracks it joined (``joined``)."""
+    named = [t for t in tracks if t.answer["known"]]
+    unnamed = [t for t in tracks if not t.answer["known"]]
+    if not named or not unnamed:
+        return
+    labels = sorted({t.answer["label"] for t in named})
+    own = {label: [t for t in named if t.answer["label"] == label] for label in labels}
+    sums = np.stack([np.sum([l2_normalize(np.stack(t.embeddings)).sum(axis=0) for t in own[label]],
+                            axis=0) for label in labels])
+    sizes = np.array([sum(len(t) for t in own[label]) for label in labels])
+    means = l2_normalize(np.stack([np.mean(t.embeddings, axis=0) for t in unnamed]))
+    for track, joined in zip(unnamed, join_groups(means, sums, sizes, recognizer.cuts),
+                             strict=True):
+        if joined < 0:
+            continue
+        first = own[labels[joined]][0].answer
+        track.answer = {**track.answer, "known": True, "label": first["label"],
+                        "name": first["name"], "match_confidence": None,
+                        "joined": [t.id for t in own[labels[joined]]]}
 
 
 def occurrences(tracks: list[Track], step: float, end: float, shots: list[float],
