@@ -91,9 +91,9 @@ if display.looser(recognizer.scoring, threshold, balanced["threshold"]):
         icon=":material/warning:",
     )
 
-# Photos --------------------------------------------------------------------------------------
-source = st.radio("Photos", list(SOURCES), format_func=SOURCES.get, horizontal=True, key="source",
-                  help="A video: who is on screen, and when, on a timeline.")
+# What to identify ----------------------------------------------------------------------------
+source = st.radio("Identify faces in", list(SOURCES), format_func=SOURCES.get, horizontal=True,
+                  key="source", help="A video: who is on screen, and when, on a timeline.")
 
 
 def show_face(number: int, face: dict, pixels: np.ndarray) -> None:
@@ -444,28 +444,31 @@ def show_video(data: bytes, timeline: VideoTimeline) -> None:
     at = float(st.session_state.get("video-at", 0.0))
     st.video(playable(data, timeline), start_time=int(at),  # the player seeks to whole seconds
              subtitles={"Who is on screen": vtt_text(timeline)})
+    moment = st.container()  # the frame chosen below shows here, under the player
     if not timeline.people:
         return
     st.subheader("Timeline")
     st.caption("Click a bar to watch that moment.")
+    picks = st.session_state.get("video-picks", 0)  # a new chart and box after each pick: a
+    # bar clicked again is a new pick, and a bar left selected never outweighs the box
     picked = st.plotly_chart(views.timeline_figure(timeline), on_select="rerun",
-                             selection_mode="points", key="video-timeline",
+                             selection_mode="points", key=f"video-timeline-{picks}",
                              use_container_width=True)
     points = (picked or {}).get("selection", {}).get("points", []) if picked else []
     jump = st.selectbox(
-        "Or go to", [None, *[(p.name, o["start"]) for p in timeline.people
-                             for o in p.occurrences]],
-        format_func=lambda item: "choose a moment" if item is None
-        else f"{item[0]} at {views.clock(item[1])}", key="video-jump",
+        "Or go to", [(p.name, o["start"]) for p in timeline.people for o in p.occurrences],
+        index=None, placeholder="choose a moment", key=f"video-jump-{picks}",
+        format_func=lambda item: f"{item[0]} at {views.clock(item[1])}",
     )
-    moment = points[0]["customdata"][0] if points else jump[1] if jump else None
-    if moment is not None and abs(float(moment) - at) > 1e-3:
-        st.session_state["video-at"] = float(moment)
+    chosen = points[0]["customdata"][0] if points else jump[1] if jump else None
+    if chosen is not None:
+        st.session_state["video-at"] = float(chosen)
+        st.session_state["video-picks"] = picks + 1
         st.rerun()
     if "video-at" in st.session_state:
         frame = VideoReader(data, name=timeline.info.name).frame_at(at)
-        st.image(views.frame_with_faces(frame.pixels, timeline, frame.time),
-                 caption=f"At {views.clock(frame.time)}")
+        moment.image(views.frame_with_faces(frame.pixels, timeline, frame.time),
+                     caption=f"At {views.clock(frame.time)}")
     st.subheader("People")
     st.dataframe(views.people_table(timeline), hide_index=True,
                  column_config={"face": st.column_config.ImageColumn("face")})

@@ -22,6 +22,9 @@ from streamlit.testing.v1 import AppTest
 from celebmodel.runs.run import Run
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Three test workers (and their servers and trainings) share two cores: each process computes
+# on one thread, so none spins waiting for a second core another holds. Subprocesses inherit it.
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 
 # The keys every metrics_<subset>.json must hold (issue 2), written out, not imported.
 METRIC_KEYS = {

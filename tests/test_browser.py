@@ -345,6 +345,9 @@ def test_a_training_shows_its_stages_live_and_then_becomes_the_model_in_use(serv
             settle(page, "Past runs")
         page.get_by_role("textbox", name="Name of this run").fill("Browser colours")
         page.keyboard.press("Enter")
+        page.get_by_role("spinbutton", name="Most epochs per phase").fill("3")  # the stages
+        page.keyboard.press("Enter")  # matter here, not the accuracy
+        settle(page, "Past runs")
         page.get_by_role("button", name="Start training").click()
         bar = page.locator("[data-testid='stProgress']").filter(has_text=stage)
         bar.first.wait_for(timeout=TIMEOUT_MS)
@@ -564,6 +567,18 @@ def test_a_video_on_a_timeline_whose_bar_starts_the_player_there(astro_server, t
                                timeout=TIMEOUT_MS)
         no_traceback(page)
         shoot(page, "video_moment")
+        choose(page, "Or go to", "Unknown 2 at 0:04.0")  # the bar clicked is no obstacle
+        page.get_by_text("At 0:04.0").wait_for(timeout=TIMEOUT_MS)
+        page.wait_for_function(f"() => Math.abs({player}.currentTime - 4.0) < 0.3",
+                               timeout=TIMEOUT_MS)
+        bars = page.locator(".js-plotly-plot g.trace.bars path")  # the chart drawn anew
+        bars.first.scroll_into_view_if_needed()
+        box = bars.first.bounding_box()  # the same bar again: back to 1 s
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.get_by_text("At 0:01.0").wait_for(timeout=TIMEOUT_MS)
+        page.wait_for_function(f"() => Math.abs({player}.currentTime - 1.0) < 0.3",
+                               timeout=TIMEOUT_MS)
+        no_traceback(page)
 
 
 def test_one_number_on_identify_and_a_compare_that_compares_in_the_browser(astro_server, tmp_path):

@@ -303,6 +303,7 @@ def old_run(tmp_path, chips):
     return Run(path)
 
 
+@pytest.mark.slow
 def test_a_run_from_before_the_keras_network_loads_identifies_evaluates_and_enrols(
     old_run, tmp_path
 ):

@@ -65,7 +65,9 @@ def _keras_embeddings(network: str, chips: np.ndarray) -> np.ndarray:
     return vectors
 
 
-@pytest.mark.parametrize("network", ["mbf512", "dlib128"])
+@pytest.mark.parametrize(
+    "network", ["mbf512", pytest.param("dlib128", marks=pytest.mark.slow)]  # converts dlib's
+)
 def test_litert_gives_the_keras_network_s_embeddings(network):
     """A photo's faces (LiteRT, shipped or converted on this machine) and a folder's (LiteRT
     for MobileFaceNet, the traced graph for dlib's) are the Keras network's embeddings."""

@@ -330,14 +330,21 @@ def test_identify_page_video_timeline_moment_and_naming(tmp_path, folders, tiny_
     at.file_uploader(key="video-upload").set_value([("talk.mp4", video.read_bytes(),
                                                      "video/mp4")])
     open_page(at)
-    assert any(s.value.startswith("1 known and 1 unknown people in 0:06.0 of video")
+    assert any(s.value.startswith("1 known person and 1 unknown person in 0:06.0 of video")
                for s in at.success), [s.value for s in at.success]
     assert at.get("video")[0].proto.start_time == 0
-    jump = at.selectbox(key="video-jump")
+    jump = at.selectbox(key="video-jump-0")
+    assert jump.value is None  # "choose a moment"
     jump.select_index(jump.options.index("Astro Naut at 0:01.0"))
     open_page(at)
     assert at.get("video")[0].proto.start_time == 1  # the player starts at that moment
     (moment,) = [i for i in at.get("image") if i.proto.imgs[0].caption == "At 0:01.0"]
+    again = at.selectbox(key="video-jump-1")  # a fresh box: the same moment can be chosen again
+    assert again.value is None
+    again.select_index(again.options.index("Unknown 1 at 0:04.0"))
+    open_page(at)
+    assert at.get("video")[0].proto.start_time == 4
+    assert [i for i in at.get("image") if i.proto.imgs[0].caption == "At 0:04.0"]
     table = at.dataframe[0].value
     assert list(table["person"]) == ["Astro Naut", "Unknown 1"]
     at.button(key="video-draw").click()
@@ -347,7 +354,7 @@ def test_identify_page_video_timeline_moment_and_naming(tmp_path, folders, tiny_
     box.set_value("Camera Man")
     at.button(key="video-add-unknown-1").click()
     open_page(at)
-    assert any(s.value.startswith("2 known and 0 unknown people") for s in at.success), \
+    assert any(s.value.startswith("2 known people and 0 unknown people") for s in at.success), \
         [s.value for s in at.success]
 
 

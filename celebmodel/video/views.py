@@ -35,15 +35,20 @@ def preset_words(preset: str) -> str:
     return f"This video is named at {preset}, as chosen above."
 
 
+def count(number: int, one: str, many: str) -> str:
+    return f"{number:,} {one if number == 1 else many}"
+
+
 def summary(timeline: VideoTimeline) -> str:
     """One line: who was found, in how much video, how fast."""
     known = sum(p.known for p in timeline.people)
     length = timeline.info.duration or timeline.end
     return (
-        f"{known} known and {len(timeline.people) - known} unknown "
-        f"{'person' if len(timeline.people) == 1 else 'people'} in {clock(length)} of video "
-        f"({timeline.frames:,} frames looked at, {timeline.faces:,} faces, "
-        f"{len(timeline.tracks):,} tracks; {timeline.seconds:.1f} s)"
+        f"{count(known, 'known person', 'known people')} and "
+        f"{count(len(timeline.people) - known, 'unknown person', 'unknown people')} in "
+        f"{clock(length)} of video ({count(timeline.frames, 'frame', 'frames')} looked at, "
+        f"{count(timeline.faces, 'face', 'faces')}, "
+        f"{count(len(timeline.tracks), 'track', 'tracks')}; {timeline.seconds:.1f} s)"
     )
 
 
@@ -66,9 +71,11 @@ def timeline_figure(timeline: VideoTimeline) -> go.Figure:
     figure = px.bar(
         frame, x="seconds", y="person", base="start", orientation="h", color="known",
         color_discrete_map={"known": KNOWN_COLOUR, "unknown": UNKNOWN_COLOUR},
-        custom_data=["start"], hover_data={"from": True, "to": True, "sure": True,
-                                            "start": False, "seconds": False, "known": False},
-        category_orders={"person": order},
+        custom_data=["start", "from", "to", "sure"], category_orders={"person": order},
+    )
+    figure.update_traces(  # plain words, not plotly's "key=value" lines
+        hovertemplate="<b>%{y}</b><br>%{customdata[1]} to %{customdata[2]}<br>"
+                      "%{customdata[3]}<extra></extra>"
     )
     length = timeline.info.duration or timeline.end
     figure.update_layout(
