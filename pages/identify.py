@@ -442,15 +442,18 @@ def show_video(data: bytes, timeline: VideoTimeline) -> None:
     if not timeline.people:
         st.info("Nobody's face was seen for long enough to follow them.")
     at = float(st.session_state.get("video-at", 0.0))
-    st.video(playable(data, timeline), start_time=int(at),  # the player seeks to whole seconds
-             subtitles={"Who is on screen": vtt_text(timeline)})
+    picks = st.session_state.get("video-picks", 0)  # each pick makes a new player, chart and
+    # box: the player seeks even to the second it was last sent to (Streamlit's seeks only
+    # when its start time changes), a bar clicked again is a new pick, and a bar left
+    # selected never outweighs the box
+    players = st.empty(), st.empty()
+    players[picks % 2].video(playable(data, timeline), start_time=int(at),  # whole seconds
+                             subtitles={"Who is on screen": vtt_text(timeline)})
     moment = st.container()  # the frame chosen below shows here, under the player
     if not timeline.people:
         return
     st.subheader("Timeline")
     st.caption("Click a bar to watch that moment.")
-    picks = st.session_state.get("video-picks", 0)  # a new chart and box after each pick: a
-    # bar clicked again is a new pick, and a bar left selected never outweighs the box
     picked = st.plotly_chart(views.timeline_figure(timeline), on_select="rerun",
                              selection_mode="points", key=f"video-timeline-{picks}",
                              use_container_width=True)

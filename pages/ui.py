@@ -305,8 +305,14 @@ def streamlit_bar(bar: Any) -> Callable[..., Any]:
                 return True
             text = f"{self.n} of {self.total} {self.unit}s"
             info = self.format_dict
-            if info["elapsed"] > 0:  # the average rate (no smoothing)
-                text += f" · {info['rate'] or info['n'] / info['elapsed']:.1f} {self.unit}s/s"
+            if self.postfix:  # what the work counts besides ("faces=12": "12 faces")
+                text += "".join(f" · {value} {key}" for key, value in
+                                (item.split("=", 1) for item in self.postfix.split(", ")))
+            if info["elapsed"] > 0:  # the average rate (no smoothing), and the time left
+                rate = info["rate"] or info["n"] / info["elapsed"]
+                text += f" · {rate:.1f} {self.unit}s/s"
+                if self.total and rate and self.n < self.total:
+                    text += f" · about {self.format_interval((self.total - self.n) / rate)} left"
             if self.desc in STAGES:  # a stage of the package's work: say which
                 text = f"{STAGES[self.desc]} · {text}"
             bar.progress(min(1.0, self.n / max(self.total or 1, 1)), text=text)

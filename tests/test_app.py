@@ -12,6 +12,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 import shutil
 import sys
 import threading
@@ -129,12 +130,15 @@ def test_an_album_bar_shows_the_count_and_rate_and_ends_full():
             drawn.append((value, text))
 
     with ui.streamlit_bar(Progress())(desc="photos", total=3, unit="photo") as bar:
-        for _ in range(3):
+        for i in range(3):
             time.sleep(0.12)  # past tqdm's refresh interval, so each photo is drawn
+            bar.set_postfix(faces=2 * i + 2, refresh=False)
             bar.update(1)
     assert [value for value, _ in drawn[:3]] == pytest.approx([1 / 3, 2 / 3, 1.0])
-    assert drawn[-1][0] == 1.0 and drawn[-1][1].startswith("3 of 3 photos · ")
-    assert all(text.endswith(" photos/s") for _, text in drawn)
+    assert re.fullmatch(r"1 of 3 photos · 2 faces · [\d.]+ photos/s · about 00:0\d left",
+                        drawn[0][1]), drawn[0][1]
+    assert drawn[-1][0] == 1.0 and drawn[-1][1].startswith("3 of 3 photos · 6 faces · ")
+    assert drawn[-1][1].endswith(" photos/s")  # nothing left
 
 
 def test_reruns_leave_the_keras_session_alone(folders, monkeypatch):

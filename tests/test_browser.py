@@ -578,6 +578,10 @@ def test_a_video_on_a_timeline_whose_bar_starts_the_player_there(astro_server, t
         page.get_by_text("At 0:01.0").wait_for(timeout=TIMEOUT_MS)
         page.wait_for_function(f"() => Math.abs({player}.currentTime - 1.0) < 0.3",
                                timeout=TIMEOUT_MS)
+        page.evaluate(f"() => {{ {player}.currentTime = 3.5; }}")  # the user plays on, then
+        choose(page, "Or go to", "Astronaut at 0:01.0")  # picks the second last picked
+        page.wait_for_function(f"() => Math.abs({player}.currentTime - 1.0) < 0.3",
+                               timeout=TIMEOUT_MS)
         no_traceback(page)
 
 

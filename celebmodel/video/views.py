@@ -82,6 +82,8 @@ def timeline_figure(timeline: VideoTimeline) -> go.Figure:
         xaxis={"title": "seconds", "range": [0, length]}, yaxis={"title": None},
         height=120 + 32 * len(order), showlegend=False, margin={"l": 10, "r": 10, "t": 10},
         clickmode="event+select",
+        hoverlabel={"bgcolor": "white", "font_size": 14, "font_color": "#262730",
+                    "align": "left"},  # readable, not plotly's small grey
     )
     return figure
 
