@@ -536,6 +536,23 @@ def test_the_live_webcam_draws_the_name_on_the_video(astro_server, tmp_path):
         frame.get_by_role("button", name="STOP").click()
 
 
+def click_first_bar(page, attempts: int = 5) -> None:
+    """Click the timeline's first bar where a user does (plotly takes the click on its drag
+    layer, above the bar); retried while a rerun replaces the chart under the pointer."""
+    for attempt in range(attempts):
+        bar = page.locator(".js-plotly-plot g.trace.bars path").first
+        try:
+            bar.scroll_into_view_if_needed(timeout=5000)
+            box = bar.bounding_box(timeout=5000)
+        except playwright_api.Error:
+            box = None
+        if box is not None:
+            page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            return
+        assert attempt < attempts - 1, "the timeline's bar never settled"
+        page.wait_for_timeout(500)
+
+
 def test_a_video_on_a_timeline_whose_bar_starts_the_player_there(astro_server, tmp_path):
     """Issue 26 in a real browser: a video uploaded on Identify is identified; a click on the
     astronaut's bar of the timeline moves the player to the second he appears and shows
@@ -558,10 +575,7 @@ def test_a_video_on_a_timeline_whose_bar_starts_the_player_there(astro_server, t
         player = "document.querySelector('[data-testid=\"stVideo\"], video')"
         assert page.evaluate(f"() => {player}.currentTime") == 0
         shoot(page, "video_timeline")
-        bars.first.scroll_into_view_if_needed()
-        box = bars.first.bounding_box()  # the known person's bar: the astronaut, from 1 s
-        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # as a
-        # user does: plotly takes the click on its drag layer, above the bar
+        click_first_bar(page)  # the known person's bar: the astronaut, from 1 s
         page.get_by_text("At 0:01.0").wait_for(timeout=TIMEOUT_MS)  # the frame, boxed
         page.wait_for_function(f"() => Math.abs({player}.currentTime - 1.0) < 0.3",
                                timeout=TIMEOUT_MS)
@@ -571,10 +585,8 @@ def test_a_video_on_a_timeline_whose_bar_starts_the_player_there(astro_server, t
         page.get_by_text("At 0:04.0").wait_for(timeout=TIMEOUT_MS)
         page.wait_for_function(f"() => Math.abs({player}.currentTime - 4.0) < 0.3",
                                timeout=TIMEOUT_MS)
-        bars = page.locator(".js-plotly-plot g.trace.bars path")  # the chart drawn anew
-        bars.first.scroll_into_view_if_needed()
-        box = bars.first.bounding_box()  # the same bar again: back to 1 s
-        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        settle(page, "At 0:04.0")  # the chart is drawn anew after each pick
+        click_first_bar(page)  # the same bar again: back to 1 s
         page.get_by_text("At 0:01.0").wait_for(timeout=TIMEOUT_MS)
         page.wait_for_function(f"() => Math.abs({player}.currentTime - 1.0) < 0.3",
                                timeout=TIMEOUT_MS)
