@@ -317,19 +317,25 @@ def test_the_api_identifies_a_video(tmp_path, tiny_builtin, astro_face):
 # The Identify page ------------------------------------------------------------------------------
 
 
+def uploaded_on_identify(video: Path, mime: str):
+    """The Identify page (AppTest) after ``video`` is uploaded as "A video"."""
+    from conftest import app, open_page
+
+    at = open_page(app(), "pages/identify.py")
+    at.radio(key="source").set_value("video")
+    open_page(at)
+    at.file_uploader(key="video-upload").set_value([(video.name, video.read_bytes(), mime)])
+    return open_page(at)
+
+
 def test_identify_page_video_timeline_moment_and_naming(tmp_path, folders, tiny_builtin,
                                                         astro_face, stranger_face):
-    from conftest import app, open_page
+    from conftest import open_page
 
     video = write_video(tmp_path / "talk.mp4", [
         (1, GREY, None), (2, GREY, astro_face), (1, GREY, None), (2, GREY, stranger_face),
     ])
-    at = open_page(app(), "pages/identify.py")
-    at.radio(key="source").set_value("video")
-    open_page(at)
-    at.file_uploader(key="video-upload").set_value([("talk.mp4", video.read_bytes(),
-                                                     "video/mp4")])
-    open_page(at)
+    at = uploaded_on_identify(video, "video/mp4")
     assert any(s.value.startswith("1 known person and 1 unknown person in 0:06.0 of video")
                for s in at.success), [s.value for s in at.success]
     assert at.get("video")[0].proto.start_time == 0
@@ -362,7 +368,6 @@ def test_a_video_browsers_cannot_play_gets_an_h264_copy_for_the_player(tmp_path,
                                                                        tiny_builtin):
     """An AVI of MPEG-4 Part 2 (a YouTube Faces clip's format) shows only a broken player in
     a browser: the page plays an H.264 copy with the same frames and times, and says so."""
-    from conftest import app, open_page
 
     from celebmodel.video.outputs import plays_in_browsers, write_playable
 
@@ -376,12 +381,7 @@ def test_a_video_browsers_cannot_play_gets_an_h264_copy_for_the_player(tmp_path,
     assert reader.info.codec == "h264" and plays_in_browsers(reader.info)
     assert [f.time for f in reader.frames()] == pytest.approx(
         [f.time for f in VideoReader(avi, fps=None).frames()])
-    at = open_page(app(), "pages/identify.py")
-    at.radio(key="source").set_value("video")
-    open_page(at)
-    at.file_uploader(key="video-upload").set_value([("old.avi", avi.read_bytes(),
-                                                     "video/x-msvideo")])
-    open_page(at)
+    at = uploaded_on_identify(avi, "video/x-msvideo")
     assert any("old.avi (mpeg4) is not a video browsers play" in c.value for c in at.caption)
     assert at.get("video")
 

@@ -60,6 +60,16 @@ class VideoInfo:
     rate: float | None  # the stream's average frames per second
     codec: str
 
+    def looked_at(self, fps: float | None) -> float:
+        """Frames looked at per second when sampling at ``fps`` (``None``: every frame, at the
+        stream's rate, 25 when it does not say)."""
+        return fps or self.rate or 25.0
+
+    def samples(self, fps: float | None) -> int | None:
+        """About how many frames a reading at ``fps`` looks at (``None``: no duration known),
+        for a progress bar's total."""
+        return int((self.duration or 0) * self.looked_at(fps)) or None
+
 
 def is_video(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS

@@ -143,8 +143,7 @@ def identify_videos(
     owners = {block.id: name for block, (name, *_) in zip(blocks, items, strict=True)}
     settings = {**driver_settings(), "run": str(run.path), "fps": fps, "threshold": threshold}
     parts: dict[str, dict[str, Any]] = {}
-    total = sum(int((r.info.duration or 0) * (fps or r.info.rate or 25.0))
-                for r in readers.values() if isinstance(r, VideoReader))
+    total = sum(r.info.samples(fps) or 0 for r in readers.values() if isinstance(r, VideoReader))
     with bar(desc="frames", total=total or None, unit="frame") as progress:
         if blocks:
             with cluster(address) as ray:

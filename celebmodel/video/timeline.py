@@ -100,7 +100,7 @@ class VideoTimeline:
     def faces_at(self, time: float) -> list[dict[str, Any]]:
         """The faces on screen at ``time``: each track's sample nearest to it, within one
         sampling step, described as a photo's faces are (for drawing them)."""
-        step = 1.0 / (self.fps or self.info.rate or 25.0)
+        step = 1.0 / self.info.looked_at(self.fps)
         shot = bisect.bisect_right(self.shots, time + CLOCK) - 1  # never a face of another shot
         people = {p.key: p for p in self.people}
         faces = []
@@ -163,10 +163,8 @@ def identify_video(
     readable video."""
     reader = VideoReader(source, name=name, fps=fps)
     threshold = video_threshold(recognizer) if threshold is None else threshold
-    rate = fps or reader.info.rate or 25.0
-    total = int((reader.info.duration or 0) * rate) or None
     collected = Collected(recognizer, threshold, samples)
-    with bar(desc="frames", total=total, unit="frame") as progress:
+    with bar(desc="frames", total=reader.info.samples(fps), unit="frame") as progress:
         for frame in decoded_ahead(reader.frames()):
             faces, embeddings = recognizer.analyse(frame.pixels, threshold)
             collected.add(frame.time, frame.shot, faces, embeddings,
@@ -207,7 +205,7 @@ class Collected:
                  stopped: str | None) -> VideoTimeline:
         """The tracks named and gathered into people; ``last``: the last sampled frame's
         time; ``cuts``: when each shot after the first starts."""
-        step = 1.0 / (fps or info.rate or 25.0)
+        step = 1.0 / info.looked_at(fps)
         end = last + step
         every = self.tracker.finish()
         tracks = [t for t in every if len(t) >= MIN_FACES]
